@@ -1,0 +1,5 @@
+import sys
+
+from tokenim.cli.main import main
+
+sys.exit(main())

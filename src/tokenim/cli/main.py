@@ -1,0 +1,257 @@
+"""`tokenim` commands. Errors print one sentence (or the error object with --json) and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenim import __version__
+from tokenim.client import Client
+from tokenim.core.clock import SystemClock
+from tokenim.core.errors import ErrorCode, TokenIMError
+
+Handler = Callable[[argparse.Namespace], Awaitable[Any]]
+
+
+def default_profile() -> Path:
+    """`$TOKENIM_PROFILE`, else `$XDG_CONFIG_HOME/tokenim/default` (or `~/.config/tokenim/default`)."""
+    if os.environ.get("TOKENIM_PROFILE"):
+        return Path(os.environ["TOKENIM_PROFILE"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "tokenim" / "default"
+
+
+def read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str:
+    """From --passphrase-file, then TOKENIM_PASSPHRASE, then a prompt (twice for a new profile)."""
+    if getattr(args, "passphrase_file", None):
+        try:
+            text = Path(args.passphrase_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the passphrase file: {exc.strerror}.") from None
+        return text.rstrip("\r\n")
+    if os.environ.get("TOKENIM_PASSPHRASE"):
+        return os.environ["TOKENIM_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        raise TokenIMError(
+            ErrorCode.BAD_CONFIG, "No passphrase: use --passphrase-file or TOKENIM_PASSPHRASE when not at a terminal."
+        )
+    first = getpass.getpass("Profile passphrase: ")
+    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, "The two passphrases differ.")
+    return first
+
+
+def parse_duration(text: str) -> int:
+    """'7d', '12h', '30m' or '90s' to seconds."""
+    m = re.fullmatch(r"(\d+)([dhms])", text.strip())
+    if not m:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"'{text}' is not a duration: use forms like 7d, 12h, 30m.")
+    return int(m.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[m.group(2)]
+
+
+async def _open(args: argparse.Namespace) -> Client:
+    return await Client.open(args.profile, read_passphrase(args), clock=SystemClock())
+
+
+async def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
+    passphrase = read_passphrase(args, confirm=True)
+    async with await Client.register(
+        args.profile,
+        passphrase,
+        server_url=args.server,
+        username=args.username,
+        email=args.email,
+        invite=args.invite,
+        clock=SystemClock(),
+    ) as client:
+        me = await client.whoami()
+        info = client.keys_info()
+        return {"user_id": me.user_id, "device_id": me.device_id, "is_admin": me.is_admin, "fingerprint": info.fingerprint}
+
+
+async def cmd_login(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        tokens = await client.login()
+        return {"user_id": tokens.user_id, "device_id": tokens.device_id, "logged_in": True}
+
+
+async def cmd_logout(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        await client.logout()
+        return {"logged_out": True}
+
+
+async def cmd_whoami(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        return (await client.whoami()).model_dump()
+
+
+async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        if args.action == "remove":
+            if not args.device_id:
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Say which device: tokenim devices remove DEVICE_ID.")
+            await client.remove_device(args.device_id)
+            return {"removed": args.device_id}
+        devices = await client.devices()
+        return {
+            "devices": [
+                {
+                    "device_id": d.device_id,
+                    "current": d.device_id == client.device_id,
+                    "created_at": d.created_at,
+                    "last_seen_at": d.last_seen_at,
+                    "ed25519": d.keys["keys"].get(f"ed25519:{d.device_id}"),
+                }
+                for d in devices.devices
+            ]
+        }
+
+
+async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        info = client.keys_info()
+        return {
+            "user_id": info.user_id,
+            "master_key": info.master_key,
+            "master_key_version": info.master_key_version,
+            "fingerprint": info.fingerprint,
+            "device_id": info.device_id,
+            "device_keys": {"ed25519": info.device_ed25519, "curve25519": info.device_curve25519},
+        }
+
+
+async def cmd_invite_create(args: argparse.Namespace) -> dict[str, Any]:
+    seconds = parse_duration(args.expires)
+    async with await _open(args) as client:
+        return (await client.create_invite(seconds)).model_dump()
+
+
+def _human(command: str, result: dict[str, Any]) -> str:
+    if command == "register":
+        admin = " (organisation admin)" if result["is_admin"] else ""
+        return (
+            f"Registered {result['user_id']}{admin}, device {result['device_id']}.\nYour key fingerprint: {result['fingerprint']}"
+        )
+    if command == "login":
+        return f"Logged in as {result['user_id']} on device {result['device_id']}."
+    if command == "logout":
+        return "Logged out."
+    if command == "whoami":
+        admin = ", admin" if result["is_admin"] else ""
+        return f"{result['user_id']} (device {result['device_id']}{admin})"
+    if command == "devices":
+        if "removed" in result:
+            return f"Removed device {result['removed']}."
+        lines = []
+        for d in result["devices"]:
+            mark = "*" if d["current"] else " "
+            lines.append(f"{mark} {d['device_id']}  ed25519 {d['ed25519']}")
+        return "\n".join(lines)
+    if command == "keys":
+        fp = result["fingerprint"].split()
+        rows = [" ".join(fp[i : i + 4]) for i in range(0, len(fp), 4)]
+        return "\n".join(
+            [
+                f"User:        {result['user_id']}",
+                f"Master key:  {result['master_key']} (version {result['master_key_version']})",
+                "Fingerprint: " + ("\n             ".join(rows)),
+                f"Device:      {result['device_id']}",
+                f"  ed25519:     {result['device_keys']['ed25519']}",
+                f"  curve25519:  {result['device_keys']['curve25519']}",
+            ]
+        )
+    if command == "admin":
+        return f"Invite code: {result['code']}\n(one use; expires at {result['expires_at']} ms since the epoch)"
+    return json.dumps(result, indent=2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument("--profile", type=Path, default=argparse.SUPPRESS, help="profile directory (default: $TOKENIM_PROFILE)")
+    common.add_argument("--passphrase-file", default=argparse.SUPPRESS, help="read the profile passphrase from this file")
+
+    parser = argparse.ArgumentParser(prog="tokenim", description="TokenIM: end-to-end encrypted messaging.", parents=[common])
+    parser.add_argument("--version", action="version", version=f"tokenim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="a TOML config file")
+    serve.add_argument("--data", dest="data_dir", help="data directory (default ./tokenim-data)")
+    serve.add_argument("--host")
+    serve.add_argument("--port")
+    serve.add_argument("--database", help="sqlite:///PATH or postgresql://…")
+    serve.add_argument("--registration", choices=["invite", "open"])
+    serve.add_argument("--server-name")
+
+    reg = sub.add_parser("register", help="create an account: keys are made here", parents=[common])
+    reg.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8470")
+    reg.add_argument("--username", required=True)
+    reg.add_argument("--email")
+    reg.add_argument("--invite")
+    reg.set_defaults(handler=cmd_register)
+
+    for name, handler, text in [
+        ("login", cmd_login, "log in by signing a server challenge"),
+        ("logout", cmd_logout, "end this session"),
+        ("whoami", cmd_whoami, "show the logged-in user"),
+    ]:
+        sub.add_parser(name, help=text, parents=[common]).set_defaults(handler=handler)
+
+    dev = sub.add_parser("devices", help="list (or remove) your devices", parents=[common])
+    dev.add_argument("action", nargs="?", choices=["list", "remove"], default="list")
+    dev.add_argument("device_id", nargs="?")
+    dev.set_defaults(handler=cmd_devices)
+
+    keys = sub.add_parser("keys", help="your keys", parents=[common])
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    keys_sub.add_parser("show", help="master key, fingerprint and device keys", parents=[common]).set_defaults(
+        handler=cmd_keys_show
+    )
+
+    admin = sub.add_parser("admin", help="organisation administration", parents=[common])
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    invite = admin_sub.add_parser("invite", help="invites", parents=[common])
+    invite_sub = invite.add_subparsers(dest="invite_command", required=True)
+    create = invite_sub.add_parser("create", help="create a one-time invite", parents=[common])
+    create.add_argument("--expires", default="7d", help="lifetime, e.g. 7d, 12h (default 7d)")
+    create.set_defaults(handler=cmd_invite_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tokenim` command."""
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from tokenim.server.run import serve
+
+        flags = {k: getattr(args, k) for k in ("data_dir", "host", "port", "database", "registration", "server_name")}
+        return serve(config_file=args.config, flags=flags)
+    args.json = getattr(args, "json", False)
+    args.profile = getattr(args, "profile", None) or default_profile()
+    args.passphrase_file = getattr(args, "passphrase_file", None)
+    try:
+        result = asyncio.run(args.handler(args))
+    except TokenIMError as err:
+        if args.json:
+            print(json.dumps(err.to_json()))
+        else:
+            print(f"tokenim: {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps(result) if args.json else _human(args.command, result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,346 @@
+"""The async SDK: the only client code that talks to a server. The CLI and bots are built on it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from tokenim.client.keys import VerifiedUserKeys, verify_query_response
+from tokenim.client.store import KdfParams, ProfileStore
+from tokenim.core.clock import Clock
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import DeviceId, UserId, make_user_id, new_device_id
+from tokenim.core.signing import SigningKey, fingerprint
+from tokenim.crypto.device import DeviceIdentity
+from tokenim.protocol.api import (
+    ChallengeResponse,
+    DevicesResponse,
+    HealthResponse,
+    InviteResponse,
+    KeyCountsResponse,
+    KeysClaimResponse,
+    KeysQueryResponse,
+    OkResponse,
+    RegisterResponse,
+    TokenResponse,
+    WhoAmIResponse,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class KeysInfo:
+    """What `tokenim keys show` prints."""
+
+    user_id: str
+    master_key: str
+    master_key_version: int
+    fingerprint: str
+    device_id: str
+    device_ed25519: str
+    device_curve25519: str
+
+
+class Client:
+    """A logged-in (or logging-in) device. Create with `Client.register` or `Client.open`."""
+
+    def __init__(self, store: ProfileStore, identity: DeviceIdentity, http: httpx.AsyncClient, clock: Clock) -> None:
+        self.store = store
+        self.identity = identity
+        self._http = http
+        self._clock = clock
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    @staticmethod
+    def _http_client(server_url: str, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=server_url.rstrip("/"), transport=transport, timeout=30.0)
+
+    @classmethod
+    async def register(
+        cls,
+        profile_dir: Path,
+        passphrase: str,
+        *,
+        server_url: str,
+        username: str,
+        clock: Clock,
+        email: str | None = None,
+        invite: str | None = None,
+        kdf: KdfParams | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Client:
+        """Make the user's master key and this device's keys here, register them, then log in.
+
+        If the server refuses, the new profile is removed again so the command can simply be retried.
+        """
+        if ProfileStore.exists(profile_dir):
+            raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {profile_dir}: use another --profile.")
+        http = cls._http_client(server_url, transport)
+        try:
+            health = await _call(http, "GET", "/health", HealthResponse)
+            user_id = make_user_id(username, health.server_name)
+            now = clock.now_ms()
+            identity = DeviceIdentity.create(user_id, new_device_id(), now)
+            store = ProfileStore.create(profile_dir, passphrase, kdf)
+        except BaseException:
+            await http.aclose()
+            raise
+        client = cls(store, identity, http, clock)
+        registered = False
+        try:
+            client.store.set_meta(
+                {
+                    "server_url": server_url,
+                    "server_name": health.server_name,
+                    "user_id": user_id,
+                    "device_id": identity.device_id,
+                    "master_key_version": str(identity.master_version),
+                    "master_created_at": str(now),
+                    "device_created_at": str(now),
+                }
+            )
+            client._save_identity(master=True)
+            upload = identity.keys_to_upload(0, need_fallback=True)
+            client._save_identity()
+            body = {
+                "username": username,
+                "email": email,
+                "invite": invite,
+                "master_key": identity.master_key_object(),
+                "device_keys": identity.device_keys_object(now),
+                "one_time_keys": upload.one_time_keys,
+                "fallback_keys": upload.fallback_keys,
+            }
+            await client._post("/v1/register", body, RegisterResponse, auth=False)
+            registered = True
+            identity.mark_keys_as_published()
+            client._save_identity()
+            await client.login()
+        except BaseException:
+            await client.close()
+            if not registered:
+                _remove_profile(profile_dir)
+            raise
+        return client
+
+    @classmethod
+    async def open(
+        cls, profile_dir: Path, passphrase: str, *, clock: Clock, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Client:
+        """Unlock a profile made by `register`."""
+        store = ProfileStore.open(profile_dir, passphrase)
+        try:
+            seed, pickle = store.get_secret("master_seed"), store.get_secret("olm_account")
+            user_id, device_id, server_url = store.get_meta("user_id"), store.get_meta("device_id"), store.get_meta("server_url")
+            if seed is None or pickle is None or not user_id or not device_id or not server_url:
+                raise TokenIMError(ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} holds no account: register first.")
+            identity = DeviceIdentity(
+                UserId(user_id),
+                DeviceId(device_id),
+                DeviceIdentity.unpickle_account(pickle.decode(), store.pickle_key),
+                SigningKey.from_seed(seed),
+                int(store.get_meta("master_key_version") or 1),
+                int(store.get_meta("master_created_at") or 0),
+            )
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, identity, cls._http_client(server_url, transport), clock)
+
+    async def close(self) -> None:
+        await self._http.aclose()
+        self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _save_identity(self, *, master: bool = False) -> None:
+        secrets: dict[str, bytes | None] = {"olm_account": self.identity.pickle_account(self.store.pickle_key).encode()}
+        if master:
+            secrets["master_seed"] = self.identity.master.seed()
+        self.store.set_secrets(secrets)
+
+    @property
+    def user_id(self) -> str:
+        return self.identity.user_id
+
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
+
+    # ---- HTTP ------------------------------------------------------------------------------
+
+    def _access_token(self) -> str:
+        token = self.store.get_secret("access_token")
+        if token is None:
+            raise TokenIMError(ErrorCode.NOT_LOGGED_IN, "You are not logged in: run `tokenim login`.")
+        return token.decode()
+
+    async def _post(self, path: str, body: dict[str, Any], model: type[M], *, auth: bool = True) -> M:
+        return await self._request("POST", path, model, body=body, auth=auth)
+
+    async def _request(
+        self, method: str, path: str, model: type[M], *, body: dict[str, Any] | None = None, auth: bool = True
+    ) -> M:
+        if not auth:
+            return await _call(self._http, method, path, model, body=body)
+        try:
+            return await _call(self._http, method, path, model, body=body, token=self._access_token())
+        except TokenIMError as err:
+            if err.code is not ErrorCode.TOKEN_EXPIRED:
+                raise
+        await self.refresh()
+        return await _call(self._http, method, path, model, body=body, token=self._access_token())
+
+    # ---- auth ------------------------------------------------------------------------------
+
+    async def login(self) -> TokenResponse:
+        """Prove this device holds its key (signed challenge) and keep the tokens, encrypted."""
+        ident = {"user_id": self.user_id, "device_id": self.device_id}
+        challenge = await self._post("/v1/login/challenge", ident, ChallengeResponse, auth=False)
+        expected = self.store.get_meta("server_name")
+        if challenge.server_name != expected:
+            raise TokenIMError(
+                ErrorCode.BAD_RESPONSE, f"The server calls itself {challenge.server_name}, not {expected}: refusing to sign."
+            )
+        signature = self.identity.sign_login_challenge(server_name=challenge.server_name, nonce=challenge.nonce)
+        tokens = await self._post(
+            "/v1/login", {**ident, "nonce": challenge.nonce, "signature": signature}, TokenResponse, auth=False
+        )
+        self._keep_tokens(tokens)
+        await self.replenish_keys()
+        return tokens
+
+    def _keep_tokens(self, tokens: TokenResponse | None) -> None:
+        if tokens is None:
+            self.store.set_secrets({"access_token": None, "refresh_token": None})
+            self.store.set_meta({"access_expires_at": ""})
+            return
+        self.store.set_secrets({"access_token": tokens.access_token.encode(), "refresh_token": tokens.refresh_token.encode()})
+        self.store.set_meta({"access_expires_at": str(tokens.access_expires_at)})
+
+    async def refresh(self) -> None:
+        """Swap the refresh token for a new pair."""
+        refresh = self.store.get_secret("refresh_token")
+        if refresh is None:
+            raise TokenIMError(ErrorCode.NOT_LOGGED_IN, "You are not logged in: run `tokenim login`.")
+        try:
+            tokens = await self._post("/v1/token/refresh", {"refresh_token": refresh.decode()}, TokenResponse, auth=False)
+        except TokenIMError as err:
+            if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
+                self._keep_tokens(None)
+            raise
+        self._keep_tokens(tokens)
+
+    async def logout(self) -> None:
+        """End this session on the server and forget the tokens here."""
+        try:
+            await self._request("POST", "/v1/logout", OkResponse)
+        finally:
+            self._keep_tokens(None)
+
+    async def whoami(self) -> WhoAmIResponse:
+        return await self._request("GET", "/v1/whoami", WhoAmIResponse)
+
+    # ---- devices and keys ------------------------------------------------------------------
+
+    async def devices(self) -> DevicesResponse:
+        return await self._request("GET", "/v1/devices", DevicesResponse)
+
+    async def remove_device(self, device_id: str) -> None:
+        await self._request("DELETE", f"/v1/devices/{device_id}", OkResponse)
+        if device_id == self.device_id:
+            self._keep_tokens(None)
+
+    async def key_counts(self) -> KeyCountsResponse:
+        return await self._request("GET", "/v1/keys/counts", KeyCountsResponse)
+
+    async def replenish_keys(self) -> KeyCountsResponse:
+        """Top up published one-time keys (and the fallback key) when the server runs low."""
+        counts = await self.key_counts()
+        upload = self.identity.keys_to_upload(counts.one_time_keys, need_fallback=not counts.has_fallback_key)
+        if upload.empty:
+            return counts
+        self._save_identity()
+        counts = await self._post(
+            "/v1/keys/upload", {"one_time_keys": upload.one_time_keys, "fallback_keys": upload.fallback_keys}, KeyCountsResponse
+        )
+        self.identity.mark_keys_as_published()
+        self._save_identity()
+        return counts
+
+    async def query_keys(self, user_ids: list[str]) -> dict[str, VerifiedUserKeys]:
+        """Users' master and device keys, each signature checked here; anything that fails is left out."""
+        resp = await self._post("/v1/keys/query", {"user_ids": user_ids}, KeysQueryResponse)
+        users, _dropped = verify_query_response(resp)
+        return users
+
+    async def claim_one_time_keys(self, devices: dict[str, list[str]]) -> KeysClaimResponse:
+        return await self._post("/v1/keys/claim", {"devices": devices}, KeysClaimResponse)
+
+    async def create_invite(self, expires_in_seconds: int) -> InviteResponse:
+        return await self._post("/v1/admin/invites", {"expires_in_seconds": expires_in_seconds}, InviteResponse)
+
+    def keys_info(self) -> KeysInfo:
+        master = self.identity.master.public_key
+        return KeysInfo(
+            user_id=self.user_id,
+            master_key=master,
+            master_key_version=self.identity.master_version,
+            fingerprint=fingerprint(master),
+            device_id=self.device_id,
+            device_ed25519=self.identity.ed25519,
+            device_curve25519=self.identity.curve25519,
+        )
+
+
+def _remove_profile(profile_dir: Path) -> None:
+    """Undo a registration the server refused: remove the profile file and, if now empty, its directory."""
+    for path in profile_dir.glob(ProfileStore.db_path(profile_dir).name + "*"):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        profile_dir.rmdir()
+
+
+async def _call(
+    http: httpx.AsyncClient,
+    method: str,
+    path: str,
+    model: type[M],
+    *,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+) -> M:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = await http.request(method, path, json=body, headers=headers)
+    except httpx.TransportError as exc:
+        raise TokenIMError(
+            ErrorCode.SERVER_UNREACHABLE, f"Cannot reach the server at {http.base_url}: {type(exc).__name__}."
+        ) from None
+    try:
+        payload = resp.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    if resp.status_code >= 400:
+        raise TokenIMError.from_json(payload, http_status=resp.status_code)
+    try:
+        return model.model_validate(payload, strict=False)
+    except ValidationError:
+        raise TokenIMError(
+            ErrorCode.BAD_RESPONSE, f"The server's answer to {method} {path} is not what TokenIM expects."
+        ) from None
+
+
+__all__ = ["Client", "KeysInfo"]

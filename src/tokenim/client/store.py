@@ -1,0 +1,154 @@
+"""The encrypted local profile: one SQLite file holding the device's keys and session state.
+
+Private material is encrypted with AES-256-GCM under a random data key; the data key is wrapped by
+a key derived from the user's passphrase with Argon2id, whose parameters are stored beside it.
+Changing the passphrase only rewraps the data key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from argon2.low_level import Type, hash_secret_raw
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+
+PROFILE_FILE = "profile.db"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """Argon2id parameters (RFC 9106's second recommended set by default: 64 MiB, 3 passes)."""
+
+    time_cost: int = 3
+    memory_kib: int = 64 * 1024
+    parallelism: int = 4
+    salt_hex: str = ""
+
+    def derive(self, passphrase: str) -> bytes:
+        return hash_secret_raw(
+            passphrase.encode("utf-8"),
+            bytes.fromhex(self.salt_hex),
+            time_cost=self.time_cost,
+            memory_cost=self.memory_kib,
+            parallelism=self.parallelism,
+            hash_len=32,
+            type=Type.ID,
+        )
+
+
+def _subkey(data_key: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tokenim-profile:" + purpose).derive(data_key)
+
+
+class ProfileStore:
+    """An unlocked profile. Create with `create`, open with `open`; both need the passphrase."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, data_key: bytes) -> None:
+        self.path = path
+        self._conn = conn
+        self._aead = AESGCM(_subkey(data_key, b"secrets"))
+        self.pickle_key = _subkey(data_key, b"vodozemac-pickle")
+
+    @staticmethod
+    def db_path(profile_dir: Path) -> Path:
+        return profile_dir / PROFILE_FILE
+
+    @classmethod
+    def exists(cls, profile_dir: Path) -> bool:
+        return cls.db_path(profile_dir).exists()
+
+    @classmethod
+    def create(cls, profile_dir: Path, passphrase: str, kdf: KdfParams | None = None) -> ProfileStore:
+        """Make a new profile (directory mode 700, file mode 600) locked by `passphrase`."""
+        if not passphrase:
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "The passphrase must not be empty.")
+        path = cls.db_path(profile_dir)
+        if path.exists():
+            raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {profile_dir}.")
+        profile_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        params = KdfParams(**{**asdict(kdf or KdfParams()), "salt_hex": os.urandom(16).hex()})
+        data_key = AESGCM.generate_key(bit_length=256)
+        kek = AESGCM(params.derive(passphrase))
+        nonce = os.urandom(12)
+        wrapped = kek.encrypt(nonce, data_key, b"tokenim-data-key")
+        conn = cls._connect(path)
+        with conn:
+            conn.executemany(
+                "INSERT INTO meta(name, value) VALUES (?, ?)",
+                [("kdf", json.dumps(asdict(params))), ("wrapped_key", json.dumps({"nonce": nonce.hex(), "ct": wrapped.hex()}))],
+            )
+        return cls(path, conn, data_key)
+
+    @classmethod
+    def open(cls, profile_dir: Path, passphrase: str) -> ProfileStore:
+        """Unlock an existing profile; a wrong passphrase changes nothing and says so."""
+        path = cls.db_path(profile_dir)
+        if not path.exists():
+            raise TokenIMError(ErrorCode.PROFILE_MISSING, f"There is no profile in {profile_dir}: register first.")
+        conn = cls._connect(path)
+        rows = dict(conn.execute("SELECT name, value FROM meta WHERE name IN ('kdf', 'wrapped_key')").fetchall())
+        if len(rows) != 2:
+            conn.close()
+            raise TokenIMError(ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is incomplete or damaged.")
+        params = KdfParams(**json.loads(rows["kdf"]))
+        wrapped = json.loads(rows["wrapped_key"])
+        try:
+            data_key = AESGCM(params.derive(passphrase)).decrypt(
+                bytes.fromhex(wrapped["nonce"]), bytes.fromhex(wrapped["ct"]), b"tokenim-data-key"
+            )
+        except InvalidTag:
+            conn.close()
+            raise TokenIMError(ErrorCode.WRONG_PASSPHRASE, "The passphrase is wrong: the profile stays locked.") from None
+        return cls(path, conn, data_key)
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.isolation_level = "DEFERRED"
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def get_meta(self, name: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Store non-secret facts (server URL, user and device ids) in one transaction."""
+        with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", list(values.items()))
+
+    def get_secret(self, name: str) -> bytes | None:
+        row = self._conn.execute("SELECT nonce, ciphertext FROM secrets WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        return self._aead.decrypt(row[0], row[1], name.encode())
+
+    def set_secrets(self, values: dict[str, bytes | None]) -> None:
+        """Encrypt and store (or, for None, delete) secrets in one transaction."""
+        with self._conn:
+            for name, value in values.items():
+                if value is None:
+                    self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
+                    continue
+                nonce = os.urandom(12)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO secrets(name, nonce, ciphertext) VALUES (?, ?, ?)",
+                    (name, nonce, self._aead.encrypt(nonce, value, name.encode())),
+                )

@@ -1,0 +1,114 @@
+"""One error model end to end: a stable machine code, an HTTP status and a sentence a person understands."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Every client-visible error code. Codes are part of the protocol: never rename one."""
+
+    BAD_JSON = "bad_json"
+    INVALID_REQUEST = "invalid_request"
+    BODY_TOO_LARGE = "body_too_large"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"
+    FORBIDDEN = "forbidden"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_KEY_OBJECT = "bad_key_object"
+    CHALLENGE_INVALID = "challenge_invalid"
+    CHALLENGE_EXPIRED = "challenge_expired"
+    UNKNOWN_USER = "unknown_user"
+    UNKNOWN_DEVICE = "unknown_device"
+    USERNAME_TAKEN = "username_taken"
+    DEVICE_EXISTS = "device_exists"
+    INVITE_REQUIRED = "invite_required"
+    INVITE_INVALID = "invite_invalid"
+    KEY_CONFLICT = "key_conflict"
+    TOO_MANY_KEYS = "too_many_keys"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal_error"
+    # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
+    WRONG_PASSPHRASE = "wrong_passphrase"
+    PROFILE_MISSING = "profile_missing"
+    PROFILE_EXISTS = "profile_exists"
+    NOT_LOGGED_IN = "not_logged_in"
+    SERVER_UNREACHABLE = "server_unreachable"
+    BAD_RESPONSE = "bad_response"
+    BAD_CONFIG = "bad_config"
+
+
+_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.BAD_JSON: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.BAD_SIGNATURE: 400,
+    ErrorCode.BAD_KEY_OBJECT: 400,
+    ErrorCode.CHALLENGE_INVALID: 401,
+    ErrorCode.CHALLENGE_EXPIRED: 401,
+    ErrorCode.UNKNOWN_USER: 404,
+    ErrorCode.UNKNOWN_DEVICE: 404,
+    ErrorCode.USERNAME_TAKEN: 409,
+    ErrorCode.DEVICE_EXISTS: 409,
+    ErrorCode.INVITE_REQUIRED: 403,
+    ErrorCode.INVITE_INVALID: 403,
+    ErrorCode.KEY_CONFLICT: 409,
+    ErrorCode.TOO_MANY_KEYS: 400,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.WRONG_PASSPHRASE: 400,
+    ErrorCode.PROFILE_MISSING: 400,
+    ErrorCode.PROFILE_EXISTS: 409,
+    ErrorCode.NOT_LOGGED_IN: 401,
+    ErrorCode.SERVER_UNREACHABLE: 503,
+    ErrorCode.BAD_RESPONSE: 502,
+    ErrorCode.BAD_CONFIG: 400,
+}
+
+
+def status_for(code: ErrorCode) -> int:
+    """The HTTP status that goes with an error code."""
+    return _STATUS[code]
+
+
+class TokenIMError(Exception):
+    """The root of every error a person may see: carries a code, an HTTP status and a sentence."""
+
+    def __init__(self, code: ErrorCode, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status_for(code)
+        self.details = details or {}
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: `{"error": {"code", "message", "status", ...}}`."""
+        body: dict[str, Any] = {"code": self.code.value, "message": self.message, "status": self.status}
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+    @classmethod
+    def from_json(cls, payload: object, *, http_status: int) -> TokenIMError:
+        """Rebuild an error from a server's response; anything unrecognisable becomes `bad_response`."""
+        if isinstance(payload, dict):
+            err = payload.get("error")
+            if isinstance(err, dict) and isinstance(err.get("message"), str):
+                try:
+                    code = ErrorCode(str(err.get("code")))
+                except ValueError:
+                    code = ErrorCode.BAD_RESPONSE
+                details = err.get("details")
+                return cls(code, err["message"], details=details if isinstance(details, dict) else None)
+        return cls(ErrorCode.BAD_RESPONSE, f"The server answered with HTTP {http_status} and no readable error.")
+
+    def __repr__(self) -> str:
+        return f"TokenIMError({self.code.value!r}, {self.message!r})"

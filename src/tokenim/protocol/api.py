@@ -1,0 +1,138 @@
+"""Request and response bodies of the HTTP API (strict pydantic models: no coercion, no extra fields)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class HealthResponse(_Wire):
+    status: str
+    version: str
+    server_name: str
+
+
+class RegisterRequest(_Wire):
+    username: str = Field(min_length=1, max_length=64)
+    email: str | None = Field(default=None, max_length=254)
+    invite: str | None = Field(default=None, max_length=128)
+    master_key: dict[str, Any]
+    device_keys: dict[str, Any]
+    one_time_keys: dict[str, Any] = Field(default_factory=dict)
+    fallback_keys: dict[str, Any] = Field(default_factory=dict)
+
+
+class RegisterResponse(_Wire):
+    user_id: str
+    device_id: str
+    is_admin: bool
+
+
+class ChallengeRequest(_Wire):
+    user_id: str = Field(max_length=320)
+    device_id: str = Field(max_length=32)
+
+
+class ChallengeResponse(_Wire):
+    nonce: str
+    server_name: str
+    expires_at: int
+
+
+class LoginRequest(_Wire):
+    user_id: str = Field(max_length=320)
+    device_id: str = Field(max_length=32)
+    nonce: str = Field(max_length=128)
+    signature: str = Field(max_length=128)
+
+
+class TokenResponse(_Wire):
+    user_id: str
+    device_id: str
+    access_token: str
+    access_expires_at: int
+    refresh_token: str
+    refresh_expires_at: int
+
+
+class RefreshRequest(_Wire):
+    refresh_token: str = Field(max_length=128)
+
+
+class WhoAmIResponse(_Wire):
+    user_id: str
+    device_id: str
+    is_admin: bool
+    email: str | None
+
+
+class DeviceInfo(_Wire):
+    device_id: str
+    created_at: int
+    last_seen_at: int | None
+    keys: dict[str, Any]
+
+
+class DevicesResponse(_Wire):
+    devices: list[DeviceInfo]
+
+
+class KeysUploadRequest(_Wire):
+    one_time_keys: dict[str, Any] = Field(default_factory=dict)
+    fallback_keys: dict[str, Any] = Field(default_factory=dict)
+
+
+class KeyCountsResponse(_Wire):
+    one_time_keys: int
+    has_fallback_key: bool
+
+
+class KeysQueryRequest(_Wire):
+    user_ids: list[str] = Field(min_length=1, max_length=100)
+
+
+class UserKeys(_Wire):
+    master_key: dict[str, Any]
+    devices: dict[str, dict[str, Any]]
+
+
+class KeysQueryResponse(_Wire):
+    users: dict[str, UserKeys]
+    unknown: list[str]
+
+
+class KeysClaimRequest(_Wire):
+    devices: dict[str, list[str]] = Field(min_length=1)
+
+
+class ClaimedKey(_Wire):
+    key_id: str
+    key: dict[str, Any]
+
+
+class KeysClaimResponse(_Wire):
+    one_time_keys: dict[str, dict[str, ClaimedKey]]
+
+
+class InviteCreateRequest(_Wire):
+    expires_in_seconds: int = Field(default=7 * 86400, ge=60, le=365 * 86400)
+
+
+class InviteResponse(_Wire):
+    code: str
+    expires_at: int
+
+
+class OkResponse(_Wire):
+    ok: bool = True
+
+
+class AddDeviceRequest(_Wire):
+    device_keys: dict[str, Any]
+    one_time_keys: dict[str, Any] = Field(default_factory=dict)
+    fallback_keys: dict[str, Any] = Field(default_factory=dict)

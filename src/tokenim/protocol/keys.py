@@ -1,0 +1,169 @@
+"""Key objects: the user's master key, device keys and one-time keys, with their structure and signatures.
+
+Parsing checks shape only; `verify_*` checks the signatures with `core.signing`. Every object keeps
+its raw JSON so it can be stored and relayed byte-for-byte as signed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokenim.core.encoding import b64decode
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import DeviceId, UserId, check_device_id, check_user_id
+from tokenim.core.signing import verify_json
+
+OLM_ALGORITHM = "tokenim.olm.v1.curve25519-aes-sha2"
+MEGOLM_ALGORITHM = "tokenim.megolm.v1.aes-sha2"
+DEVICE_ALGORITHMS = [OLM_ALGORITHM, MEGOLM_ALGORITHM]
+ONE_TIME_KEY_ALGORITHM = "signed_curve25519"
+
+
+def _bad(what: str, why: str) -> TokenIMError:
+    return TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The {what} is malformed: {why}.")
+
+
+def _check_key_b64(value: object, what: str, field: str) -> str:
+    if not isinstance(value, str):
+        raise _bad(what, f"{field} must be a base64 string")
+    try:
+        raw = b64decode(value)
+    except ValueError:
+        raise _bad(what, f"{field} is not valid base64") from None
+    if len(raw) != 32:
+        raise _bad(what, f"{field} must be a 32-byte key")
+    return value
+
+
+def _check_int(value: object, what: str, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _bad(what, f"{field} must be a non-negative integer")
+    return value
+
+
+def _require_dict(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(what, "it must be a JSON object")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class MasterKey:
+    """The user's long-term identity key (Ed25519). `version` grows with each rotation."""
+
+    user_id: UserId
+    public_key: str
+    version: int
+    created_at: int
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKeys:
+    """A device's identity keys (Curve25519 for Olm, Ed25519 for signing), signed by device and master key."""
+
+    user_id: UserId
+    device_id: DeviceId
+    curve25519: str
+    ed25519: str
+    master_key_version: int
+    created_at: int
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeKey:
+    """A signed Curve25519 one-time (or fallback) key, published so others can start Olm sessions."""
+
+    key_id: str
+    public_key: str
+    fallback: bool
+    raw: dict[str, Any]
+
+
+def parse_master_key(value: object) -> MasterKey:
+    """Check the shape of a master-key object."""
+    what = "master key"
+    raw = _require_dict(value, what)
+    user_id = raw.get("user_id")
+    try:
+        uid = check_user_id(user_id)
+    except TokenIMError:
+        raise _bad(what, "user_id is not a user id") from None
+    if raw.get("usage") != ["master"]:
+        raise _bad(what, 'usage must be ["master"]')
+    keys = raw.get("keys")
+    if not isinstance(keys, dict) or len(keys) != 1:
+        raise _bad(what, "keys must hold exactly one ed25519 key")
+    ((key_id, public),) = keys.items()
+    _check_key_b64(public, what, "the key")
+    if key_id != f"ed25519:{public}":
+        raise _bad(what, "the key id must be ed25519:<public key>")
+    return MasterKey(
+        user_id=uid,
+        public_key=public,
+        version=_check_int(raw.get("version"), what, "version"),
+        created_at=_check_int(raw.get("created_at"), what, "created_at"),
+        raw=raw,
+    )
+
+
+def verify_master_key(mk: MasterKey) -> None:
+    """A master key must be signed by itself."""
+    verify_json(mk.raw, mk.user_id, mk.public_key, mk.public_key, what="master key")
+
+
+def parse_device_keys(value: object) -> DeviceKeys:
+    """Check the shape of a device-keys object."""
+    what = "device keys object"
+    raw = _require_dict(value, what)
+    try:
+        uid = check_user_id(raw.get("user_id"))
+        did = check_device_id(raw.get("device_id"))
+    except TokenIMError as exc:
+        raise _bad(what, exc.message.rstrip(".")) from None
+    if raw.get("algorithms") != DEVICE_ALGORITHMS:
+        raise _bad(what, f"algorithms must be {DEVICE_ALGORITHMS}")
+    keys = raw.get("keys")
+    if not isinstance(keys, dict) or set(keys) != {f"curve25519:{did}", f"ed25519:{did}"}:
+        raise _bad(what, "keys must hold curve25519:<device id> and ed25519:<device id>")
+    return DeviceKeys(
+        user_id=uid,
+        device_id=did,
+        curve25519=_check_key_b64(keys[f"curve25519:{did}"], what, "the curve25519 key"),
+        ed25519=_check_key_b64(keys[f"ed25519:{did}"], what, "the ed25519 key"),
+        master_key_version=_check_int(raw.get("master_key_version"), what, "master_key_version"),
+        created_at=_check_int(raw.get("created_at"), what, "created_at"),
+        raw=raw,
+    )
+
+
+def verify_device_keys(dk: DeviceKeys, master: MasterKey) -> None:
+    """Device keys must be signed by the device itself and by the user's master key."""
+    if dk.user_id != master.user_id:
+        raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The device keys belong to another user than the master key.")
+    verify_json(dk.raw, dk.user_id, dk.device_id, dk.ed25519, what="device keys object")
+    verify_json(dk.raw, dk.user_id, master.public_key, master.public_key, what="device keys object (master signature)")
+
+
+def parse_one_time_keys(value: object, *, fallback: bool) -> list[OneTimeKey]:
+    """Check the shape of `{"signed_curve25519:<id>": {"key": ..., "signatures": ...}}`."""
+    what = "fallback key" if fallback else "one-time key"
+    mapping = _require_dict(value, what + " map")
+    out: list[OneTimeKey] = []
+    for full_id, obj in mapping.items():
+        algorithm, _, key_id = full_id.partition(":")
+        if algorithm != ONE_TIME_KEY_ALGORITHM or not key_id or len(key_id) > 64:
+            raise _bad(what, f"key ids must look like {ONE_TIME_KEY_ALGORITHM}:<id>")
+        raw = _require_dict(obj, what)
+        if bool(raw.get("fallback", False)) != fallback:
+            raise _bad(what, "the fallback flag does not match where the key was sent")
+        out.append(OneTimeKey(key_id=key_id, public_key=_check_key_b64(raw.get("key"), what, "key"), fallback=fallback, raw=raw))
+    return out
+
+
+def verify_one_time_key(otk: OneTimeKey, device: DeviceKeys) -> None:
+    """A one-time key must be signed by the device that publishes it."""
+    what = "fallback key" if otk.fallback else "one-time key"
+    verify_json(otk.raw, device.user_id, device.device_id, device.ed25519, what=what)

@@ -1,0 +1,1 @@
+"""Thin HTTP routes: parse, validate, call a service, shape the response."""

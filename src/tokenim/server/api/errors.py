@@ -1,0 +1,108 @@
+"""Turns every failure into the one error model; enforces the request-body limit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+
+log = logging.getLogger("tokenim.server")
+
+
+def error_response(err: TokenIMError) -> JSONResponse:
+    return JSONResponse(err.to_json(), status_code=err.status)
+
+
+def _describe(errors: list[dict[str, Any]]) -> TokenIMError:
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return TokenIMError(ErrorCode.BAD_JSON, "The request body is not valid JSON.")
+    parts = []
+    for e in errors[:3]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        kind = e.get("type", "")
+        if kind == "missing":
+            parts.append(f"'{loc}' is missing")
+        elif kind == "extra_forbidden":
+            parts.append(f"'{loc}' is not an accepted field")
+        elif loc == "body" and kind in ("model_attributes_type", "dict_type", "model_type"):
+            parts.append("the body must be a JSON object")
+        else:
+            parts.append(f"'{loc}': {e.get('msg', 'invalid').lower()}")
+    fields = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in errors]
+    return TokenIMError(
+        ErrorCode.INVALID_REQUEST, "The request is invalid: " + "; ".join(parts) + ".", details={"fields": fields[:20]}
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map our errors, validation errors, unknown routes and crashes to `{"error": {...}}`."""
+
+    async def on_tokenim(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, TokenIMError)
+        return error_response(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(_describe(list(exc.errors())))
+
+    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            err = TokenIMError(ErrorCode.NOT_FOUND, "There is nothing at this address.")
+        elif exc.status_code == 405:
+            err = TokenIMError(ErrorCode.METHOD_NOT_ALLOWED, "This address does not accept that method.")
+        else:
+            err = TokenIMError(ErrorCode.INVALID_REQUEST, str(exc.detail))
+        return error_response(err)
+
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        err = TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log.")
+        return error_response(err)
+
+    app.add_exception_handler(TokenIMError, on_tokenim)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_crash)
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over the limit with 413, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = TokenIMError(ErrorCode.BODY_TOO_LARGE, f"The request body is larger than the limit of {self.max_bytes} bytes.")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = self.max_bytes + 1
+                if length > self.max_bytes:
+                    await error_response(too_big)(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_big
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,124 @@
+"""The HTTP routes of API v1. Each is a few lines: parse, call a service, return its result."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header
+
+from tokenim import __version__
+from tokenim.protocol.api import (
+    AddDeviceRequest,
+    ChallengeRequest,
+    ChallengeResponse,
+    DevicesResponse,
+    HealthResponse,
+    InviteCreateRequest,
+    InviteResponse,
+    KeyCountsResponse,
+    KeysClaimRequest,
+    KeysClaimResponse,
+    KeysQueryRequest,
+    KeysQueryResponse,
+    KeysUploadRequest,
+    LoginRequest,
+    OkResponse,
+    RefreshRequest,
+    RegisterRequest,
+    RegisterResponse,
+    TokenResponse,
+    WhoAmIResponse,
+)
+from tokenim.server.services.accounts import AccountService
+from tokenim.server.services.auth import AuthService
+from tokenim.server.services.common import Requester
+from tokenim.server.services.devices import DeviceService
+from tokenim.server.services.keys import KeyService
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """The services the routes call, built once by `build_app`."""
+
+    accounts: AccountService
+    auth: AuthService
+    keys: KeyService
+    devices: DeviceService
+
+
+def requester_dependency(auth: AuthService) -> Callable[..., Awaitable[Requester]]:
+    async def requester(authorization: Annotated[str | None, Header()] = None) -> Requester:
+        return await auth.access_requester(authorization)
+
+    return requester
+
+
+def build_router(services: Services, server_name: str) -> APIRouter:
+    """All routes, closed over their services (no globals, no locator)."""
+    router = APIRouter()
+    Me = Annotated[Requester, Depends(requester_dependency(services.auth))]
+
+    @router.get("/health", response_model=HealthResponse, tags=["server"])
+    async def health() -> HealthResponse:
+        return HealthResponse(status="ok", version=__version__, server_name=server_name)
+
+    @router.post("/v1/register", response_model=RegisterResponse, tags=["accounts"])
+    async def register(body: RegisterRequest) -> RegisterResponse:
+        return await services.accounts.do_register(services.accounts.check_register(body))
+
+    @router.post("/v1/login/challenge", response_model=ChallengeResponse, tags=["auth"])
+    async def challenge(body: ChallengeRequest) -> ChallengeResponse:
+        return await services.auth.do_challenge(body.user_id, body.device_id)
+
+    @router.post("/v1/login", response_model=TokenResponse, tags=["auth"])
+    async def login(body: LoginRequest) -> TokenResponse:
+        return await services.auth.do_login(body)
+
+    @router.post("/v1/token/refresh", response_model=TokenResponse, tags=["auth"])
+    async def refresh(body: RefreshRequest) -> TokenResponse:
+        return await services.auth.do_refresh(body.refresh_token)
+
+    @router.post("/v1/logout", response_model=OkResponse, tags=["auth"])
+    async def logout(me: Me) -> OkResponse:
+        await services.auth.do_logout(me)
+        return OkResponse()
+
+    @router.get("/v1/whoami", response_model=WhoAmIResponse, tags=["auth"])
+    async def whoami(me: Me) -> WhoAmIResponse:
+        return await services.accounts.access_whoami(me)
+
+    @router.get("/v1/devices", response_model=DevicesResponse, tags=["devices"])
+    async def devices(me: Me) -> DevicesResponse:
+        return await services.devices.access_devices(me)
+
+    @router.post("/v1/devices", response_model=OkResponse, tags=["devices"])
+    async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:
+        await services.keys.do_add_device(me, body.device_keys, body.one_time_keys, body.fallback_keys)
+        return OkResponse()
+
+    @router.delete("/v1/devices/{device_id}", response_model=OkResponse, tags=["devices"])
+    async def remove_device(me: Me, device_id: str) -> OkResponse:
+        await services.devices.do_remove(me, device_id)
+        return OkResponse()
+
+    @router.post("/v1/keys/upload", response_model=KeyCountsResponse, tags=["keys"])
+    async def upload_keys(me: Me, body: KeysUploadRequest) -> KeyCountsResponse:
+        return await services.keys.do_upload(me, body.one_time_keys, body.fallback_keys)
+
+    @router.get("/v1/keys/counts", response_model=KeyCountsResponse, tags=["keys"])
+    async def key_counts(me: Me) -> KeyCountsResponse:
+        return await services.keys.access_counts(me)
+
+    @router.post("/v1/keys/query", response_model=KeysQueryResponse, tags=["keys"])
+    async def query_keys(me: Me, body: KeysQueryRequest) -> KeysQueryResponse:
+        return await services.keys.access_query(body.user_ids)
+
+    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"])
+    async def claim_keys(me: Me, body: KeysClaimRequest) -> KeysClaimResponse:
+        return await services.keys.do_claim(body.devices)
+
+    @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"])
+    async def create_invite(me: Me, body: InviteCreateRequest) -> InviteResponse:
+        return await services.accounts.do_create_invite(me, body.expires_in_seconds)
+
+    return router

@@ -1,0 +1,92 @@
+"""Server configuration: defaults, then a TOML file, then `TOKENIM_*` variables, then command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import check_server_name
+from tokenim.core.limits import MAX_BODY_BYTES
+from tokenim.server.services.accounts import RegistrationMode
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything `tokenim serve` can be told."""
+
+    data_dir: Path = Path("tokenim-data")
+    host: str = "127.0.0.1"
+    port: int = 8470
+    database: str | None = None
+    registration: RegistrationMode = RegistrationMode.INVITE
+    server_name: str = "localhost"
+    max_body_bytes: int = MAX_BODY_BYTES
+    log_level: str = "info"
+
+    @property
+    def database_url(self) -> str:
+        """The configured URL, or the embedded SQLite database inside the data directory."""
+        return self.database or f"sqlite:///{(self.data_dir / 'tokenim.db').resolve()}"
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kinds = {f.name: f.type for f in fields(ServerConfig)}
+    kind = kinds[name]
+    try:
+        if name == "data_dir":
+            return Path(str(value))
+        if name in ("port", "max_body_bytes"):
+            number = int(value)
+            if number <= 0 or (name == "port" and number > 65535):
+                raise ValueError
+            return number
+        if name == "registration":
+            return RegistrationMode(str(value))
+        if name == "server_name":
+            return check_server_name(str(value))
+        if name == "log_level":
+            if str(value) not in ("debug", "info", "warning", "error"):
+                raise ValueError
+            return str(value)
+        return str(value)
+    except (ValueError, TypeError, TokenIMError):
+        raise TokenIMError(ErrorCode.BAD_CONFIG, f"Bad value for '{name}' ({kind}): {value!r}.") from None
+
+
+def _apply(cfg: ServerConfig, values: Mapping[str, Any], source: str) -> ServerConfig:
+    known = {f.name for f in fields(ServerConfig)}
+    changes = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Unknown setting '{key}' in {source}.")
+        if value is not None:
+            changes[name] = _coerce(name, value)
+    return replace(cfg, **changes)
+
+
+def load_config(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> ServerConfig:
+    """Merge the sources, later ones winning; any problem is one `bad_config` error naming it."""
+    cfg = ServerConfig()
+    path = config_file or env.get("TOKENIM_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the config file {path}: {exc.strerror}.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"The config file {path} is not valid TOML: {exc}.") from None
+        cfg = _apply(cfg, data.get("server", data), f"the config file {path}")
+    skip = {"TOKENIM_CONFIG", "TOKENIM_PROFILE", "TOKENIM_PASSPHRASE", "TOKENIM_SERVER"}
+    from_env = {
+        k[len("TOKENIM_") :].lower(): v
+        for k, v in env.items()
+        if k.startswith("TOKENIM_") and k not in skip and not k.startswith("TOKENIM_TEST")
+    }
+    cfg = _apply(cfg, from_env, "the environment (TOKENIM_*)")
+    return _apply(cfg, flags, "the command line")

@@ -1,0 +1,133 @@
+"""Login by key: a single-use, short-lived challenge signed by the device; hashed, expiring tokens."""
+
+from __future__ import annotations
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import check_device_id, check_user_id
+from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS, REFRESH_TOKEN_TTL_MS
+from tokenim.core.signing import verify_ed25519
+from tokenim.protocol.api import ChallengeResponse, LoginRequest, TokenResponse
+from tokenim.protocol.auth import login_challenge_payload
+from tokenim.server.services.common import Context, Requester, new_secret, secret_hash
+from tokenim.server.storage.auth import ChallengeRow, TokenRow
+from tokenim.server.storage.database import Tx
+
+ACCESS = "access"
+REFRESH = "refresh"
+
+
+class AuthService:
+    """Issues challenges and tokens, and turns a bearer token into a `Requester`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    async def do_challenge(self, user_id: str, device_id: str) -> ChallengeResponse:
+        """A fresh nonce bound to this server, user and device, valid for 60 seconds, usable once."""
+        uid, did = check_user_id(user_id), check_device_id(device_id)
+        now = self._ctx.clock.now_ms()
+        nonce = new_secret(32)
+        async with self._ctx.db.write() as tx:
+            await self._require_device(tx, uid, did)
+            await self._ctx.auth.purge_challenges(tx, now)
+            await self._ctx.auth.insert_challenge(tx, secret_hash(nonce), ChallengeRow(uid, did, now + CHALLENGE_TTL_MS))
+        return ChallengeResponse(nonce=nonce, server_name=self._ctx.server_name, expires_at=now + CHALLENGE_TTL_MS)
+
+    async def _require_device(self, tx: Tx, user_id: str, device_id: str) -> str:
+        user = await self._ctx.accounts.get_user(tx, user_id)
+        if user is None:
+            raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
+        device = await self._ctx.accounts.get_device(tx, user_id, device_id)
+        if device is None:
+            raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"{user_id} has no device {device_id}.")
+        return device.ed25519
+
+    async def do_login(self, req: LoginRequest) -> TokenResponse:
+        """Check the signed challenge and issue an access/refresh token pair.
+
+        The challenge is consumed whatever the outcome, so a failed answer can't be retried.
+        """
+        now = self._ctx.clock.now_ms()
+        async with self._ctx.db.write() as tx:
+            challenge = await self._ctx.auth.take_challenge(tx, secret_hash(req.nonce))
+        if challenge is None or (challenge.user_id, challenge.device_id) != (req.user_id, req.device_id):
+            raise TokenIMError(
+                ErrorCode.CHALLENGE_INVALID, "That login challenge is unknown or was already used: ask for a new one."
+            )
+        if challenge.expires_at <= now:
+            raise TokenIMError(ErrorCode.CHALLENGE_EXPIRED, "That login challenge has expired: ask for a new one.")
+        payload = login_challenge_payload(
+            server_name=self._ctx.server_name, user_id=req.user_id, device_id=req.device_id, nonce=req.nonce
+        )
+        async with self._ctx.db.write() as tx:
+            ed25519 = await self._require_device(tx, req.user_id, req.device_id)
+            if not verify_ed25519(ed25519, payload, req.signature):
+                await self._ctx.auditor.record(tx, "login.failed", req.user_id, req.device_id, reason="bad_signature")
+                bad = True
+            else:
+                bad = False
+                tokens = await self._issue(tx, req.user_id, req.device_id, new_secret(16), now)
+                await self._ctx.accounts.touch_device(tx, req.user_id, req.device_id, now)
+                await self._ctx.auditor.record(tx, "login", req.user_id, req.device_id)
+        if bad:
+            raise TokenIMError(
+                ErrorCode.BAD_SIGNATURE, "The signature on the login challenge does not verify with this device's key."
+            )
+        return tokens
+
+    async def _issue(self, tx: Tx, user_id: str, device_id: str, session_id: str, now: int) -> TokenResponse:
+        access, refresh = new_secret(32), new_secret(32)
+        access_exp, refresh_exp = now + ACCESS_TOKEN_TTL_MS, now + REFRESH_TOKEN_TTL_MS
+        await self._ctx.auth.insert_token(
+            tx, secret_hash(access), TokenRow(ACCESS, session_id, user_id, device_id, access_exp), now
+        )
+        await self._ctx.auth.insert_token(
+            tx, secret_hash(refresh), TokenRow(REFRESH, session_id, user_id, device_id, refresh_exp), now
+        )
+        return TokenResponse(
+            user_id=user_id,
+            device_id=device_id,
+            access_token=access,
+            access_expires_at=access_exp,
+            refresh_token=refresh,
+            refresh_expires_at=refresh_exp,
+        )
+
+    async def do_refresh(self, refresh_token: str) -> TokenResponse:
+        """Trade a refresh token for a new pair; the old pair stops working (rotation)."""
+        now = self._ctx.clock.now_ms()
+        async with self._ctx.db.write() as tx:
+            row = await self._ctx.auth.get_token(tx, secret_hash(refresh_token))
+            if row is None or row.kind != REFRESH:
+                raise TokenIMError(ErrorCode.UNAUTHORIZED, "That refresh token is not valid: log in again.")
+            await self._ctx.auth.delete_session(tx, row.session_id)
+            if row.expires_at <= now:
+                expired = True
+            else:
+                expired = False
+                tokens = await self._issue(tx, row.user_id, row.device_id, row.session_id, now)
+        if expired:
+            raise TokenIMError(ErrorCode.TOKEN_EXPIRED, "Your session has expired: log in again.")
+        return tokens
+
+    async def do_logout(self, requester: Requester) -> None:
+        """End the current session: both its tokens stop working."""
+        async with self._ctx.db.write() as tx:
+            await self._ctx.auth.delete_session(tx, requester.session_id)
+            await self._ctx.auditor.record(tx, "logout", requester.user_id, requester.device_id)
+
+    async def access_requester(self, authorization: str | None) -> Requester:
+        """Resolve an `Authorization: Bearer <token>` header to the requester, or raise 401."""
+        if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 200:
+            raise TokenIMError(ErrorCode.UNAUTHORIZED, "This request needs an access token: log in first.")
+        token = authorization[len("Bearer ") :].strip()
+        async with self._ctx.db.read() as tx:
+            row = await self._ctx.auth.get_token(tx, secret_hash(token))
+            if row is None or row.kind != ACCESS:
+                raise TokenIMError(ErrorCode.UNAUTHORIZED, "Your access token is not valid: log in again.")
+            if row.expires_at <= self._ctx.clock.now_ms():
+                raise TokenIMError(ErrorCode.TOKEN_EXPIRED, "Your access token has expired: refresh it or log in again.")
+            user = await self._ctx.accounts.get_user(tx, row.user_id)
+        if user is None:
+            raise TokenIMError(ErrorCode.UNAUTHORIZED, "Your account no longer exists.")
+        return Requester(row.user_id, row.device_id, row.session_id, user.is_admin)

@@ -1,0 +1,32 @@
+"""Listing and removing one's own devices."""
+
+from __future__ import annotations
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import check_device_id
+from tokenim.protocol.api import DeviceInfo, DevicesResponse
+from tokenim.server.services.common import Context, Requester
+
+
+class DeviceService:
+    """A user sees and removes only their own devices; removal ends the device's sessions and keys."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    async def access_devices(self, requester: Requester) -> DevicesResponse:
+        async with self._ctx.db.read() as tx:
+            rows = await self._ctx.accounts.list_devices(tx, [requester.user_id])
+        return DevicesResponse(
+            devices=[
+                DeviceInfo(device_id=r.device_id, created_at=r.created_at, last_seen_at=r.last_seen_at, keys=r.keys) for r in rows
+            ]
+        )
+
+    async def do_remove(self, requester: Requester, device_id: str) -> None:
+        did = check_device_id(device_id)
+        async with self._ctx.db.write() as tx:
+            await self._ctx.auth.delete_device_tokens(tx, requester.user_id, did)
+            if not await self._ctx.accounts.delete_device(tx, requester.user_id, did):
+                raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You have no device {did}.")
+            await self._ctx.auditor.record(tx, "device.removed", requester.user_id, did, by_device=requester.device_id)

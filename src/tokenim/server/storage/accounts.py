@@ -1,0 +1,129 @@
+"""Users, their chain of master keys, and their devices."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+
+from tokenim.server.storage.database import Tx
+from tokenim.server.storage.tables import devices, master_keys, users
+
+
+@dataclass(frozen=True, slots=True)
+class UserRow:
+    user_id: str
+    username: str
+    email: str | None
+    is_admin: bool
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    user_id: str
+    device_id: str
+    ed25519: str
+    curve25519: str
+    master_key_version: int
+    keys: dict[str, Any]
+    created_at: int
+    last_seen_at: int | None
+
+
+class AccountStore:
+    """Reads and writes accounts; every method runs inside the caller's transaction."""
+
+    async def count_users(self, tx: Tx) -> int:
+        return int((await tx.execute(select(func.count()).select_from(users))).scalar_one())
+
+    async def insert_user(self, tx: Tx, user: UserRow) -> None:
+        await tx.execute(
+            insert(users).values(
+                user_id=user.user_id,
+                username=user.username,
+                email=user.email,
+                is_admin=user.is_admin,
+                created_at=user.created_at,
+            )
+        )
+
+    async def get_user(self, tx: Tx, user_id: str) -> UserRow | None:
+        row = (await tx.execute(select(users).where(users.c.user_id == user_id))).first()
+        if row is None:
+            return None
+        return UserRow(row.user_id, row.username, row.email, bool(row.is_admin), row.created_at)
+
+    async def username_exists(self, tx: Tx, username: str) -> bool:
+        return (await tx.execute(select(users.c.user_id).where(users.c.username == username))).first() is not None
+
+    async def insert_master_key(self, tx: Tx, user_id: str, version: int, public_key: str, key: dict[str, Any], now: int) -> None:
+        await tx.execute(
+            insert(master_keys).values(
+                user_id=user_id, version=version, public_key=public_key, key_json=json.dumps(key), created_at=now
+            )
+        )
+
+    async def current_master_keys(self, tx: Tx, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The newest master key object of each user that has one."""
+        newest = (
+            select(master_keys.c.user_id, func.max(master_keys.c.version).label("v"))
+            .where(master_keys.c.user_id.in_(user_ids))
+            .group_by(master_keys.c.user_id)
+            .subquery()
+        )
+        q = select(master_keys.c.user_id, master_keys.c.key_json).join(
+            newest, (master_keys.c.user_id == newest.c.user_id) & (master_keys.c.version == newest.c.v)
+        )
+        return {r.user_id: json.loads(r.key_json) for r in await tx.execute(q)}
+
+    async def insert_device(self, tx: Tx, d: DeviceRow) -> None:
+        await tx.execute(
+            insert(devices).values(
+                user_id=d.user_id,
+                device_id=d.device_id,
+                ed25519=d.ed25519,
+                curve25519=d.curve25519,
+                master_key_version=d.master_key_version,
+                keys_json=json.dumps(d.keys),
+                created_at=d.created_at,
+                last_seen_at=d.last_seen_at,
+            )
+        )
+
+    async def get_device(self, tx: Tx, user_id: str, device_id: str) -> DeviceRow | None:
+        q = select(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id)
+        row = (await tx.execute(q)).first()
+        return None if row is None else _device(row)
+
+    async def list_devices(self, tx: Tx, user_ids: list[str]) -> list[DeviceRow]:
+        q = select(devices).where(devices.c.user_id.in_(user_ids)).order_by(devices.c.user_id, devices.c.created_at)
+        return [_device(r) for r in await tx.execute(q)]
+
+    async def count_devices(self, tx: Tx, user_id: str) -> int:
+        q = select(func.count()).select_from(devices).where(devices.c.user_id == user_id)
+        return int((await tx.execute(q)).scalar_one())
+
+    async def touch_device(self, tx: Tx, user_id: str, device_id: str, now: int) -> None:
+        await tx.execute(
+            update(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id).values(last_seen_at=now)
+        )
+
+    async def delete_device(self, tx: Tx, user_id: str, device_id: str) -> bool:
+        q = delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id)
+        return (await tx.execute(q)).rowcount > 0
+
+
+def _device(row: Any) -> DeviceRow:
+    return DeviceRow(
+        user_id=row.user_id,
+        device_id=row.device_id,
+        ed25519=row.ed25519,
+        curve25519=row.curve25519,
+        master_key_version=row.master_key_version,
+        keys=json.loads(row.keys_json),
+        created_at=row.created_at,
+        last_seen_at=row.last_seen_at,
+    )

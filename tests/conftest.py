@@ -1,0 +1,132 @@
+"""Shared fixtures: a database per test (SQLite, and PostgreSQL when configured), a fake clock,
+an in-process server, and `alice`/`bob`/`carol` clients with their own profiles."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from tokenim.client import Client, KdfParams
+from tokenim.core.clock import FakeClock
+from tokenim.server.app import build_app, build_services
+from tokenim.server.config import ServerConfig
+from tokenim.server.services.accounts import RegistrationMode
+from tokenim.server.storage.database import Database
+
+PG_URL = os.environ.get("TOKENIM_TEST_DATABASE_URL")
+# Cheap Argon2id parameters keep tests fast; the default parameters are tested once on their own.
+FAST_KDF = KdfParams(time_cost=1, memory_kib=8 * 1024, parallelism=1)
+PASSPHRASE = "correct horse battery staple"
+
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+@pytest.fixture(params=_backends())
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database."""
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'server.db'}")
+    else:
+        db = Database(await _fresh_pg_database())
+    await db.migrate()
+    yield db
+    await db.close()
+
+
+async def _fresh_pg_database() -> str:
+    """Reset this worker's PostgreSQL database to an empty public schema."""
+    assert PG_URL
+    worker = re.sub(r"[^a-z0-9]", "", os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    base = make_url(PG_URL)
+    name = f"{base.database}_{worker}"
+    admin = Database(PG_URL)
+    async with admin.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})).first()
+        if not exists:
+            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await admin.close()
+    url = base.set(database=name).render_as_string(hide_password=False)
+    db = Database(url)
+    async with db.engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await db.close()
+    return url
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def config() -> ServerConfig:
+    return ServerConfig(registration=RegistrationMode.OPEN, server_name="tokenim.test")
+
+
+@pytest.fixture
+def app(config: ServerConfig, database: Database, clock: FakeClock):  # type: ignore[no-untyped-def]
+    return build_app(config, database, clock, build_services(config, database, clock))
+
+
+@pytest.fixture
+def transport(app) -> httpx.ASGITransport:  # type: ignore[no-untyped-def]
+    return httpx.ASGITransport(app=app)
+
+
+@pytest.fixture
+async def http(transport: httpx.ASGITransport) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=transport, base_url="http://tokenim.test") as client:
+        yield client
+
+
+MakeUser = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def make_user(tmp_path: Path, transport: httpx.ASGITransport, clock: FakeClock) -> AsyncIterator[MakeUser]:
+    """Register a user with a fresh profile on the in-process server."""
+    made: list[Client] = []
+
+    async def make(username: str, **kwargs: object) -> Client:
+        client = await Client.register(
+            tmp_path / f"profile-{username}",
+            PASSPHRASE,
+            server_url="http://tokenim.test",
+            username=username,
+            clock=clock,
+            kdf=FAST_KDF,
+            transport=transport,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for c in made:
+        await c.close()
+
+
+@pytest.fixture
+async def alice(make_user: MakeUser) -> Client:
+    return await make_user("alice")
+
+
+@pytest.fixture
+async def bob(make_user: MakeUser) -> Client:
+    return await make_user("bob")
+
+
+@pytest.fixture
+async def carol(make_user: MakeUser) -> Client:
+    return await make_user("carol")
