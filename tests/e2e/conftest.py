@@ -1,0 +1,109 @@
+"""Real processes on real sockets: `tokenim serve` in a subprocess and the CLI as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+TOKENIM = [sys.executable, "-m", "tokenim"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def bootstrap_invite(self) -> str:
+        for line in self.output:
+            if line.startswith("Bootstrap invite"):
+                return line.rsplit(" ", 1)[1].strip()
+        raise AssertionError(f"no bootstrap invite printed: {self.output}")
+
+
+def start_server(data_dir: Path, *extra: str, port: int | None = None) -> RunningServer:
+    """Start `tokenim serve` and wait until /health answers."""
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [*TOKENIM, "serve", "--data", str(data_dir), "--port", str(port), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")},
+    )
+    server = RunningServer(f"http://127.0.0.1:{port}", data_dir, proc)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"server exited early: {server.output}")
+        server.output.append(line.rstrip("\n"))
+        if "serving" in line:
+            break
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"server did not come up: {server.output}")
+
+
+def stop_server(server: RunningServer) -> str:
+    server.process.terminate()
+    try:
+        rest, _ = server.process.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        rest, _ = server.process.communicate()
+    server.output.extend(rest.splitlines())
+    return "\n".join(server.output)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningServer]:
+    srv = start_server(tmp_path / "server-data")
+    yield srv
+    stop_server(srv)
+
+
+@dataclass
+class Cli:
+    """Runs `tokenim` for one profile, with the passphrase from the environment."""
+
+    profile: Path
+    passphrase: str = "e2e passphrase"
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")}
+        env["TOKENIM_PASSPHRASE"] = self.passphrase
+        proc = subprocess.run(
+            [*TOKENIM, "--profile", str(self.profile), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"tokenim {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
+        return proc
+
+    def json(self, *args: str) -> dict[str, object]:
+        out = self.run(*args, "--json").stdout
+        return json.loads(out)  # type: ignore[no-any-return]
