@@ -1,7 +1,8 @@
-"""The TokenIM client SDK: register, log in, manage devices and keys. A test pins these names."""
+"""The TokenIM client SDK: accounts, devices, keys and end-to-end encrypted messaging. A test pins these names."""
 
 from tokenim.client.keys import VerifiedUserKeys
-from tokenim.client.sdk import Client, KeysInfo
+from tokenim.client.messaging import Client, Message
+from tokenim.client.sdk import KeysInfo
 from tokenim.client.store import KdfParams, ProfileStore
 
-__all__ = ["Client", "KdfParams", "KeysInfo", "ProfileStore", "VerifiedUserKeys"]
+__all__ = ["Client", "KdfParams", "KeysInfo", "Message", "ProfileStore", "VerifiedUserKeys"]

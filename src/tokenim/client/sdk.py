@@ -18,6 +18,8 @@ from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import DeviceId, UserId, make_user_id, new_device_id
 from tokenim.core.signing import SigningKey, fingerprint
 from tokenim.crypto.device import DeviceIdentity
+from tokenim.crypto.machine import CryptoMachine
+from tokenim.crypto.persist import export_changes, load_records
 from tokenim.protocol.api import (
     ChallengeResponse,
     DevicesResponse,
@@ -33,6 +35,7 @@ from tokenim.protocol.api import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+C = TypeVar("C", bound="AccountClient")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +51,24 @@ class KeysInfo:
     device_curve25519: str
 
 
-class Client:
-    """A logged-in (or logging-in) device. Create with `Client.register` or `Client.open`."""
+class AccountClient:
+    """A device's account: registration, login, devices and keys. `Client` adds messaging on top."""
 
     def __init__(self, store: ProfileStore, identity: DeviceIdentity, http: httpx.AsyncClient, clock: Clock) -> None:
         self.store = store
         self.identity = identity
         self._http = http
         self._clock = clock
+        self.machine = CryptoMachine(identity)
+        load_records(self.machine, store.all_records(), store.pickle_key)
+
+    def persist_crypto(self) -> None:
+        """Write what changed in the crypto state (sessions, keys, seen indexes, the account) to the profile."""
+        records = export_changes(self.machine, self.store.pickle_key)
+        if self.machine.olm.account_dirty:
+            self.machine.olm.account_dirty = False
+            self._save_identity()
+        self.store.put_records(records)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -65,7 +78,7 @@ class Client:
 
     @classmethod
     async def register(
-        cls,
+        cls: type[C],
         profile_dir: Path,
         passphrase: str,
         *,
@@ -76,7 +89,7 @@ class Client:
         invite: str | None = None,
         kdf: KdfParams | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-    ) -> Client:
+    ) -> C:
         """Make the user's master key and this device's keys here, register them, then log in.
 
         If the server refuses, the new profile is removed again so the command can simply be retried.
@@ -133,8 +146,8 @@ class Client:
 
     @classmethod
     async def open(
-        cls, profile_dir: Path, passphrase: str, *, clock: Clock, transport: httpx.AsyncBaseTransport | None = None
-    ) -> Client:
+        cls: type[C], profile_dir: Path, passphrase: str, *, clock: Clock, transport: httpx.AsyncBaseTransport | None = None
+    ) -> C:
         """Unlock a profile made by `register`."""
         store = ProfileStore.open(profile_dir, passphrase)
         try:
@@ -159,7 +172,7 @@ class Client:
         await self._http.aclose()
         self.store.close()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self: C) -> C:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -343,4 +356,4 @@ async def _call(
         ) from None
 
 
-__all__ = ["Client", "KeysInfo"]
+__all__ = ["AccountClient", "KeysInfo"]

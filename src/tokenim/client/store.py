@@ -25,6 +25,9 @@ PROFILE_FILE = "profile.db"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, name TEXT NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, PRIMARY KEY (kind, name)
+);
 """
 
 
@@ -152,3 +155,25 @@ class ProfileStore:
                     "INSERT OR REPLACE INTO secrets(name, nonce, ciphertext) VALUES (?, ?, ?)",
                     (name, nonce, self._aead.encrypt(nonce, value, name.encode())),
                 )
+
+    def put_records(self, records: dict[str, dict[str, bytes | None]]) -> None:
+        """Encrypt and store (None: delete) crypto-state records, all in one transaction."""
+        with self._conn:
+            for kind, items in records.items():
+                for name, value in items.items():
+                    if value is None:
+                        self._conn.execute("DELETE FROM records WHERE kind = ? AND name = ?", (kind, name))
+                        continue
+                    nonce = os.urandom(12)
+                    aad = f"{kind}\x00{name}".encode()
+                    self._conn.execute(
+                        "INSERT OR REPLACE INTO records(kind, name, nonce, ciphertext) VALUES (?, ?, ?, ?)",
+                        (kind, name, nonce, self._aead.encrypt(nonce, value, aad)),
+                    )
+
+    def all_records(self) -> dict[str, dict[str, bytes]]:
+        """Every stored record, decrypted, by kind."""
+        out: dict[str, dict[str, bytes]] = {}
+        for kind, name, nonce, ct in self._conn.execute("SELECT kind, name, nonce, ciphertext FROM records"):
+            out.setdefault(kind, {})[name] = self._aead.decrypt(nonce, ct, f"{kind}\x00{name}".encode())
+        return out

@@ -136,3 +136,85 @@ class AddDeviceRequest(_Wire):
     device_keys: dict[str, Any]
     one_time_keys: dict[str, Any] = Field(default_factory=dict)
     fallback_keys: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---- messaging -------------------------------------------------------------------------------
+
+
+class RoomCreateRequest(_Wire):
+    name: str = Field(min_length=1, max_length=255)
+    invite: list[str] = Field(default_factory=list, max_length=100)
+
+
+class DirectRoomRequest(_Wire):
+    user_id: str = Field(max_length=320)
+
+
+class MemberRequest(_Wire):
+    user_id: str = Field(max_length=320)
+
+
+class RenameRequest(_Wire):
+    name: str = Field(min_length=1, max_length=255)
+
+
+class RoomSummary(_Wire):
+    room_id: str
+    kind: str
+    name: str
+    membership: str
+    role: str
+    members: list[str]
+
+
+class RoomsResponse(_Wire):
+    rooms: list[RoomSummary]
+
+
+class Member(_Wire):
+    user_id: str
+    membership: str
+    role: str
+
+
+class MembersResponse(_Wire):
+    room_id: str
+    members: list[Member]
+
+
+class SendRequest(_Wire):
+    type: str = Field(max_length=64)
+    content: dict[str, Any]
+
+
+class SendResponse(_Wire):
+    event_id: str
+    pos: int
+    seq: int
+
+
+class SyncResponse(_Wire):
+    events: list[dict[str, Any]]
+    to_device: list[dict[str, Any]]
+    next_pos: int
+    limited: bool
+
+
+class HistoryResponse(_Wire):
+    events: list[dict[str, Any]]
+    next_before: int | None
+
+
+class ToDeviceRequest(_Wire):
+    type: str = Field(max_length=64)
+    messages: dict[str, dict[str, dict[str, Any]]]
+
+
+class AckRequest(_Wire):
+    up_to: int = Field(ge=0)
+
+
+class BlobResponse(_Wire):
+    blob_id: str
+    size: int
+    sha256: str

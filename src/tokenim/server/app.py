@@ -7,18 +7,27 @@ from fastapi import FastAPI
 from tokenim import __version__
 from tokenim.core.clock import Clock
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers
-from tokenim.server.api.routes import Services, build_router
+from tokenim.server.api.messaging import build_messaging_router
+from tokenim.server.api.realtime import build_realtime_router
+from tokenim.server.api.routes import Services, build_router, requester_dependency
 from tokenim.server.config import ServerConfig
+from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Auditor, Context
 from tokenim.server.services.devices import DeviceService
+from tokenim.server.services.files import FileService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.messages import MessageService
+from tokenim.server.services.rooms import RoomService
+from tokenim.server.services.writer import EventWriter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
 from tokenim.server.storage.auth import AuthStore
 from tokenim.server.storage.database import Database
+from tokenim.server.storage.events import EventStore
 from tokenim.server.storage.keys import OneTimeKeyStore
+from tokenim.server.storage.rooms import RoomStore
 
 
 def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services:
@@ -33,7 +42,19 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         auditor=Auditor(AuditStore(), clock),
     )
     accounts = AccountService(ctx, config.registration)
-    return Services(accounts=accounts, auth=AuthService(ctx), keys=KeyService(ctx, accounts), devices=DeviceService(ctx))
+    hub, events, rooms = Hub(), EventStore(), RoomStore()
+    writer = EventWriter(db, events, rooms, hub, clock)
+    return Services(
+        accounts=accounts,
+        auth=AuthService(ctx),
+        keys=KeyService(ctx, accounts),
+        devices=DeviceService(ctx),
+        rooms=RoomService(ctx, rooms, writer),
+        messages=MessageService(ctx, rooms, events, writer),
+        files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
+        hub=hub,
+        writer=writer,
+    )
 
 
 def build_app(config: ServerConfig, db: Database, clock: Clock, services: Services | None = None) -> FastAPI:
@@ -42,6 +63,11 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
     app = FastAPI(title="TokenIM", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
     install_error_handlers(app)
     app.include_router(build_router(services, config.server_name))
-    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    requester = requester_dependency(services.auth)
+    app.include_router(build_messaging_router(services.rooms, services.messages, services.files, requester))
+    app.include_router(build_realtime_router(services.auth, services.messages, services.hub))
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=config.max_body_bytes, overrides={("POST", "/v1/blobs"): config.max_upload_bytes}
+    )
     app.state.services = services
     return app

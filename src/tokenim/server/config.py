@@ -25,6 +25,7 @@ class ServerConfig:
     registration: RegistrationMode = RegistrationMode.INVITE
     server_name: str = "localhost"
     max_body_bytes: int = MAX_BODY_BYTES
+    max_upload_bytes: int = 2 * 1024**3
     log_level: str = "info"
 
     @property
@@ -39,7 +40,7 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "data_dir":
             return Path(str(value))
-        if name in ("port", "max_body_bytes"):
+        if name in ("port", "max_body_bytes", "max_upload_bytes"):
             number = int(value)
             if number <= 0 or (name == "port" and number > 65535):
                 raise ValueError

@@ -76,22 +76,24 @@ def install_error_handlers(app: FastAPI) -> None:
 class BodyLimitMiddleware:
     """Refuses bodies over the limit with 413, whether announced by Content-Length or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: dict[tuple[str, str], int] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max = max_bytes
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_big = TokenIMError(ErrorCode.BODY_TOO_LARGE, f"The request body is larger than the limit of {self.max_bytes} bytes.")
+        max_bytes = self.overrides.get((scope["method"], scope["path"]), self.default_max)
+        too_big = TokenIMError(ErrorCode.BODY_TOO_LARGE, f"The request body is larger than the limit of {max_bytes} bytes.")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     length = int(value)
                 except ValueError:
-                    length = self.max_bytes + 1
-                if length > self.max_bytes:
+                    length = max_bytes + 1
+                if length > max_bytes:
                     await error_response(too_big)(scope, receive, send)
                     return
         seen = 0
@@ -101,7 +103,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise too_big
             return message
 

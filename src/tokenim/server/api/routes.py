@@ -29,11 +29,16 @@ from tokenim.protocol.api import (
     TokenResponse,
     WhoAmIResponse,
 )
+from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.devices import DeviceService
+from tokenim.server.services.files import FileService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.messages import MessageService
+from tokenim.server.services.rooms import RoomService
+from tokenim.server.services.writer import EventWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +49,11 @@ class Services:
     auth: AuthService
     keys: KeyService
     devices: DeviceService
+    rooms: RoomService
+    messages: MessageService
+    files: FileService
+    hub: Hub
+    writer: EventWriter
 
 
 def requester_dependency(auth: AuthService) -> Callable[..., Awaitable[Requester]]:

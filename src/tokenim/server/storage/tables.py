@@ -119,3 +119,100 @@ audit_log = Table(
     Column("details_json", Text, nullable=False),
 )
 Index("ix_audit_log_user", audit_log.c.user_id, audit_log.c.ts)
+
+# ---- messaging -------------------------------------------------------------------------------
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # "direct" or "group"
+    Column("name", String(255), nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False, default=0),
+)
+
+# One row per (room, user): current membership and role. Periods of membership live in `membership_periods`.
+room_members = Table(
+    "room_members",
+    metadata,
+    Column("room_id", String(64), primary_key=True),
+    Column("user_id", String(320), primary_key=True),
+    Column("membership", String(16), nullable=False),  # invite | join | leave
+    Column("role", String(16), nullable=False),  # admin | member
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["room_id"], ["rooms.room_id"], ondelete="CASCADE"),
+)
+Index("ix_room_members_user", room_members.c.user_id, room_members.c.membership)
+
+# Which stream positions of a room a user may see: from their join to their leave (inclusive).
+membership_periods = Table(
+    "membership_periods",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("room_id", String(64), nullable=False),
+    Column("user_id", String(320), nullable=False),
+    Column("from_pos", BigInteger, nullable=False),
+    Column("to_pos", BigInteger, nullable=True),
+)
+Index("ix_membership_periods_user", membership_periods.c.user_id, membership_periods.c.room_id)
+
+direct_rooms = Table(
+    "direct_rooms",
+    metadata,
+    Column("user_a", String(320), primary_key=True),
+    Column("user_b", String(320), primary_key=True),
+    Column("room_id", String(64), nullable=False),
+)
+
+# The single stream counter: taking it with a row lock makes commit order equal position order.
+stream_positions = Table(
+    "stream_positions",
+    metadata,
+    Column("stream", String(32), primary_key=True),
+    Column("pos", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("room_id", String(64), nullable=False),
+    Column("room_seq", BigInteger, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("sender", String(320), nullable=False),
+    Column("sender_device", String(32), nullable=True),
+    Column("txn_id", String(64), nullable=True),
+    Column("content_json", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    UniqueConstraint("room_id", "room_seq", name="uq_events_room_seq"),
+    UniqueConstraint("sender", "sender_device", "txn_id", name="uq_events_txn"),
+)
+Index("ix_events_room_pos", events.c.room_id, events.c.pos)
+
+to_device = Table(
+    "to_device",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("user_id", String(320), nullable=False),
+    Column("device_id", String(32), nullable=False),
+    Column("sender", String(320), nullable=False),
+    Column("sender_device", String(32), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("content_json", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["user_id", "device_id"], ["devices.user_id", "devices.device_id"], ondelete="CASCADE"),
+)
+Index("ix_to_device_recipient", to_device.c.user_id, to_device.c.device_id, to_device.c.id)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("blob_id", String(64), primary_key=True),
+    Column("uploader", String(320), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

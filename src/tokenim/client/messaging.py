@@ -1,0 +1,388 @@
+"""Messaging on top of the account client: rooms, end-to-end encrypted sending, sync, listening, files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import mimetypes
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from tokenim.client.sdk import AccountClient
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import parse_user_id
+from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
+from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
+from tokenim.crypto.machine import RejectedMessage, RoomMessage
+from tokenim.crypto.olm import CryptoError
+from tokenim.protocol.api import (
+    BlobResponse,
+    HistoryResponse,
+    MembersResponse,
+    OkResponse,
+    RoomsResponse,
+    RoomSummary,
+    SendResponse,
+    SyncResponse,
+)
+from tokenim.protocol.events import ENCRYPTED
+from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
+
+SEND_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as `tokenim read` shows it; `warning` is set (and `body` empty) when it was rejected."""
+
+    id: str
+    room: str
+    sender: str
+    sender_device: str | None
+    body: str | None
+    ts: int
+    verified: bool
+    file: dict[str, Any] | None = None
+    warning: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for optional in ("file", "warning"):
+            if out[optional] is None:
+                del out[optional]
+        return out
+
+
+def _to_message(result: RoomMessage | RejectedMessage) -> Message:
+    if isinstance(result, RejectedMessage):
+        return Message(result.event_id, result.room_id, result.sender, None, None, result.ts, False, warning=result.warning)
+    body = result.content.get("body")
+    file_info = result.content.get("file") if result.content.get("type") == "m.file" else None
+    return Message(
+        result.event_id,
+        result.room_id,
+        result.sender,
+        result.sender_device,
+        body if isinstance(body, str) else None,
+        result.ts,
+        result.verified,
+        file=file_info if isinstance(file_info, dict) else None,
+    )
+
+
+class Client(AccountClient):
+    """A device that chats: every message is encrypted here and decrypted here."""
+
+    # ---- rooms -------------------------------------------------------------------------------
+
+    async def rooms(self) -> RoomsResponse:
+        return await self._request("GET", "/v1/rooms", RoomsResponse)
+
+    async def create_room(self, name: str, invite: list[str] | None = None) -> RoomSummary:
+        return await self._post("/v1/rooms", {"name": name, "invite": [self.full_user_id(u) for u in invite or []]}, RoomSummary)
+
+    async def direct_room(self, user: str) -> RoomSummary:
+        return await self._post("/v1/rooms/direct", {"user_id": self.full_user_id(user)}, RoomSummary)
+
+    async def invite(self, room_id: str, user: str) -> None:
+        await self._post(f"/v1/rooms/{room_id}/invite", {"user_id": self.full_user_id(user)}, OkResponse)
+
+    async def join(self, room_id: str) -> RoomSummary:
+        return await self._post(f"/v1/rooms/{room_id}/join", {}, RoomSummary)
+
+    async def leave(self, room_id: str) -> None:
+        await self._post(f"/v1/rooms/{room_id}/leave", {}, OkResponse)
+
+    async def remove(self, room_id: str, user: str) -> None:
+        await self._post(f"/v1/rooms/{room_id}/remove", {"user_id": self.full_user_id(user)}, OkResponse)
+
+    async def rename(self, room_id: str, name: str) -> None:
+        await self._post(f"/v1/rooms/{room_id}/name", {"name": name}, OkResponse)
+
+    async def members(self, room_id: str) -> MembersResponse:
+        return await self._request("GET", f"/v1/rooms/{room_id}/members", MembersResponse)
+
+    def full_user_id(self, user: str) -> str:
+        """`bob` or `@bob` means @bob on this server."""
+        name = user.lstrip("@")
+        return user if ":" in user else f"@{name}:{self.store.get_meta('server_name')}"
+
+    async def resolve_target(self, target: str) -> str:
+        """A room id, a room name, or a person (`@bob`: the direct chat with them, created if needed)."""
+        if target.startswith("@"):
+            parse_user_id(self.full_user_id(target))
+            return (await self.direct_room(target)).room_id
+        if target.startswith("!"):
+            return target
+        matches = [r.room_id for r in (await self.rooms()).rooms if r.name == target]
+        if len(matches) != 1:
+            what = "no room" if not matches else "several rooms"
+            raise TokenIMError(ErrorCode.NOT_FOUND, f"You are in {what} named '{target}': use the room id (!…).")
+        return matches[0]
+
+    # ---- keys of other devices ----------------------------------------------------------------
+
+    async def devices_of(self, user_ids: list[str]) -> list[DeviceKeys]:
+        """Verified device keys of these users; users whose master key changed are left out."""
+        users = await self.query_keys(sorted(set(user_ids)))
+        out: list[DeviceKeys] = []
+        for user_id, uk in users.items():
+            out.extend(self.machine.observe_user(user_id, uk.master.public_key, list(uk.devices.values())))
+        return out
+
+    async def _device(self, user_id: str, device_id: str) -> DeviceKeys | None:
+        for d in await self.devices_of([user_id]):
+            if d.device_id == device_id:
+                return d
+        return None
+
+    async def _ensure_sessions(self, devices: list[DeviceKeys]) -> None:
+        missing = self.machine.devices_without_session(devices)
+        if not missing:
+            return
+        wanted: dict[str, list[str]] = {}
+        for d in missing:
+            wanted.setdefault(d.user_id, []).append(d.device_id)
+        claimed = await self.claim_one_time_keys(wanted)
+        for d in missing:
+            got = claimed.one_time_keys.get(d.user_id, {}).get(d.device_id)
+            if got is None:
+                continue
+            try:
+                raw = {f"signed_curve25519:{got.key_id}": got.key}
+                otk: OneTimeKey = parse_one_time_keys(raw, fallback=bool(got.key.get("fallback")))[0]
+                self.machine.start_session(d, otk)
+            except (TokenIMError, CryptoError, ValueError):
+                continue  # a key that does not verify is ignored; that device gets no room key
+
+    # ---- sending ------------------------------------------------------------------------------
+
+    async def share_room_key(self, room_id: str) -> None:
+        """Rotate if a rule says so, and give the current room key to member devices that lack it."""
+        members = [m.user_id for m in (await self.members(room_id)).members if m.membership == "join"]
+        devices = await self.devices_of(members)
+        need = self.machine.prepare_room_send(room_id, devices, self._clock.now_ms())
+        if need:
+            await self._ensure_sessions(need)
+            messages, shared = self.machine.room_key_messages(room_id, need)
+            self.persist_crypto()
+            if messages:
+                await self._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+            self.machine.mark_key_shared(room_id, shared)
+        self.persist_crypto()
+
+    async def send_content(self, room_id: str, plaintext: dict[str, Any]) -> SendResponse:
+        """Encrypt and send; retried with the same transaction id so a lost answer never duplicates."""
+        await self.share_room_key(room_id)
+        content = self.machine.encrypt_room_message(room_id, plaintext)
+        self.persist_crypto()
+        txn_id = secrets.token_urlsafe(12)
+        body = {"type": ENCRYPTED, "content": content}
+        for attempt in range(SEND_RETRIES):
+            try:
+                return await self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+            except TokenIMError as err:
+                if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def send_text(self, room_id: str, text: str) -> SendResponse:
+        return await self.send_content(room_id, {"type": "m.text", "body": text})
+
+    # ---- receiving ----------------------------------------------------------------------------
+
+    def _pos(self) -> tuple[int, int]:
+        return int(self.store.get_meta("sync_pos") or 0), int(self.store.get_meta("to_device_after") or 0)
+
+    async def process_to_device(self, messages: list[dict[str, Any]]) -> int:
+        """Decrypt to-device messages (room keys), persist, then return the highest id handled."""
+        highest = 0
+        for msg in messages:
+            highest = max(highest, int(msg["id"]))
+            sender_device = await self._device(msg["sender"], msg["sender_device"])
+            with contextlib.suppress(CryptoError):
+                self.machine.receive_to_device(msg["sender"], msg["content"], sender_device)
+        self.persist_crypto()
+        return highest
+
+    async def decrypt_events(self, events: list[dict[str, Any]]) -> list[Message]:
+        """Room events to messages (membership and other state events are skipped)."""
+        senders = {e["sender"] for e in events if e["type"] == ENCRYPTED and e["sender"] != self.user_id}
+        unknown = [s for s in senders if s not in self.machine.pinned_masters or not self._known_devices(s)]
+        if unknown:
+            await self.devices_of(unknown)
+        out = []
+        for event in events:
+            if event["type"] == ENCRYPTED:
+                out.append(self.decrypt_event(event))
+        self.persist_crypto()
+        return out
+
+    def _known_devices(self, user_id: str) -> bool:
+        return any(u == user_id for u, _ in self.machine.trusted_devices)
+
+    def decrypt_event(self, event: dict[str, Any]) -> Message:
+        message = _to_message(self.machine.decrypt_room_event(event))
+        if message.file is not None:
+            self.store.put_records({"file": {message.id: json.dumps(message.file).encode()}})
+        return message
+
+    async def sync(self) -> list[Message]:
+        """Fetch everything missed since the last sync, in order; returns the new messages."""
+        out: list[Message] = []
+        while True:
+            pos, after = self._pos()
+            page = await self._request("GET", f"/v1/sync?since={pos}&to_device_after={after}&limit=1000", SyncResponse)
+            if page.to_device:
+                highest = await self.process_to_device(page.to_device)
+                await self._post("/v1/to_device/ack", {"up_to": highest}, OkResponse)
+                self.store.set_meta({"to_device_after": str(highest)})
+            out.extend(await self.decrypt_events(page.events))
+            self.store.set_meta({"sync_pos": str(page.next_pos)})
+            if not page.limited and len(page.to_device) < 1000:
+                return out
+
+    async def history(self, room_id: str, limit: int = 50) -> list[Message]:
+        """The latest `limit` messages of a room, oldest first, decrypted with the keys this device holds."""
+        events: list[dict[str, Any]] = []
+        before: int | None = None
+        while len(events) < limit:
+            query = f"?limit={min(1000, limit * 2)}" + (f"&before={before}" if before is not None else "")
+            page = await self._request("GET", f"/v1/rooms/{room_id}/history{query}", HistoryResponse)
+            events.extend(e for e in page.events if e["type"] == ENCRYPTED)
+            if page.next_before is None:
+                break
+            before = page.next_before
+        messages = await self.decrypt_events(list(reversed(events[:limit])))
+        return messages
+
+    async def listen(self, *, ready: asyncio.Event | None = None) -> AsyncIterator[Message]:
+        """Stream new messages over the WebSocket, catching up first; reconnects are the caller's choice."""
+        pos, after = self._pos()
+        url = str(self._http.base_url).replace("http", "ws", 1) + "/v1/ws"
+        headers = {"Authorization": f"Bearer {self._access_token()}"}
+        try:
+            async with websockets.connect(url, additional_headers=headers, max_size=1 << 20) as ws:
+                await ws.send(json.dumps({"type": "sync", "since": pos, "to_device_after": after}))
+                async for raw in ws:
+                    frame = json.loads(raw)
+                    kind = frame.get("type")
+                    if kind == "event":
+                        event = frame["event"]
+                        for message in await self.decrypt_events([event]):
+                            yield message
+                        self.store.set_meta({"sync_pos": str(event["pos"])})
+                    elif kind == "to_device":
+                        highest = await self.process_to_device([frame["message"]])
+                        await ws.send(json.dumps({"type": "ack_to_device", "up_to": highest}))
+                        self.store.set_meta({"to_device_after": str(highest)})
+                    elif kind == "synced":
+                        self.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
+                        if ready is not None:
+                            ready.set()
+                    elif kind == "error":
+                        raise TokenIMError.from_json(frame, http_status=400)
+        except (OSError, websockets.WebSocketException) as exc:
+            raise TokenIMError(
+                ErrorCode.SERVER_UNREACHABLE, f"The live connection to the server failed: {type(exc).__name__}."
+            ) from None
+
+    # ---- files --------------------------------------------------------------------------------
+
+    async def send_file(self, room_id: str, path: Path) -> SendResponse:
+        """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
+        if not path.is_file():
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
+        key = FileKey.generate()
+
+        def plaintext_chunks() -> Iterator[bytes]:
+            with path.open("rb") as fh:
+                yield from iter(lambda: fh.read(1 << 20), b"")
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in encrypt_chunks(key, plaintext_chunks()):
+                yield chunk
+
+        headers = {"Authorization": f"Bearer {self._access_token()}", "Content-Type": "application/octet-stream"}
+        try:
+            resp = await self._http.post("/v1/blobs", content=body(), headers=headers, timeout=None)
+        except httpx.TransportError as exc:
+            raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The upload failed: {type(exc).__name__}.") from None
+        if resp.status_code >= 400:
+            raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
+        blob = BlobResponse.model_validate(resp.json())
+        info = {
+            "algorithm": FILE_ALGORITHM,
+            "blob_id": blob.blob_id,
+            "key": key.to_b64(),
+            "sha256": blob.sha256,
+            "name": path.name,
+            "size": path.stat().st_size,
+            "mimetype": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        }
+        return await self.send_content(room_id, {"type": "m.file", "body": path.name, "file": info})
+
+    def _file_info(self, event_id: str) -> dict[str, Any] | None:
+        raw = self.store.all_records().get("file", {}).get(event_id)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def download(self, event_id: str, out: Path) -> dict[str, Any]:
+        """Fetch a file sent in a message, check its hash, decrypt it to `out` (streamed, never whole in memory)."""
+        info = self._file_info(event_id)
+        if info is None:
+            await self.sync()
+            info = self._file_info(event_id)
+        if info is None:
+            raise TokenIMError(
+                ErrorCode.NOT_FOUND, f"No file message {event_id} is known here: run `tokenim read` on its room first."
+            )
+        tmp_cipher = out.with_name(out.name + ".download")
+        tmp_plain = out.with_name(out.name + ".partial")
+        import hashlib
+
+        digest = hashlib.sha256()
+        try:
+            async with self._http.stream(
+                "GET", f"/v1/blobs/{info['blob_id']}", headers={"Authorization": f"Bearer {self._access_token()}"}, timeout=None
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
+                with tmp_cipher.open("wb") as fh:
+                    async for chunk in resp.aiter_bytes(1 << 20):
+                        digest.update(chunk)
+                        fh.write(chunk)
+            if digest.hexdigest() != info["sha256"]:
+                raise TokenIMError(
+                    ErrorCode.BAD_RESPONSE, "The downloaded file does not match its hash: it was changed. Nothing was written."
+                )
+
+            def cipher_chunks() -> Iterator[bytes]:
+                with tmp_cipher.open("rb") as fh:
+                    yield from iter(lambda: fh.read(1 << 20), b"")
+
+            fd = os.open(tmp_plain, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                for chunk in decrypt_chunks(FileKey.from_b64(info["key"]), cipher_chunks()):
+                    fh.write(chunk)
+            tmp_plain.replace(out)
+        except CryptoError as err:
+            raise TokenIMError(ErrorCode.BAD_RESPONSE, err.message) from None
+        except httpx.TransportError as exc:
+            raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The download failed: {type(exc).__name__}.") from None
+        finally:
+            tmp_cipher.unlink(missing_ok=True)
+            tmp_plain.unlink(missing_ok=True)
+        return info
+
+
+__all__ = ["Client", "Message"]

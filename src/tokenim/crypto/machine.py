@@ -1,0 +1,133 @@
+"""The crypto machine: what a device must do to send to and receive from a room, without doing I/O.
+
+The SDK asks it what is needed (devices lacking an Olm session, devices lacking the room key),
+performs the requests, and feeds the answers back. The machine also pins each user's master key on
+first sight, so a changed master key is noticed and its devices are no longer shown as verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokenim.crypto.device import DeviceIdentity
+from tokenim.crypto.megolm import DecryptedEvent, RoomSessions
+from tokenim.crypto.olm import CryptoError, OlmSessions
+from tokenim.protocol.events import ROOM_KEY
+from tokenim.protocol.keys import DeviceKeys, OneTimeKey
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessage:
+    """A decrypted room message, with who sent it and whether their device is verified."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    sender_device: str
+    ts: int
+    content: dict[str, Any]
+    verified: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedMessage:
+    """A room event that must not be shown as a message, and why."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    ts: int
+    code: str
+    warning: str
+
+
+class CryptoMachine:
+    """Olm sessions, Megolm sessions and trust decisions for one device."""
+
+    def __init__(self, identity: DeviceIdentity) -> None:
+        self.identity = identity
+        self.olm = OlmSessions(identity.account, identity.user_id, identity.device_id)
+        self.rooms = RoomSessions(identity.user_id, identity.device_id, identity.curve25519, identity.ed25519)
+        self.pinned_masters: dict[str, str] = {}
+        self.trusted_devices: dict[tuple[str, str], str] = {}  # (user, device) -> ed25519 when signed by the pinned master
+        self.dirty_pins: set[str] = set()
+
+    # ---- trust -------------------------------------------------------------------------------
+
+    def observe_user(self, user_id: str, master_key: str, devices: list[DeviceKeys]) -> list[DeviceKeys]:
+        """Record verified keys from a query. Returns the devices to use: none if the master key changed."""
+        pinned = self.pinned_masters.get(user_id)
+        if pinned is None:
+            self.pinned_masters[user_id] = master_key
+            self.dirty_pins.add(user_id)
+            pinned = master_key
+        if pinned != master_key:
+            return []
+        for d in devices:
+            self.trusted_devices[(d.user_id, d.device_id)] = d.ed25519
+        return devices
+
+    def is_verified(self, user_id: str, device_id: str, ed25519: str) -> bool:
+        return self.trusted_devices.get((user_id, device_id)) == ed25519
+
+    # ---- sending -----------------------------------------------------------------------------
+
+    def prepare_room_send(self, room_id: str, devices: list[DeviceKeys], now: int) -> list[DeviceKeys]:
+        """Rotate if needed; return the member devices that must receive the room key first."""
+        _session, need = self.rooms.prepare(room_id, devices, now)
+        return need
+
+    def devices_without_session(self, devices: list[DeviceKeys]) -> list[DeviceKeys]:
+        return [d for d in devices if not self.olm.has_session(d)]
+
+    def start_session(self, device: DeviceKeys, otk: OneTimeKey) -> None:
+        self.olm.create_outbound(device, otk)
+
+    def room_key_messages(
+        self, room_id: str, devices: list[DeviceKeys]
+    ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[DeviceKeys]]:
+        """Olm-encrypted `m.room_key` contents for each device that has a session, and those devices.
+
+        Call `mark_key_shared` once the server has accepted them.
+        """
+        key = self.rooms.outbound[room_id].room_key()
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        shared = []
+        for d in devices:
+            if self.olm.has_session(d):
+                out.setdefault(d.user_id, {})[d.device_id] = self.olm.encrypt(d, ROOM_KEY, key)
+                shared.append(d)
+        return out, shared
+
+    def mark_key_shared(self, room_id: str, devices: list[DeviceKeys]) -> None:
+        self.rooms.mark_shared(room_id, devices)
+
+    def encrypt_room_message(self, room_id: str, plaintext: dict[str, Any]) -> dict[str, Any]:
+        return self.rooms.encrypt(room_id, plaintext)
+
+    # ---- receiving ---------------------------------------------------------------------------
+
+    def receive_to_device(self, sender: str, content: dict[str, Any], sender_device: DeviceKeys | None) -> str:
+        """Decrypt and act on a to-device message; returns what it was. Raises CryptoError if rejected."""
+        payload = self.olm.decrypt(sender, content, sender_device)
+        if payload.type == ROOM_KEY:
+            assert sender_device is not None
+            self.rooms.add_inbound(payload.content, sender, payload.sender_device, payload.sender_key, sender_device.ed25519)
+        return payload.type
+
+    def decrypt_room_event(self, event: dict[str, Any]) -> RoomMessage | RejectedMessage:
+        """A room event as a message to show, or as a warning to show instead."""
+        event_id, room_id, sender, ts = event["event_id"], event["room_id"], event["sender"], event["ts"]
+        try:
+            result: DecryptedEvent = self.rooms.decrypt(room_id, event_id, sender, event["content"])
+        except CryptoError as err:
+            return RejectedMessage(event_id, room_id, sender, ts, err.code, err.message)
+        s = result.session
+        verified = s.sender == self.identity.user_id and s.sender_device == self.identity.device_id
+        verified = verified or self.is_verified(s.sender, s.sender_device, s.sender_ed25519)
+        content = {k: v for k, v in result.plaintext.items() if k != "room_id"}
+        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, content, verified)
+
+
+__all__ = ["CryptoError", "CryptoMachine", "RejectedMessage", "RoomMessage"]

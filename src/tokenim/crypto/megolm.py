@@ -1,0 +1,178 @@
+"""Megolm room sessions: outbound (with rotation rules) and inbound (with replay detection).
+
+Rotation: after 100 messages, after 7 days, and whenever a device the session was shared with is
+no longer among the room's member devices (a member left or was removed, or a device was removed),
+so nobody removed can read what is sent afterwards. Devices that appear later get the current
+session from its current index: they read from that point on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import vodozemac
+
+from tokenim.crypto.olm import CryptoError
+from tokenim.protocol.keys import MEGOLM_ALGORITHM, DeviceKeys
+
+ROTATE_AFTER_MESSAGES = 100
+ROTATE_AFTER_MS = 7 * 24 * 60 * 60 * 1000
+
+DeviceRef = tuple[str, str]  # (user id, device id)
+
+
+@dataclass
+class OutboundSession:
+    room_id: str
+    session: vodozemac.GroupSession
+    created_at: int
+    message_count: int = 0
+    shared_with: set[DeviceRef] = field(default_factory=set)
+
+    def needs_rotation(self, now: int, current: set[DeviceRef]) -> str | None:
+        if self.message_count >= ROTATE_AFTER_MESSAGES:
+            return "message_count"
+        if now - self.created_at >= ROTATE_AFTER_MS:
+            return "age"
+        if self.shared_with - current:
+            return "membership"
+        return None
+
+    def room_key(self) -> dict[str, Any]:
+        """The to-device content that lets a device decrypt from the current index on."""
+        return {
+            "algorithm": MEGOLM_ALGORITHM,
+            "room_id": self.room_id,
+            "session_id": self.session.session_id,
+            "session_key": self.session.session_key.to_base64(),
+        }
+
+
+@dataclass
+class InboundSession:
+    """A room key received from a device, with the identity of that device as Olm authenticated it."""
+
+    room_id: str
+    session: vodozemac.InboundGroupSession
+    sender: str
+    sender_device: str
+    sender_key: str
+    sender_ed25519: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptedEvent:
+    plaintext: dict[str, Any]
+    message_index: int
+    session: InboundSession
+
+
+class RoomSessions:
+    """Outbound sessions per room, inbound sessions per (room, session id), and seen message indexes."""
+
+    def __init__(self, user_id: str, device_id: str, curve25519: str, ed25519: str) -> None:
+        self._me = (user_id, device_id, curve25519, ed25519)
+        self.outbound: dict[str, OutboundSession] = {}
+        self.inbound: dict[tuple[str, str], InboundSession] = {}
+        self.seen: dict[tuple[str, int], str] = {}  # (session id, index) -> event id
+        self.dirty_outbound: set[str] = set()
+        self.dirty_inbound: set[tuple[str, str]] = set()
+        self.new_seen: list[tuple[str, str, int, str]] = []
+        self.rotations: list[tuple[str, str]] = []
+
+    def prepare(self, room_id: str, devices: list[DeviceKeys], now: int) -> tuple[OutboundSession, list[DeviceKeys]]:
+        """The session to send with (rotated if a rule says so) and the devices that still need its key."""
+        current: set[DeviceRef] = {(str(d.user_id), str(d.device_id)) for d in devices}
+        out = self.outbound.get(room_id)
+        reason = out.needs_rotation(now, current) if out else "new"
+        if out is None or reason is not None:
+            out = OutboundSession(room_id, vodozemac.GroupSession(), now)
+            self.outbound[room_id] = out
+            self.rotations.append((room_id, reason or "new"))
+            self._add_own_inbound(out)
+        self.dirty_outbound.add(room_id)
+        me = (self._me[0], self._me[1])
+        need = [d for d in devices if (d.user_id, d.device_id) not in out.shared_with and (d.user_id, d.device_id) != me]
+        return out, need
+
+    def mark_shared(self, room_id: str, devices: list[DeviceKeys]) -> None:
+        self.outbound[room_id].shared_with.update((d.user_id, d.device_id) for d in devices)
+        self.dirty_outbound.add(room_id)
+
+    def _add_own_inbound(self, out: OutboundSession) -> None:
+        inbound = vodozemac.InboundGroupSession(out.session.session_key)
+        user_id, device_id, curve, ed = self._me
+        self.inbound[(out.room_id, out.session.session_id)] = InboundSession(out.room_id, inbound, user_id, device_id, curve, ed)
+        self.dirty_inbound.add((out.room_id, out.session.session_id))
+
+    def encrypt(self, room_id: str, plaintext: dict[str, Any]) -> dict[str, Any]:
+        """Encrypt an event for a room; the room id goes inside so it can't be replayed into another room."""
+        out = self.outbound[room_id]
+        body = json.dumps({**plaintext, "room_id": room_id}, separators=(",", ":")).encode()
+        ciphertext = out.session.encrypt(body).to_base64()
+        out.message_count += 1
+        self.dirty_outbound.add(room_id)
+        return {
+            "algorithm": MEGOLM_ALGORITHM,
+            "ciphertext": ciphertext,
+            "session_id": out.session.session_id,
+            "sender_key": self._me[2],
+            "device_id": self._me[1],
+        }
+
+    def add_inbound(
+        self, room_key: dict[str, Any], sender: str, sender_device: str, sender_key: str, sender_ed25519: str
+    ) -> bool:
+        """Store a room key received over Olm; keeps the copy that reaches furthest back."""
+        try:
+            room_id, session_id = str(room_key["room_id"]), str(room_key["session_id"])
+            session = vodozemac.InboundGroupSession(vodozemac.SessionKey(str(room_key["session_key"])))
+        except (KeyError, ValueError, TypeError):
+            return False
+        if session.session_id != session_id or room_key.get("algorithm") != MEGOLM_ALGORITHM:
+            return False
+        existing = self.inbound.get((room_id, session_id))
+        if existing is not None:
+            if (existing.sender, existing.sender_key) != (sender, sender_key):
+                return False  # a session id is bound to the device that first sent it
+            if existing.session.first_known_index <= session.first_known_index:
+                return False
+        self.inbound[(room_id, session_id)] = InboundSession(room_id, session, sender, sender_device, sender_key, sender_ed25519)
+        self.dirty_inbound.add((room_id, session_id))
+        return True
+
+    def decrypt(self, room_id: str, event_id: str, sender: str, content: dict[str, Any]) -> DecryptedEvent:
+        """Decrypt a room event, rejecting wrong sessions, tampering, replays and forged senders."""
+        session_id = content.get("session_id")
+        inbound = self.inbound.get((room_id, session_id)) if isinstance(session_id, str) else None
+        if inbound is None:
+            raise CryptoError("missing_key", "The key for this message has not arrived (or was never shared with this device).")
+        try:
+            message = vodozemac.MegolmMessage.from_base64(str(content.get("ciphertext")))
+            decrypted = inbound.session.decrypt(message)
+        except ValueError:
+            raise CryptoError(
+                "tampered", "This message failed its integrity check: it was tampered with or is not from this session."
+            ) from None
+        index = int(decrypted.message_index)
+        first = self.seen.get((inbound.session.session_id, index))
+        if first is not None and first != event_id:
+            raise CryptoError("replayed", "This message is a replay of an earlier one.")
+        if first is None:
+            self.seen[(inbound.session.session_id, index)] = event_id
+            self.new_seen.append((room_id, inbound.session.session_id, index, event_id))
+        try:
+            plaintext = json.loads(bytes(decrypted.plaintext))
+        except ValueError:
+            raise CryptoError("malformed", "The decrypted message is not JSON.") from None
+        if not isinstance(plaintext, dict) or plaintext.get("room_id") != room_id:
+            raise CryptoError("replayed", "This message was encrypted for another room.")
+        if (
+            sender != inbound.sender
+            or content.get("device_id") != inbound.sender_device
+            or content.get("sender_key") != inbound.sender_key
+        ):
+            raise CryptoError("sender_mismatch", "The message claims a sender other than the device that owns its key.")
+        return DecryptedEvent(plaintext, index, inbound)

@@ -1,0 +1,94 @@
+"""Turning the crypto machine's state into records for the encrypted profile, and back.
+
+Only what changed since the last export is written. vodozemac pickles are encrypted under the
+profile's pickle key; the profile encrypts every record once more at rest.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import vodozemac
+
+from tokenim.crypto.machine import CryptoMachine
+from tokenim.crypto.megolm import InboundSession, OutboundSession
+
+Records = dict[str, dict[str, bytes | None]]
+KINDS = ("olm_session", "outbound", "inbound", "seen", "pinned_master")
+
+
+def _j(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def export_changes(m: CryptoMachine, key: bytes) -> Records:
+    """Records for everything that changed; clears the change marks."""
+    out: Records = {kind: {} for kind in KINDS}
+    for sender_key, sessions in m.olm.by_key.items():
+        for s in sessions:
+            if s.session_id in m.olm.dirty:
+                out["olm_session"][s.session_id] = _j({"sender_key": sender_key, "pickle": s.pickle(key)})
+    m.olm.dirty.clear()
+    for room_id in m.rooms.dirty_outbound:
+        o = m.rooms.outbound[room_id]
+        out["outbound"][room_id] = _j(
+            {
+                "pickle": o.session.pickle(key),
+                "created_at": o.created_at,
+                "message_count": o.message_count,
+                "shared_with": sorted(o.shared_with),
+            }
+        )
+    m.rooms.dirty_outbound.clear()
+    for ref in m.rooms.dirty_inbound:
+        i = m.rooms.inbound[ref]
+        out["inbound"]["|".join(ref)] = _j(
+            {
+                "pickle": i.session.pickle(key),
+                "sender": i.sender,
+                "sender_device": i.sender_device,
+                "sender_key": i.sender_key,
+                "sender_ed25519": i.sender_ed25519,
+            }
+        )
+    m.rooms.dirty_inbound.clear()
+    for _room_id, session_id, index, event_id in m.rooms.new_seen:
+        out["seen"][f"{session_id}|{index}"] = event_id.encode()
+    m.rooms.new_seen.clear()
+    for user_id in m.dirty_pins:
+        out["pinned_master"][user_id] = m.pinned_masters[user_id].encode()
+    m.dirty_pins.clear()
+    return out
+
+
+def load_records(m: CryptoMachine, records: dict[str, dict[str, bytes]], key: bytes) -> None:
+    """Restore state saved by `export_changes`."""
+    for raw in records.get("olm_session", {}).values():
+        d = json.loads(raw)
+        m.olm.by_key.setdefault(d["sender_key"], []).append(vodozemac.Session.from_pickle(d["pickle"], key))
+    for room_id, raw in records.get("outbound", {}).items():
+        d = json.loads(raw)
+        m.rooms.outbound[room_id] = OutboundSession(
+            room_id,
+            vodozemac.GroupSession.from_pickle(d["pickle"], key),
+            d["created_at"],
+            d["message_count"],
+            {(u, dv) for u, dv in d["shared_with"]},
+        )
+    for ref, raw in records.get("inbound", {}).items():
+        d = json.loads(raw)
+        room_id, session_id = ref.split("|", 1)
+        m.rooms.inbound[(room_id, session_id)] = InboundSession(
+            room_id,
+            vodozemac.InboundGroupSession.from_pickle(d["pickle"], key),
+            d["sender"],
+            d["sender_device"],
+            d["sender_key"],
+            d["sender_ed25519"],
+        )
+    for ref, raw in records.get("seen", {}).items():
+        session_id, index = ref.rsplit("|", 1)
+        m.rooms.seen[(session_id, int(index))] = raw.decode()
+    for user_id, raw in records.get("pinned_master", {}).items():
+        m.pinned_masters[user_id] = raw.decode()

@@ -1,0 +1,137 @@
+"""The WebSocket: pushes room events and to-device messages, and takes sends and acknowledgements.
+
+Frames from the client (JSON text):
+  {"type": "sync", "since": POS, "to_device_after": ID}   catch up, then receive live
+  {"type": "send", "room_id", "txn_id", "content"}        -> {"type": "sent", "txn_id", "event_id", "pos", "seq"}
+  {"type": "ack_to_device", "up_to": ID}                  the device has stored messages up to ID
+  {"type": "ping"}                                        -> {"type": "pong"}
+Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message"},
+{"type": "synced", "pos"}, and {"type": "error", "error", "txn_id"?}.
+"""
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.server.realtime.hub import Connection, Hub
+from tokenim.server.services.auth import AuthService
+from tokenim.server.services.common import Requester
+from tokenim.server.services.messages import MessageService
+
+MAX_IN_FLIGHT = 256
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+async def _pump(ws: WebSocket, conn: Connection) -> None:
+    while True:
+        frame = await conn.outbox.get()
+        await ws.send_text(frame)
+
+
+async def _catch_up(messages: MessageService, me: Requester, conn: Connection, since: int, to_device_after: int) -> None:
+    """Send the backlog from the database, then release live frames held meanwhile."""
+    conn.live = False
+    conn.last_pos, conn.last_to_device = since, to_device_after
+    while True:
+        page = await messages.access_sync(me, conn.last_pos, 500, conn.last_to_device)
+        for ev in page.events:
+            conn.send_event(ev["pos"], _dumps({"type": "event", "event": ev}))
+        for msg in page.to_device:
+            conn.send_to_device(msg["id"], _dumps({"type": "to_device", "message": msg}))
+        conn.last_pos = max(conn.last_pos, page.next_pos)
+        if not page.limited and len(page.to_device) < 1000:
+            break
+    conn.outbox.put_nowait(_dumps({"type": "synced", "pos": conn.last_pos}))
+    conn.go_live()
+
+
+def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/v1/ws")
+    async def websocket(ws: WebSocket) -> None:
+        try:
+            me = await auth.access_requester(ws.headers.get("authorization"))
+        except TokenIMError as err:
+            await ws.accept()
+            await ws.send_text(_dumps(err.to_json() | {"type": "error"}))
+            await ws.close(code=4401)
+            return
+        await ws.accept()
+        conn = Connection(me.user_id, me.device_id)
+        hub.register(conn)
+        pump = asyncio.create_task(_pump(ws, conn))
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def send(frame: dict[str, Any]) -> None:
+            txn_id = frame.get("txn_id")
+            try:
+                room_id, content = frame.get("room_id"), frame.get("content")
+                if not isinstance(room_id, str) or not isinstance(txn_id, str) or not isinstance(content, dict):
+                    raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
+                messages.check_send("m.room.encrypted", content, txn_id)
+                sent = await messages.do_send(me, room_id, txn_id, content)
+                conn.outbox.put_nowait(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
+            except TokenIMError as err:
+                conn.outbox.put_nowait(_dumps({"type": "error", "txn_id": txn_id, **err.to_json()}))
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                text = await ws.receive_text()
+                try:
+                    frame = json.loads(text)
+                    if not isinstance(frame, dict):
+                        raise ValueError
+                except ValueError:
+                    conn.outbox.put_nowait(
+                        _dumps(
+                            {"type": "error", **TokenIMError(ErrorCode.BAD_JSON, "That frame is not a JSON object.").to_json()}
+                        )
+                    )
+                    continue
+                kind = frame.get("type")
+                try:
+                    if kind == "send":
+                        await slots.acquire()
+                        task = asyncio.create_task(send(frame))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    elif kind == "sync":
+                        since, after = frame.get("since", 0), frame.get("to_device_after", 0)
+                        if not isinstance(since, int) or not isinstance(after, int) or since < 0 or after < 0:
+                            raise TokenIMError(
+                                ErrorCode.INVALID_REQUEST, "since and to_device_after must be non-negative integers."
+                            )
+                        await _catch_up(messages, me, conn, since, after)
+                    elif kind == "ack_to_device":
+                        up_to = frame.get("up_to")
+                        if not isinstance(up_to, int) or up_to < 0:
+                            raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
+                        await messages.do_ack_to_device(me, up_to)
+                    elif kind == "ping":
+                        conn.outbox.put_nowait('{"type":"pong"}')
+                    else:
+                        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {kind!r}.")
+                except TokenIMError as err:
+                    conn.outbox.put_nowait(_dumps({"type": "error", **err.to_json()}))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            hub.unregister(conn)
+            pump.cancel()
+            for task in list(tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+    return router

@@ -1,0 +1,106 @@
+"""The in-process hub: which devices are connected, and delivery of committed events to them.
+
+Each connection has an outbox drained by its own writer. While a connection catches up from the
+database, live frames wait in `pending`; they are released afterwards, skipping what the backlog
+already carried, so every event reaches the device once and in stream order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+
+from tokenim.server.storage.events import EventRow, ToDeviceRow
+
+
+class Connection:
+    """One device's live connection. Frames are JSON text, serialised once per event."""
+
+    __slots__ = ("closed", "device_id", "last_pos", "last_to_device", "live", "outbox", "pending", "user_id")
+
+    def __init__(self, user_id: str, device_id: str) -> None:
+        self.user_id = user_id
+        self.device_id = device_id
+        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self.live = False
+        self.pending: list[tuple[str, int, str]] = []
+        self.last_pos = 0
+        self.last_to_device = 0
+        self.closed = False
+
+    def send_event(self, pos: int, frame: str) -> None:
+        """Queue an event frame if it is new for this device."""
+        if pos > self.last_pos:
+            self.last_pos = pos
+            self.outbox.put_nowait(frame)
+
+    def send_to_device(self, msg_id: int, frame: str) -> None:
+        if msg_id > self.last_to_device:
+            self.last_to_device = msg_id
+            self.outbox.put_nowait(frame)
+
+    def offer(self, kind: str, ident: int, frame: str) -> None:
+        """A live frame from the hub: delivered now, or held while the backlog is sent."""
+        if not self.live:
+            self.pending.append((kind, ident, frame))
+        elif kind == "event":
+            self.send_event(ident, frame)
+        else:
+            self.send_to_device(ident, frame)
+
+    def go_live(self) -> None:
+        """After the backlog: release held frames (skipping duplicates) and deliver directly from now on."""
+        self.live = True
+        held, self.pending = self.pending, []
+        for kind, ident, frame in held:
+            self.offer(kind, ident, frame)
+
+
+def event_frame(event: EventRow) -> str:
+    return json.dumps({"type": "event", "event": event.to_wire()}, separators=(",", ":"))
+
+
+def to_device_frame(msg: ToDeviceRow) -> str:
+    return json.dumps({"type": "to_device", "message": msg.to_wire()}, separators=(",", ":"))
+
+
+class Hub:
+    """Routes committed events to the connections of the users allowed to see them."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[Connection]] = defaultdict(set)
+
+    def register(self, conn: Connection) -> None:
+        self._by_user[conn.user_id].add(conn)
+
+    def unregister(self, conn: Connection) -> None:
+        conn.closed = True
+        conns = self._by_user.get(conn.user_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_user[conn.user_id]
+
+    def connection_count(self) -> int:
+        return sum(len(c) for c in self._by_user.values())
+
+    def publish_events(self, items: Iterable[tuple[EventRow, Iterable[str]]]) -> None:
+        """Called after commit, in stream order."""
+        for event, recipients in items:
+            frame: str | None = None
+            for user_id in recipients:
+                conns = self._by_user.get(user_id)
+                if not conns:
+                    continue
+                if frame is None:
+                    frame = event_frame(event)
+                for conn in conns:
+                    conn.offer("event", event.pos, frame)
+
+    def publish_to_device(self, messages: Iterable[ToDeviceRow]) -> None:
+        for msg in messages:
+            for conn in self._by_user.get(msg.user_id, ()):
+                if conn.device_id == msg.device_id:
+                    conn.offer("to_device", msg.id, to_device_frame(msg))

@@ -1,0 +1,151 @@
+"""The event writer: one task per server process that commits event-producing work in batches.
+
+Work is submitted as jobs; the writer runs as many queued jobs as it can in one transaction,
+commits, and only then acknowledges them and publishes their events, in stream order. If a batch
+fails, each of its jobs is retried alone, so one bad job can't fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tokenim.core.clock import Clock
+from tokenim.server.realtime.hub import Hub
+from tokenim.server.storage.database import Database, Tx
+from tokenim.server.storage.events import EventRow, EventStore, ToDeviceRow
+from tokenim.server.storage.rooms import RoomStore
+
+T = TypeVar("T")
+log = logging.getLogger("tokenim.server.writer")
+MAX_BATCH = 512
+
+
+def new_event_id() -> str:
+    return "$" + secrets.token_urlsafe(18)
+
+
+@dataclass
+class Batch:
+    """What a job sees: the open transaction, the time, and helpers that allocate stream positions."""
+
+    tx: Tx
+    now: int
+    _events: EventStore
+    _rooms: RoomStore
+    _pos: int | None = None
+    _seqs: dict[str, int] = field(default_factory=dict)
+    published: list[tuple[EventRow, list[str]]] = field(default_factory=list)
+    to_device: list[ToDeviceRow] = field(default_factory=list)
+
+    async def add_event(
+        self,
+        room_id: str,
+        type: str,
+        sender: str,
+        content: dict[str, Any],
+        *,
+        sender_device: str | None = None,
+        txn_id: str | None = None,
+    ) -> EventRow:
+        """Insert an event with the next stream position and room sequence number."""
+        if self._pos is None:
+            self._pos = await self._events.take_stream_pos(self.tx)
+        if room_id not in self._seqs:
+            self._seqs[room_id] = await self._rooms.take_room_seq(self.tx, room_id)
+        self._pos += 1
+        self._seqs[room_id] += 1
+        row = EventRow(
+            self._pos, new_event_id(), room_id, self._seqs[room_id], type, sender, sender_device, txn_id, content, self.now
+        )
+        await self._events.insert_events(self.tx, [row])
+        return row
+
+    def publish(self, event: EventRow, recipients: list[str]) -> None:
+        """Deliver `event` to these users once the batch commits."""
+        self.published.append((event, recipients))
+
+    async def flush(self) -> None:
+        if self._pos is not None:
+            await self._events.set_stream_pos(self.tx, self._pos)
+        for room_id, seq in self._seqs.items():
+            await self._rooms.set_room_seq(self.tx, room_id, seq)
+
+
+Job = Callable[[Batch], Awaitable[T]]
+
+
+@dataclass
+class _Pending(Generic[T]):
+    job: Job[T]
+    future: asyncio.Future[T]
+
+
+class EventWriter:
+    """Serialises event writes in this process; `submit` returns once the job's work is committed."""
+
+    def __init__(self, db: Database, events: EventStore, rooms: RoomStore, hub: Hub, clock: Clock) -> None:
+        self._db = db
+        self._events = events
+        self._rooms = rooms
+        self._hub = hub
+        self._clock = clock
+        self._queue: asyncio.Queue[_Pending[Any]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, job: Job[T]) -> T:
+        """Run `job` in the next batch; raises what the job raised."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(job, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            except Exception:
+                # Something in the batch failed and rolled it all back: run each job alone.
+                for item in batch:
+                    await self._commit([item])
+
+    async def _commit(self, items: list[_Pending[Any]]) -> None:
+        """Run the jobs in one transaction. A lone job's failure goes to its submitter; a batch's is raised."""
+        live = [item for item in items if not item.future.done()]
+        if not live:
+            return
+        values: list[Any] = []
+        try:
+            async with self._db.write() as tx:
+                batch = Batch(tx, self._clock.now_ms(), self._events, self._rooms)
+                for item in live:
+                    values.append(await item.job(batch))
+                await batch.flush()
+        except Exception as exc:
+            if len(live) > 1:
+                raise
+            if not live[0].future.done():
+                live[0].future.set_exception(exc)
+            return
+        # Committed: acknowledge, then publish in stream order.
+        for item, value in zip(live, values, strict=True):
+            if not item.future.done():
+                item.future.set_result(value)
+        self._hub.publish_events(batch.published)
+        self._hub.publish_to_device(batch.to_device)
