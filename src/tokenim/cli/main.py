@@ -135,6 +135,88 @@ async def cmd_invite_create(args: argparse.Namespace) -> dict[str, Any]:
         return (await client.create_invite(seconds)).model_dump()
 
 
+async def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        return {"rooms": [r.model_dump() for r in (await client.rooms()).rooms]}
+
+
+async def cmd_room(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        action = args.room_command
+        if action == "create":
+            return (await client.create_room(args.name, args.invite or [])).model_dump()
+        room_id = await client.resolve_target(args.room)
+        if action == "invite":
+            for user in args.users:
+                await client.invite(room_id, user)
+            return {"room_id": room_id, "invited": [client.full_user_id(u) for u in args.users]}
+        if action == "join":
+            return (await client.join(room_id)).model_dump()
+        if action == "leave":
+            await client.leave(room_id)
+            return {"room_id": room_id, "left": True}
+        if action == "remove":
+            for user in args.users:
+                await client.remove(room_id, user)
+            return {"room_id": room_id, "removed": [client.full_user_id(u) for u in args.users]}
+        if action == "rename":
+            await client.rename(room_id, args.name)
+            return {"room_id": room_id, "name": args.name}
+        return (await client.members(room_id)).model_dump()
+
+
+async def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        room_id = await client.resolve_target(args.target)
+        sent = await client.send_text(room_id, args.text)
+        return {"room_id": room_id, **sent.model_dump()}
+
+
+async def cmd_send_file(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        room_id = await client.resolve_target(args.target)
+        sent = await client.send_file(room_id, Path(args.path))
+        return {"room_id": room_id, **sent.model_dump()}
+
+
+async def cmd_download(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        info = await client.download(args.event, Path(args.out))
+        return {
+            "event_id": args.event,
+            "out": str(args.out),
+            "name": info["name"],
+            "size": info["size"],
+            "sha256": info["sha256"],
+        }
+
+
+async def cmd_read(args: argparse.Namespace) -> dict[str, Any]:
+    async with await _open(args) as client:
+        room_id = await client.resolve_target(args.target)
+        await client.sync()
+        messages = await client.history(room_id, args.limit)
+        return {"messages": [m.to_json() for m in messages]}
+
+
+async def cmd_listen(args: argparse.Namespace) -> None:
+    async with await _open(args) as client:
+        async for message in client.listen():
+            print(json.dumps(message.to_json()) if args.json else _message_line(message.to_json()), flush=True)
+
+
+def _message_line(m: dict[str, Any]) -> str:
+    if "warning" in m:
+        return f"[{m['room']}] {m['sender']}: !! {m['warning']}"
+    mark = "" if m["verified"] else " (unverified device)"
+    body = (
+        m["body"]
+        if "file" not in m
+        else f"[file {m['file']['name']}, {m['file']['size']} bytes: tokenim download {m['id']} --out FILE]"
+    )
+    return f"[{m['room']}] {m['sender']}{mark}: {body}"
+
+
 def _human(command: str, result: dict[str, Any]) -> str:
     if command == "register":
         admin = " (organisation admin)" if result["is_admin"] else ""
@@ -169,6 +251,22 @@ def _human(command: str, result: dict[str, Any]) -> str:
                 f"  curve25519:  {result['device_keys']['curve25519']}",
             ]
         )
+    if command == "rooms":
+        return (
+            "\n".join(
+                f"{r['room_id']}  {r['kind']:6}  {r['name'] or ', '.join(r['members'])}  ({r['membership']})"
+                for r in result["rooms"]
+            )
+            or "No rooms yet."
+        )
+    if command == "room":
+        return json.dumps(result, indent=2)
+    if command in ("send", "send-file"):
+        return f"Sent {result['event_id']} to {result['room_id']}."
+    if command == "download":
+        return f"Saved {result['name']} ({result['size']} bytes, hash checked) to {result['out']}."
+    if command == "read":
+        return "\n".join(_message_line(m) for m in result["messages"]) or "No messages."
     if command == "admin":
         return f"Invite code: {result['code']}\n(one use; expires at {result['expires_at']} ms since the epoch)"
     return json.dumps(result, indent=2)
@@ -225,6 +323,40 @@ def build_parser() -> argparse.ArgumentParser:
     create = invite_sub.add_parser("create", help="create a one-time invite", parents=[common])
     create.add_argument("--expires", default="7d", help="lifetime, e.g. 7d, 12h (default 7d)")
     create.set_defaults(handler=cmd_invite_create)
+    sub.add_parser("rooms", help="list your rooms", parents=[common]).set_defaults(handler=cmd_rooms)
+    room = sub.add_parser("room", help="create and manage rooms", parents=[common])
+    room_sub = room.add_subparsers(dest="room_command", required=True)
+    rc = room_sub.add_parser("create", help="create a group room", parents=[common])
+    rc.add_argument("name")
+    rc.add_argument("--invite", nargs="*", metavar="@USER")
+    for name, text in [("invite", "invite people"), ("remove", "remove people (room admins)")]:
+        p = room_sub.add_parser(name, help=text, parents=[common])
+        p.add_argument("room")
+        p.add_argument("users", nargs="+", metavar="@USER")
+    for name, text in [("join", "accept an invitation"), ("leave", "leave a room"), ("members", "list members")]:
+        room_sub.add_parser(name, help=text, parents=[common]).add_argument("room")
+    rn = room_sub.add_parser("rename", help="rename a room (room admins)", parents=[common])
+    rn.add_argument("room")
+    rn.add_argument("name")
+    room.set_defaults(handler=cmd_room)
+
+    send = sub.add_parser("send", help="send a message: TARGET is @user, a room name or a room id", parents=[common])
+    send.add_argument("target")
+    send.add_argument("text")
+    send.set_defaults(handler=cmd_send)
+    sf = sub.add_parser("send-file", help="send an encrypted file", parents=[common])
+    sf.add_argument("target")
+    sf.add_argument("path")
+    sf.set_defaults(handler=cmd_send_file)
+    dl = sub.add_parser("download", help="download and decrypt a file from a message", parents=[common])
+    dl.add_argument("event")
+    dl.add_argument("--out", required=True)
+    dl.set_defaults(handler=cmd_download)
+    rd = sub.add_parser("read", help="sync, then show a room's latest messages", parents=[common])
+    rd.add_argument("target")
+    rd.add_argument("--limit", type=int, default=20)
+    rd.set_defaults(handler=cmd_read)
+    sub.add_parser("listen", help="stream incoming messages until interrupted", parents=[common]).set_defaults(handler=cmd_listen)
     return parser
 
 
@@ -249,7 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    print(json.dumps(result) if args.json else _human(args.command, result))
+    if result is not None:
+        if args.json and args.command == "read":
+            print(json.dumps(result["messages"]))
+        else:
+            print(json.dumps(result) if args.json else _human(args.command, result))
     return 0
 
 

@@ -204,6 +204,8 @@ to_device = Table(
     Column("content_json", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     ForeignKeyConstraint(["user_id", "device_id"], ["devices.user_id", "devices.device_id"], ondelete="CASCADE"),
+    # Ids must never be reused after acknowledged rows are deleted: clients track "after id N".
+    sqlite_autoincrement=True,
 )
 Index("ix_to_device_recipient", to_device.c.user_id, to_device.c.device_id, to_device.c.id)
 

@@ -107,6 +107,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["user_id", "device_id"], ["devices.user_id", "devices.device_id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("to_device", schema=None) as batch_op:
         batch_op.create_index("ix_to_device_recipient", ["user_id", "device_id", "id"], unique=False)
