@@ -17,10 +17,13 @@ import httpx
 import websockets
 
 from tokenim.client.sdk import AccountClient
+from tokenim.client.store import ProfileStore
+from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import parse_user_id
 from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
 from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
+from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
 from tokenim.crypto.olm import CryptoError
 from tokenim.protocol.api import (
@@ -33,10 +36,13 @@ from tokenim.protocol.api import (
     SendResponse,
     SyncResponse,
 )
-from tokenim.protocol.events import ENCRYPTED
+from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MEMBER
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
 
 SEND_RETRIES = 3
+# Member devices of a room are cached for a long-running client; membership and device-list events seen in
+# sync drop the entry at once, so a leave, removal or removed device still rotates the key on the next send.
+ROOM_DEVICES_TTL_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,29 @@ def _to_message(result: RoomMessage | RejectedMessage) -> Message:
 
 class Client(AccountClient):
     """A device that chats: every message is encrypted here and decrypted here."""
+
+    def __init__(self, store: ProfileStore, identity: DeviceIdentity, http: httpx.AsyncClient, clock: Clock) -> None:
+        super().__init__(store, identity, http, clock)
+        self._room_devices: dict[str, tuple[int, list[DeviceKeys]]] = {}
+
+    def _cached_room_devices(self, room_id: str) -> list[DeviceKeys] | None:
+        hit = self._room_devices.get(room_id)
+        if hit is None or self._clock.now_ms() - hit[0] > ROOM_DEVICES_TTL_MS:
+            return None
+        return hit[1]
+
+    def forget_room_devices(self, room_id: str) -> None:
+        self._room_devices.pop(room_id, None)
+
+    async def room_devices(self, room_id: str) -> list[DeviceKeys]:
+        """The verified devices of the room's joined members (cached; see ROOM_DEVICES_TTL_MS)."""
+        cached = self._cached_room_devices(room_id)
+        if cached is not None:
+            return cached
+        members = [m.user_id for m in (await self.members(room_id)).members if m.membership == "join"]
+        devices = await self.devices_of(members)
+        self._room_devices[room_id] = (self._clock.now_ms(), devices)
+        return devices
 
     # ---- rooms -------------------------------------------------------------------------------
 
@@ -167,8 +196,7 @@ class Client(AccountClient):
 
     async def share_room_key(self, room_id: str) -> None:
         """Rotate if a rule says so, and give the current room key to member devices that lack it."""
-        members = [m.user_id for m in (await self.members(room_id)).members if m.membership == "join"]
-        devices = await self.devices_of(members)
+        devices = await self.room_devices(room_id)
         need = self.machine.prepare_room_send(room_id, devices, self._clock.now_ms())
         if need:
             await self._ensure_sessions(need)
@@ -224,6 +252,8 @@ class Client(AccountClient):
         for event in events:
             if event["type"] == ENCRYPTED:
                 out.append(self.decrypt_event(event))
+            elif event["type"] in (MEMBER, DEVICE_LIST):
+                self.forget_room_devices(event["room_id"])
         self.persist_crypto()
         return out
 

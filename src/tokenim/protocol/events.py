@@ -12,6 +12,7 @@ CREATE = "m.room.create"
 MEMBER = "m.room.member"
 NAME = "m.room.name"
 ROOM_KEY = "m.room_key"
+DEVICE_LIST = "tokenim.device_list"  # a member added or removed a device: senders must re-check who gets keys
 MAX_CONTENT_BYTES = 64 * 1024
 
 

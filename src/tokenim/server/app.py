@@ -44,12 +44,13 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     accounts = AccountService(ctx, config.registration)
     hub, events, rooms = Hub(), EventStore(), RoomStore()
     writer = EventWriter(db, events, rooms, hub, clock)
+    room_service = RoomService(ctx, rooms, writer)
     return Services(
         accounts=accounts,
         auth=AuthService(ctx),
-        keys=KeyService(ctx, accounts),
-        devices=DeviceService(ctx),
-        rooms=RoomService(ctx, rooms, writer),
+        keys=KeyService(ctx, accounts, room_service.do_announce_device),
+        devices=DeviceService(ctx, room_service.do_announce_device),
+        rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer),
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
         hub=hub,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id
 from tokenim.protocol.api import DeviceInfo, DevicesResponse
@@ -11,8 +13,9 @@ from tokenim.server.services.common import Context, Requester
 class DeviceService:
     """A user sees and removes only their own devices; removal ends the device's sessions and keys."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, announce: Callable[[str, str, str], Awaitable[None]]) -> None:
         self._ctx = ctx
+        self._announce = announce
 
     async def access_devices(self, requester: Requester) -> DevicesResponse:
         async with self._ctx.db.read() as tx:
@@ -30,3 +33,4 @@ class DeviceService:
             if not await self._ctx.accounts.delete_device(tx, requester.user_id, did):
                 raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You have no device {did}.")
             await self._ctx.auditor.record(tx, "device.removed", requester.user_id, did, by_device=requester.device_id)
+        await self._announce(requester.user_id, did, "removed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
@@ -17,9 +18,10 @@ from tokenim.server.storage.database import Tx
 class KeyService:
     """One-time keys, fallback keys, key queries and atomic claims."""
 
-    def __init__(self, ctx: Context, accounts: AccountService) -> None:
+    def __init__(self, ctx: Context, accounts: AccountService, announce: Callable[[str, str, str], Awaitable[None]]) -> None:
         self._ctx = ctx
         self._accounts = accounts
+        self._announce = announce
 
     async def _device_keys(self, tx: Tx, requester: Requester):  # type: ignore[no-untyped-def]
         row = await self._ctx.accounts.get_device(tx, requester.user_id, requester.device_id)
@@ -106,3 +108,4 @@ class KeyService:
                 raise TokenIMError(ErrorCode.TOO_MANY_KEYS, f"An account may have at most {MAX_DEVICES_PER_USER} devices.")
             await self._accounts.insert_device(tx, device, otks, now)
             await self._ctx.auditor.record(tx, "device.added", requester.user_id, device.device_id, by_device=requester.device_id)
+        await self._announce(requester.user_id, device.device_id, "added")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_user_id
 from tokenim.protocol.api import Member, MembersResponse, RoomsResponse, RoomSummary
-from tokenim.protocol.events import CREATE, MEMBER, NAME
+from tokenim.protocol.events import CREATE, DEVICE_LIST, MEMBER, NAME
 from tokenim.server.services.common import Context, Requester
 from tokenim.server.services.writer import Batch, EventWriter
 from tokenim.server.storage.database import Tx
@@ -188,6 +188,19 @@ class RoomService:
             await self._rooms.rename(b.tx, room_id, name)
             ev = await b.add_event(room_id, NAME, requester.user_id, {"name": name})
             b.publish(ev, [m.user_id for m in await self._rooms.members(b.tx, room_id)])
+
+        await self._writer.submit(job)
+
+    async def do_announce_device(self, user_id: str, device_id: str, change: str) -> None:
+        """Tell every room the user is in that their devices changed, so senders re-share or rotate keys."""
+
+        async def job(b: Batch) -> None:
+            for room, me in await self._rooms.rooms_of(b.tx, user_id):
+                if me.membership != JOIN:
+                    continue
+                content = {"user_id": user_id, "device_id": device_id, "change": change}
+                ev = await b.add_event(room.room_id, DEVICE_LIST, user_id, content)
+                b.publish(ev, [m.user_id for m in await self._rooms.members(b.tx, room.room_id)])
 
         await self._writer.submit(job)
 
