@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ class RunningServer:
     data_dir: Path
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def bootstrap_invite(self) -> str:
@@ -59,6 +62,9 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None) -> Runnin
         server.output.append(line.rstrip("\n"))
         if "serving" in line:
             break
+    # Keep draining the output so a chatty server never blocks on a full pipe.
+    server.reader = threading.Thread(target=_drain, args=(proc, server.output), daemon=True)
+    server.reader.start()
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
@@ -69,15 +75,29 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None) -> Runnin
     raise AssertionError(f"server did not come up: {server.output}")
 
 
-def stop_server(server: RunningServer) -> str:
-    server.process.terminate()
+def _drain(proc: subprocess.Popen[str], output: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        output.append(line.rstrip("\n"))
+    proc.stdout.close()
+
+
+def kill_server(server: RunningServer, sig: int = signal.SIGTERM) -> str:
+    """Stop the server with `sig` (SIGKILL: no chance to clean up) and return all it printed."""
+    if server.process.poll() is None:
+        server.process.send_signal(sig)
     try:
-        rest, _ = server.process.communicate(timeout=15)
+        server.process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         server.process.kill()
-        rest, _ = server.process.communicate()
-    server.output.extend(rest.splitlines())
+        server.process.wait()
+    if server.reader is not None:
+        server.reader.join(timeout=10)
     return "\n".join(server.output)
+
+
+def stop_server(server: RunningServer) -> str:
+    return kill_server(server)
 
 
 @pytest.fixture

@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--database", help="sqlite:///PATH or postgresql://…")
     serve.add_argument("--registration", choices=["invite", "open"])
     serve.add_argument("--server-name")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
 
     reg = sub.add_parser("register", help="create an account: keys are made here", parents=[common])
     reg.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8470")
@@ -366,7 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         from tokenim.server.run import serve
 
-        flags = {k: getattr(args, k) for k in ("data_dir", "host", "port", "database", "registration", "server_name")}
+        flags = {
+            k: getattr(args, k) for k in ("data_dir", "host", "port", "database", "registration", "server_name", "log_level")
+        }
         return serve(config_file=args.config, flags=flags)
     args.json = getattr(args, "json", False)
     args.profile = getattr(args, "profile", None) or default_profile()

@@ -267,7 +267,10 @@ class Client(AccountClient):
         return message
 
     async def sync(self) -> list[Message]:
-        """Fetch everything missed since the last sync, in order; returns the new messages."""
+        """Fetch everything missed since the last sync, in order; returns the new messages.
+
+        To-device messages (room keys) are drained before any room event is decrypted.
+        """
         out: list[Message] = []
         while True:
             pos, after = self._pos()
@@ -276,9 +279,11 @@ class Client(AccountClient):
                 highest = await self.process_to_device(page.to_device)
                 await self._post("/v1/to_device/ack", {"up_to": highest}, OkResponse)
                 self.store.set_meta({"to_device_after": str(highest)})
+                if len(page.to_device) == 1000:
+                    continue  # more keys may be waiting: fetch them before decrypting these events
             out.extend(await self.decrypt_events(page.events))
             self.store.set_meta({"sync_pos": str(page.next_pos)})
-            if not page.limited and len(page.to_device) < 1000:
+            if not page.limited:
                 return out
 
     async def history(self, room_id: str, limit: int = 50) -> list[Message]:
@@ -308,9 +313,11 @@ class Client(AccountClient):
                     kind = frame.get("type")
                     if kind == "event":
                         event = frame["event"]
-                        for message in await self.decrypt_events([event]):
-                            yield message
+                        decrypted = await self.decrypt_events([event])
+                        # The position is stored before the message is handed out: each is delivered once.
                         self.store.set_meta({"sync_pos": str(event["pos"])})
+                        for message in decrypted:
+                            yield message
                     elif kind == "to_device":
                         highest = await self.process_to_device([frame["message"]])
                         await ws.send(json.dumps({"type": "ack_to_device", "up_to": highest}))

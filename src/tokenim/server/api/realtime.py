@@ -36,17 +36,24 @@ async def _pump(ws: WebSocket, conn: Connection) -> None:
 
 
 async def _catch_up(messages: MessageService, me: Requester, conn: Connection, since: int, to_device_after: int) -> None:
-    """Send the backlog from the database, then release live frames held meanwhile."""
+    """Send the backlog from the database (to-device first: room keys before the messages they unlock),
+    then release live frames held meanwhile."""
     conn.live = False
     conn.last_pos, conn.last_to_device = since, to_device_after
     while True:
-        page = await messages.access_sync(me, conn.last_pos, 500, conn.last_to_device)
-        for ev in page.events:
-            conn.send_event(ev["pos"], _dumps({"type": "event", "event": ev}))
+        page = await messages.access_sync(me, conn.last_pos, 1, conn.last_to_device)
         for msg in page.to_device:
             conn.send_to_device(msg["id"], _dumps({"type": "to_device", "message": msg}))
+        if len(page.to_device) < 1000:
+            break
+    while True:
+        page = await messages.access_sync(me, conn.last_pos, 500, conn.last_to_device)
+        for msg in page.to_device:
+            conn.send_to_device(msg["id"], _dumps({"type": "to_device", "message": msg}))
+        for ev in page.events:
+            conn.send_event(ev["pos"], _dumps({"type": "event", "event": ev}))
         conn.last_pos = max(conn.last_pos, page.next_pos)
-        if not page.limited and len(page.to_device) < 1000:
+        if not page.limited:
             break
     conn.outbox.put_nowait(_dumps({"type": "synced", "pos": conn.last_pos}))
     conn.go_live()
