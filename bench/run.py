@@ -1,53 +1,344 @@
-"""`make bench`: benchmarks that print JSON. Targets live here, never in timed unit tests."""
+"""`make bench`: starts a real `tokenim serve` on 127.0.0.1 and prints JSON figures.
+
+Raw figures use pre-built ciphertext-shaped content (the server cannot tell the difference); the
+`with_encryption` figures go through the SDK, which encrypts with Megolm on every send. Targets
+(issue 3) are for one server process on a 2-core machine, with this load generator on the same
+machine, competing for the same two cores.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import resource
+import secrets
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import websockets
 
 from tokenim.client import Client, KdfParams
 from tokenim.core.clock import SystemClock
-from tokenim.server.app import build_app
-from tokenim.server.config import ServerConfig
-from tokenim.server.services.accounts import RegistrationMode
-from tokenim.server.storage.database import Database
+from tokenim.protocol.keys import MEGOLM_ALGORITHM
+
+FAST_KDF = KdfParams(time_cost=1, memory_kib=8 * 1024, parallelism=1)
+PADDING = "A" * 200  # ciphertext of a ~150-byte message is about this long
 
 
-async def bench_login(n: int = 200) -> dict[str, float]:
-    """Logins per second (challenge + signature + tokens) against an in-process server on SQLite."""
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Database(f"sqlite:///{tmp}/server.db")
-        await db.migrate()
-        config = ServerConfig(registration=RegistrationMode.OPEN, server_name="bench.test")
-        transport = httpx.ASGITransport(app=build_app(config, db, SystemClock()))
-        client = await Client.register(
-            Path(tmp) / "p",
-            "pw",
-            server_url="http://bench.test",
-            username="bench",
-            clock=SystemClock(),
-            kdf=KdfParams(time_cost=1, memory_kib=8192, parallelism=1),
-            transport=transport,
+class Server:
+    def __init__(self, data: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tokenim",
+                "serve",
+                "--data",
+                str(data),
+                "--port",
+                str(self.port),
+                "--registration",
+                "open",
+                "--log-level",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        times = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def register(server: Server, root: Path, name: str) -> Client:
+    return await Client.register(root / name, "bench", server_url=server.url, username=name, clock=SystemClock(), kdf=FAST_KDF)
+
+
+def content(device_id: str, seq: int) -> dict[str, Any]:
+    return {
+        "algorithm": MEGOLM_ALGORITHM,
+        "ciphertext": f"{seq}:{PADDING}",
+        "session_id": "bench",
+        "sender_key": "bench",
+        "device_id": device_id,
+    }
+
+
+async def ws_connect(server: Server, client: Client) -> Any:
+    url = server.url.replace("http", "ws", 1) + "/v1/ws"
+    ws = await websockets.connect(url, additional_headers={"Authorization": f"Bearer {client._access_token()}"}, max_size=1 << 20)
+    return ws
+
+
+async def ws_sync(ws: Any) -> None:
+    """Subscribe from the current position: read the backlog until the server says we are synced."""
+    await ws.send(json.dumps({"type": "sync", "since": 0, "to_device_after": 1 << 62}))
+    while json.loads(await ws.recv()).get("type") != "synced":
+        pass
+
+
+async def bench_http_sequential(server: Server, client: Client, room: str, n: int) -> float:
+    headers = {"Authorization": f"Bearer {client._access_token()}"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+        t0 = time.perf_counter()
+        for i in range(n):
+            r = await http.put(
+                f"/v1/rooms/{room}/send/h{secrets.token_hex(6)}",
+                json={"type": "m.room.encrypted", "content": content(client.device_id, i)},
+            )
+            r.raise_for_status()
+        return n / (time.perf_counter() - t0)
+
+
+async def ws_sender(
+    ws: Any, room: str, device_id: str, n: int, window: int, sent_at: dict[int, float] | None = None, base: int = 0
+) -> None:
+    """Send n messages over one WebSocket, at most `window` unacknowledged at a time."""
+    acked = 0
+    inflight = 0
+    i = 0
+    while acked < n:
+        while i < n and inflight < window:
+            seq = base + i
+            if sent_at is not None:
+                sent_at[seq] = time.perf_counter()
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "send",
+                        "room_id": room,
+                        "txn_id": f"t{seq}-{secrets.token_hex(4)}",
+                        "content": content(device_id, seq),
+                    }
+                )
+            )
+            i += 1
+            inflight += 1
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "sent":
+            acked += 1
+            inflight -= 1
+        elif frame["type"] == "error":
+            raise RuntimeError(frame)
+
+
+async def bench_ws_sequential(server: Server, client: Client, room: str, n: int) -> float:
+    ws = await ws_connect(server, client)
+    t0 = time.perf_counter()
+    await ws_sender(ws, room, client.device_id, n, window=1)
+    rate = n / (time.perf_counter() - t0)
+    await ws.close()
+    return rate
+
+
+async def bench_concurrent(server: Server, senders: list[Client], rooms: list[str], per_sender: int) -> float:
+    sockets = [await ws_connect(server, c) for c in senders]
+    t0 = time.perf_counter()
+    await asyncio.gather(
+        *(ws_sender(ws, room, c.device_id, per_sender, window=1) for ws, c, room in zip(sockets, senders, rooms, strict=True))
+    )
+    rate = len(senders) * per_sender / (time.perf_counter() - t0)
+    for ws in sockets:
+        await ws.close()
+    return rate
+
+
+async def receiver(ws: Any, expected: int, arrivals: dict[int, float]) -> None:
+    got = 0
+    while got < expected:
+        frame = json.loads(await ws.recv())
+        if frame.get("type") == "event" and frame["event"]["type"] == "m.room.encrypted":
+            seq = int(frame["event"]["content"]["ciphertext"].split(":", 1)[0])
+            arrivals[seq] = time.perf_counter()
+            got += 1
+
+
+async def bench_latency(server: Server, sender: Client, reader: Client, room: str, rate: int, seconds: float) -> dict[str, float]:
+    """Steady `rate` messages/s from one sender; time from send to arrival at another device."""
+    n = int(rate * seconds)
+    rx = await ws_connect(server, reader)
+    await ws_sync(rx)
+    tx = await ws_connect(server, sender)
+    sent_at: dict[int, float] = {}
+    arrivals: dict[int, float] = {}
+    recv_task = asyncio.create_task(receiver(rx, n, arrivals))
+
+    async def acks() -> None:
         for _ in range(n):
-            t0 = time.perf_counter()
-            await client.login()
-            times.append(time.perf_counter() - t0)
-        await client.close()
-        await db.close()
-    return {"logins_per_s": round(n / sum(times), 1), "login_p50_ms": round(statistics.median(times) * 1000, 2)}
+            frame = json.loads(await tx.recv())
+            if frame["type"] == "error":
+                raise RuntimeError(frame)
+
+    ack_task = asyncio.create_task(acks())
+    start = time.perf_counter()
+    for i in range(n):
+        target = start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sent_at[i] = time.perf_counter()
+        await tx.send(
+            json.dumps(
+                {
+                    "type": "send",
+                    "room_id": room,
+                    "txn_id": f"l{i}-{secrets.token_hex(4)}",
+                    "content": content(sender.device_id, i),
+                }
+            )
+        )
+    await asyncio.wait_for(asyncio.gather(recv_task, ack_task), 60)
+    lat = sorted((arrivals[i] - sent_at[i]) * 1000 for i in range(n))
+    await rx.close()
+    await tx.close()
+    return {
+        "rate": rate,
+        "messages": n,
+        "p50_ms": round(lat[n // 2], 2),
+        "p99_ms": round(lat[int(n * 0.99)], 2),
+        "max_ms": round(lat[-1], 2),
+    }
 
 
-def main() -> None:
-    print(json.dumps({"login": asyncio.run(bench_login())}, indent=2))
+async def bench_fanout(server: Server, sender: Client, members: list[Client], room: str, n: int) -> dict[str, float]:
+    sockets = [await ws_connect(server, m) for m in members]
+    for ws in sockets:
+        await ws_sync(ws)
+    arrivals = [dict[int, float]() for _ in sockets]
+    tasks = [asyncio.create_task(receiver(ws, n, arr)) for ws, arr in zip(sockets, arrivals, strict=True)]
+    tx = await ws_connect(server, sender)
+    sent_at: dict[int, float] = {}
+    t0 = time.perf_counter()
+    await ws_sender(tx, room, sender.device_id, n, window=8, sent_at=sent_at)
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    elapsed = max(max(a.values()) for a in arrivals) - t0
+    worst = sorted(max(a[i] for a in arrivals) - sent_at[i] for i in range(n))
+    for ws in [*sockets, tx]:
+        await ws.close()
+    return {
+        "members": len(members),
+        "messages": n,
+        "deliveries": n * len(members),
+        "deliveries_per_s": round(n * len(members) / elapsed),
+        "p99_all_members_ms": round(worst[int(n * 0.99)] * 1000, 2),
+    }
+
+
+async def bench_idle(server: Server, client: Client, count: int) -> dict[str, float]:
+    before = server.rss_kib()
+    sockets = []
+    for _ in range(count):
+        try:
+            sockets.append(await ws_connect(server, client))
+        except OSError:
+            break
+    await asyncio.sleep(1.0)
+    pong = await sockets[-1].send('{"type":"ping"}') if sockets else None
+    _ = pong
+    held = len(sockets)
+    after = server.rss_kib()
+    for ws in sockets:
+        await ws.close()
+    return {
+        "requested": count,
+        "held": held,
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "kib_per_connection": round((after - before) / max(held, 1), 2),
+    }
+
+
+async def bench_sdk(server: Server, senders: list[Client], rooms: list[str], n_seq: int, per_sender: int) -> dict[str, float]:
+    """Sends through the SDK: Megolm encryption, state persisted to the encrypted profile, HTTP PUT."""
+    c, room = senders[0], rooms[0]
+    await c.send_text(room, "warm-up")
+    t0 = time.perf_counter()
+    for i in range(n_seq):
+        await c.send_text(room, f"sequential {i}")
+    seq_rate = n_seq / (time.perf_counter() - t0)
+    for s, r in zip(senders, rooms, strict=True):
+        await s.send_text(r, "warm-up")
+
+    async def loop(s: Client, r: str) -> None:
+        for i in range(per_sender):
+            await s.send_text(r, f"concurrent {i}")
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(loop(s, r) for s, r in zip(senders, rooms, strict=True)))
+    return {
+        "sequential_per_s": round(seq_rate),
+        "concurrent_20_per_s": round(len(senders) * per_sender / (time.perf_counter() - t0)),
+    }
+
+
+async def main(quick: bool) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    scale = 0.2 if quick else 1.0
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "quick": quick}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        server = Server(root / "data")
+        try:
+            alice = await register(server, root, "alice")
+            bob = await register(server, root, "bob")
+            room = (await alice.direct_room("@bob")).room_id
+            senders = [await register(server, root, f"sender{i}") for i in range(20)]
+            rooms = [(await s.direct_room("@bob")).room_id for s in senders]
+            results["send_http_sequential_per_s"] = round(await bench_http_sequential(server, alice, room, int(2000 * scale)))
+            results["send_ws_sequential_per_s"] = round(await bench_ws_sequential(server, alice, room, int(3000 * scale)))
+            results["send_ws_20_concurrent_per_s"] = round(await bench_concurrent(server, senders, rooms, int(500 * scale)))
+            results["latency_at_200_per_s"] = await bench_latency(server, alice, bob, room, 200, 10 * scale)
+            members = [await register(server, root, f"member{i}") for i in range(99)]
+            group = (await alice.create_room("fanout", [m.user_id for m in members])).room_id
+            for m in members:
+                await m.join(group)
+            results["fanout_100_members"] = await bench_fanout(server, alice, [*members, alice], group, int(300 * scale))
+            results["with_encryption"] = await bench_sdk(server, senders, rooms, int(500 * scale), int(50 * scale))
+            for c in [alice, bob, *senders, *members]:
+                await c.close()
+            results["idle_websockets"] = await bench_idle(
+                server, await Client.open(root / "bob", "bench", clock=SystemClock()), int(10_000 * scale)
+            )
+        finally:
+            server.stop()
+    return results
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a fifth of the load, for a smoke run")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main(args.quick)), indent=2))

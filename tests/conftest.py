@@ -49,6 +49,7 @@ async def _fresh_pg_database() -> str:
     base = make_url(PG_URL)
     name = f"{base.database}_{worker}"
     admin = Database(PG_URL)
+    assert admin.engine is not None
     async with admin.engine.connect() as conn:
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
         exists = (await conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})).first()
@@ -57,9 +58,9 @@ async def _fresh_pg_database() -> str:
     await admin.close()
     url = base.set(database=name).render_as_string(hide_password=False)
     db = Database(url)
-    async with db.engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
+    async with db.write() as tx:
+        await tx.execute(text("DROP SCHEMA public CASCADE"))
+        await tx.execute(text("CREATE SCHEMA public"))
     await db.close()
     return url
 

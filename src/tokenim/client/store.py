@@ -122,6 +122,9 @@ class ProfileStore:
     def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None)
         conn.isolation_level = "DEFERRED"
+        # WAL: a commit per sent message stays cheap; the data survives a crash of the process.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)
         return conn
 

@@ -62,11 +62,11 @@ class OneTimeKeyStore:
     async def count_unclaimed(self, tx: Tx, user_id: str, device_id: str) -> tuple[int, bool]:
         """(number of one-time keys left, whether an unused fallback key is published)."""
         q = (
-            select(one_time_keys.c.fallback, func.count())
+            select(one_time_keys.c.fallback, func.count().label("n"))
             .where(one_time_keys.c.user_id == user_id, one_time_keys.c.device_id == device_id, one_time_keys.c.used.is_(False))
             .group_by(one_time_keys.c.fallback)
         )
-        counts = {bool(fb): int(n) for fb, n in await tx.execute(q)}
+        counts = {bool(r.fallback): int(r.n) for r in await tx.execute(q)}
         return counts.get(False, 0), counts.get(True, 0) > 0
 
     async def claim(self, tx: Tx, user_id: str, device_id: str) -> ClaimedKeyRow | None:
