@@ -18,6 +18,7 @@ from tokenim.server.services.common import Auditor, Context
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
@@ -43,15 +44,16 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     )
     accounts = AccountService(ctx, config.registration)
     hub, events, rooms = Hub(), EventStore(), RoomStore()
-    writer = EventWriter(db, events, rooms, hub, clock)
-    room_service = RoomService(ctx, rooms, writer)
+    members = MembershipCache(rooms)
+    writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
+    room_service = RoomService(ctx, rooms, writer, members)
     return Services(
         accounts=accounts,
         auth=AuthService(ctx),
         keys=KeyService(ctx, accounts, room_service.do_announce_device),
         devices=DeviceService(ctx, room_service.do_announce_device),
         rooms=room_service,
-        messages=MessageService(ctx, rooms, events, writer),
+        messages=MessageService(ctx, rooms, events, writer, members),
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
         hub=hub,
         writer=writer,

@@ -27,6 +27,8 @@ class ServerConfig:
     max_body_bytes: int = MAX_BODY_BYTES
     max_upload_bytes: int = 2 * 1024**3
     log_level: str = "info"
+    # uvicorn's WebSocket implementation: wsproto holds an idle connection in about half the memory.
+    websocket: str = "wsproto"
 
     @property
     def database_url(self) -> str:
@@ -49,6 +51,10 @@ def _coerce(name: str, value: Any) -> Any:
             return RegistrationMode(str(value))
         if name == "server_name":
             return check_server_name(str(value))
+        if name == "websocket":
+            if str(value) not in ("wsproto", "websockets", "websockets-sansio"):
+                raise ValueError
+            return str(value)
         if name == "log_level":
             if str(value) not in ("debug", "info", "warning", "error"):
                 raise ValueError

@@ -38,7 +38,17 @@ async def _serve(config: ServerConfig) -> None:
             print(f"  register with: tokenim register --server {url} --username NAME --invite {invite.code}", flush=True)
         app = build_app(config, db, clock, services)
         server = uvicorn.Server(
-            uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                host=config.host,
+                port=config.port,
+                log_level=config.log_level,
+                access_log=False,
+                lifespan="off",
+                ws=config.websocket,
+                ws_max_size=config.max_body_bytes,
+                ws_ping_interval=None,
+            )
         )
         print(f"TokenIM {__version__} serving {config.server_name} on http://{config.host}:{config.port}", flush=True)
         await server.serve()

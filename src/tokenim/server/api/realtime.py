@@ -10,7 +10,6 @@ Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message
 """
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -27,12 +26,6 @@ MAX_IN_FLIGHT = 256
 
 def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"))
-
-
-async def _pump(ws: WebSocket, conn: Connection) -> None:
-    while True:
-        frame = await conn.outbox.get()
-        await ws.send_text(frame)
 
 
 async def _catch_up(messages: MessageService, me: Requester, conn: Connection, since: int, to_device_after: int) -> None:
@@ -55,7 +48,7 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
         conn.last_pos = max(conn.last_pos, page.next_pos)
         if not page.limited:
             break
-    conn.outbox.put_nowait(_dumps({"type": "synced", "pos": conn.last_pos}))
+    conn.push(_dumps({"type": "synced", "pos": conn.last_pos}))
     conn.go_live()
 
 
@@ -72,9 +65,8 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
             await ws.close(code=4401)
             return
         await ws.accept()
-        conn = Connection(me.user_id, me.device_id)
+        conn = Connection(me.user_id, me.device_id, ws.send_text)
         hub.register(conn)
-        pump = asyncio.create_task(_pump(ws, conn))
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
 
@@ -86,9 +78,9 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
                     raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
                 messages.check_send("m.room.encrypted", content, txn_id)
                 sent = await messages.do_send(me, room_id, txn_id, content)
-                conn.outbox.put_nowait(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
+                conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
             except TokenIMError as err:
-                conn.outbox.put_nowait(_dumps({"type": "error", "txn_id": txn_id, **err.to_json()}))
+                conn.push(_dumps({"type": "error", "txn_id": txn_id, **err.to_json()}))
             finally:
                 slots.release()
 
@@ -100,7 +92,7 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
                     if not isinstance(frame, dict):
                         raise ValueError
                 except ValueError:
-                    conn.outbox.put_nowait(
+                    conn.push(
                         _dumps(
                             {"type": "error", **TokenIMError(ErrorCode.BAD_JSON, "That frame is not a JSON object.").to_json()}
                         )
@@ -126,19 +118,16 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
                             raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
                         await messages.do_ack_to_device(me, up_to)
                     elif kind == "ping":
-                        conn.outbox.put_nowait('{"type":"pong"}')
+                        conn.push('{"type":"pong"}')
                     else:
                         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {kind!r}.")
                 except TokenIMError as err:
-                    conn.outbox.put_nowait(_dumps({"type": "error", **err.to_json()}))
+                    conn.push(_dumps({"type": "error", **err.to_json()}))
         except WebSocketDisconnect:
             pass
         finally:
             hub.unregister(conn)
-            pump.cancel()
             for task in list(tasks):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
 
     return router

@@ -9,37 +9,66 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
-from collections.abc import Iterable
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable
 
 from tokenim.server.storage.events import EventRow, ToDeviceRow
 
 
 class Connection:
-    """One device's live connection. Frames are JSON text, serialised once per event."""
+    """One device's live connection. Frames are JSON text, serialised once per event.
 
-    __slots__ = ("closed", "device_id", "last_pos", "last_to_device", "live", "outbox", "pending", "user_id")
+    An idle connection holds no task: a drain task exists only while frames wait to be written,
+    which keeps the memory of ten thousand idle devices small.
+    """
 
-    def __init__(self, user_id: str, device_id: str) -> None:
+    __slots__ = ("_drain", "_send", "closed", "device_id", "last_pos", "last_to_device", "live", "outbox", "pending", "user_id")
+
+    def __init__(self, user_id: str, device_id: str, send: Callable[[str], Awaitable[None]]) -> None:
         self.user_id = user_id
         self.device_id = device_id
-        self.outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._send = send
+        self._drain: asyncio.Task[None] | None = None
+        self.outbox: deque[str] = deque()
         self.live = False
         self.pending: list[tuple[str, int, str]] = []
         self.last_pos = 0
         self.last_to_device = 0
         self.closed = False
 
+    def push(self, frame: str) -> None:
+        """Queue a frame for writing, in order."""
+        if self.closed:
+            return
+        self.outbox.append(frame)
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._drain_outbox())
+
+    async def _drain_outbox(self) -> None:
+        try:
+            while self.outbox and not self.closed:
+                await self._send(self.outbox.popleft())
+        except Exception:
+            self.closed = True  # the socket is gone; the reader notices and unregisters
+        finally:
+            self._drain = None
+
+    def close(self) -> None:
+        self.closed = True
+        self.outbox.clear()
+        if self._drain is not None:
+            self._drain.cancel()
+
     def send_event(self, pos: int, frame: str) -> None:
         """Queue an event frame if it is new for this device."""
         if pos > self.last_pos:
             self.last_pos = pos
-            self.outbox.put_nowait(frame)
+            self.push(frame)
 
     def send_to_device(self, msg_id: int, frame: str) -> None:
         if msg_id > self.last_to_device:
             self.last_to_device = msg_id
-            self.outbox.put_nowait(frame)
+            self.push(frame)
 
     def offer(self, kind: str, ident: int, frame: str) -> None:
         """A live frame from the hub: delivered now, or held while the backlog is sent."""
@@ -76,7 +105,7 @@ class Hub:
         self._by_user[conn.user_id].add(conn)
 
     def unregister(self, conn: Connection) -> None:
-        conn.closed = True
+        conn.close()
         conns = self._by_user.get(conn.user_id)
         if conns is not None:
             conns.discard(conn)

@@ -10,6 +10,7 @@ from tokenim.core.ids import check_user_id
 from tokenim.protocol.api import Member, MembersResponse, RoomsResponse, RoomSummary
 from tokenim.protocol.events import CREATE, DEVICE_LIST, MEMBER, NAME
 from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.writer import Batch, EventWriter
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.rooms import MemberRow, RoomRow, RoomStore
@@ -31,8 +32,9 @@ class RoomRef:
 class RoomService:
     """Create, invite, join, leave, remove, rename, list. Membership and metadata are kept here."""
 
-    def __init__(self, ctx: Context, rooms: RoomStore, writer: EventWriter) -> None:
+    def __init__(self, ctx: Context, rooms: RoomStore, writer: EventWriter, members: MembershipCache) -> None:
         self._ctx = ctx
+        self._members = members
         self._rooms = rooms
         self._writer = writer
 
@@ -57,6 +59,7 @@ class RoomService:
         `period_from` lets the creator's first membership period start at the room's creation event.
         """
         await self._rooms.set_member(b.tx, MemberRow(room_id, target, membership, role), b.now)
+        self._members.invalidate(room_id)
         content = {"user_id": target, "membership": membership, **extra}
         ev = await b.add_event(room_id, MEMBER, sender, content)
         if membership == JOIN:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -38,9 +38,12 @@ class Batch:
     now: int
     _events: EventStore
     _rooms: RoomStore
+    careful: bool = False  # set when jobs run one by one after a batch failed: check, don't assume
     _pos: int | None = None
     _seqs: dict[str, int] = field(default_factory=dict)
-    published: list[tuple[EventRow, list[str]]] = field(default_factory=list)
+    _known_seqs: dict[str, int] = field(default_factory=dict)
+    _rows: list[EventRow] = field(default_factory=list)
+    published: list[tuple[EventRow, Collection[str]]] = field(default_factory=list)
     to_device: list[ToDeviceRow] = field(default_factory=list)
 
     async def add_event(
@@ -57,7 +60,8 @@ class Batch:
         if self._pos is None:
             self._pos = await self._events.take_stream_pos(self.tx)
         if room_id not in self._seqs:
-            self._seqs[room_id] = await self._rooms.take_room_seq(self.tx, room_id)
+            known = self._known_seqs.get(room_id)
+            self._seqs[room_id] = known if known is not None else await self._rooms.take_room_seq(self.tx, room_id)
         self._pos += 1
         self._seqs[room_id] += 1
         row = EventRow(
@@ -66,15 +70,17 @@ class Batch:
         await self._events.insert_events(self.tx, [row])
         return row
 
-    def publish(self, event: EventRow, recipients: list[str]) -> None:
+    def publish(self, event: EventRow, recipients: Collection[str]) -> None:
         """Deliver `event` to these users once the batch commits."""
         self.published.append((event, recipients))
 
     async def flush(self) -> None:
-        if self._pos is not None:
-            await self._events.set_stream_pos(self.tx, self._pos)
-        for room_id, seq in self._seqs.items():
-            await self._rooms.set_room_seq(self.tx, room_id, seq)
+        if not self._rows:
+            return
+        await self._events.insert_events(self.tx, self._rows)
+        assert self._pos is not None
+        await self._events.set_stream_pos(self.tx, self._pos)
+        await self._rooms.set_room_seqs(self.tx, self._seqs)
 
 
 Job = Callable[[Batch], Awaitable[T]]
@@ -89,13 +95,26 @@ class _Pending(Generic[T]):
 class EventWriter:
     """Serialises event writes in this process; `submit` returns once the job's work is committed."""
 
-    def __init__(self, db: Database, events: EventStore, rooms: RoomStore, hub: Hub, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        events: EventStore,
+        rooms: RoomStore,
+        hub: Hub,
+        clock: Clock,
+        on_rollback: Callable[[], None] = lambda: None,
+    ) -> None:
         self._db = db
+        self._on_rollback = on_rollback
         self._events = events
         self._rooms = rooms
         self._hub = hub
         self._clock = clock
         self._queue: asyncio.Queue[_Pending[Any]] = asyncio.Queue()
+        # This process is the only writer of events (single node), so the counters it committed last
+        # are still the truth: no need to read them back for every batch. A rollback forgets them.
+        self._pos: int | None = None
+        self._seqs: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, job: Job[T]) -> T:
@@ -118,34 +137,41 @@ class EventWriter:
             batch = [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            except Exception:
-                # Something in the batch failed and rolled it all back: run each job alone.
+            if not await self._commit(batch, careful=False):
+                # Something in the batch failed and rolled it all back: run each job alone, carefully.
                 for item in batch:
-                    await self._commit([item])
+                    await self._commit([item], careful=True)
 
-    async def _commit(self, items: list[_Pending[Any]]) -> None:
-        """Run the jobs in one transaction. A lone job's failure goes to its submitter; a batch's is raised."""
+    async def _commit(self, items: list[_Pending[Any]], *, careful: bool) -> bool:
+        """Run the jobs in one transaction. False if it rolled back and the jobs should be retried one by one."""
         live = [item for item in items if not item.future.done()]
         if not live:
-            return
+            return True
         values: list[Any] = []
         try:
             async with self._db.write() as tx:
-                batch = Batch(tx, self._clock.now_ms(), self._events, self._rooms)
+                batch = Batch(
+                    tx, self._clock.now_ms(), self._events, self._rooms, careful=careful, _pos=self._pos, _known_seqs=self._seqs
+                )
                 for item in live:
                     values.append(await item.job(batch))
                 await batch.flush()
         except Exception as exc:
-            if len(live) > 1:
-                raise
+            self._pos, self._seqs = None, {}
+            self._on_rollback()
+            if not careful:
+                return False
             if not live[0].future.done():
                 live[0].future.set_exception(exc)
-            return
+            return True
+        self._pos = batch._pos
+        if len(self._seqs) > 100_000:
+            self._seqs.clear()
+        self._seqs.update(batch._seqs)
         # Committed: acknowledge, then publish in stream order.
         for item, value in zip(live, values, strict=True):
             if not item.future.done():
                 item.future.set_result(value)
         self._hub.publish_events(batch.published)
         self._hub.publish_to_device(batch.to_device)
+        return True

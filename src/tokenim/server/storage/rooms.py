@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.tables import direct_rooms, membership_periods, room_members, rooms
@@ -25,6 +25,9 @@ class MemberRow:
     user_id: str
     membership: str
     role: str
+
+
+_SET_SEQ = update(rooms).where(rooms.c.room_id == bindparam("rid")).values(last_seq=bindparam("seq"))
 
 
 class RoomStore:
@@ -54,8 +57,10 @@ class RoomStore:
         q = select(rooms.c.last_seq).where(rooms.c.room_id == room_id).with_for_update()
         return int((await tx.execute(q)).scalar_one())
 
-    async def set_room_seq(self, tx: Tx, room_id: str, seq: int) -> None:
-        await tx.execute(update(rooms).where(rooms.c.room_id == room_id).values(last_seq=seq))
+    async def set_room_seqs(self, tx: Tx, seqs: dict[str, int]) -> None:
+        """Store each room's last sequence number (one statement for the whole batch)."""
+        if seqs:
+            await tx.execute(_SET_SEQ, [{"rid": room_id, "seq": seq} for room_id, seq in seqs.items()])
 
     async def get_member(self, tx: Tx, room_id: str, user_id: str) -> MemberRow | None:
         q = select(room_members).where(room_members.c.room_id == room_id, room_members.c.user_id == user_id)
