@@ -95,6 +95,7 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, pool_size=10, max_overflow=10)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._write_conn: Connection | None = None  # SQLite: one connection for all writes, kept open
 
     def _prepare_sqlite_file(self) -> None:
         path = make_url(self.url).database
@@ -108,8 +109,10 @@ class Database:
         if self.sync_engine is not None:
             assert self._write_lock is not None
             async with self._write_lock:
-                with self.sync_engine.begin() as conn:
-                    yield Tx(sync=conn)
+                if self._write_conn is None or self._write_conn.closed:
+                    self._write_conn = self.sync_engine.connect()
+                with self._write_conn.begin():
+                    yield Tx(sync=self._write_conn)
             return
         assert self.engine is not None
         async with self.engine.begin() as aconn:
@@ -133,6 +136,8 @@ class Database:
 
     async def close(self) -> None:
         """Release every pooled connection."""
+        if self._write_conn is not None:
+            self._write_conn.close()
         if self.sync_engine is not None:
             self.sync_engine.dispose()
         if self.engine is not None:
