@@ -97,7 +97,7 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
                 body = {"type": "m.room.encrypted", "content": content}
                 for _ in range(2):  # the retry, and a retry of the retry
                     resp = await http.put(url, json=body, headers={"Authorization": f"Bearer {token}"})
-                    assert resp.status_code == 200, resp.text
+                    assert resp.status_code == 200, resp.text + "\n".join(srv.output)
             await alice.close()
             bob = await _open(tmp_path, "bob")
             messages = await bob.sync()

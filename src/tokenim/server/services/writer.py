@@ -56,7 +56,7 @@ class Batch:
         sender_device: str | None = None,
         txn_id: str | None = None,
     ) -> EventRow:
-        """Insert an event with the next stream position and room sequence number."""
+        """Add an event with the next stream position and room sequence number (written at flush)."""
         if self._pos is None:
             self._pos = await self._events.take_stream_pos(self.tx)
         if room_id not in self._seqs:
@@ -67,7 +67,7 @@ class Batch:
         row = EventRow(
             self._pos, new_event_id(), room_id, self._seqs[room_id], type, sender, sender_device, txn_id, content, self.now
         )
-        await self._events.insert_events(self.tx, [row])
+        self._rows.append(row)  # inserted together in flush(): one statement per batch
         return row
 
     def publish(self, event: EventRow, recipients: Collection[str]) -> None:
