@@ -1,0 +1,71 @@
+"""The event writer: batching, counters that survive a restart, and isolation of failing jobs."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+
+from tests.conftest import MakeUser
+from tokenim.core.clock import FakeClock
+from tokenim.core.errors import TokenIMError
+from tokenim.protocol.keys import MEGOLM_ALGORITHM
+from tokenim.server.app import build_services
+from tokenim.server.config import ServerConfig
+from tokenim.server.services.common import Requester
+from tokenim.server.storage.database import Database
+
+
+def _content(device_id: str, n: int) -> dict[str, object]:
+    return {"algorithm": MEGOLM_ALGORITHM, "ciphertext": f"c{n}", "session_id": "s", "sender_key": "k", "device_id": device_id}
+
+
+async def test_counters_are_stored_so_a_restarted_writer_continues(
+    make_user: MakeUser,
+    database: Database,
+    config: ServerConfig,
+    clock: FakeClock,
+    app,  # type: ignore[no-untyped-def]
+) -> None:
+    alice = await make_user("alice")
+    await make_user("bob")
+    room = (await alice.direct_room("@bob")).room_id
+    services = app.state.services
+    me = Requester(alice.user_id, alice.device_id, "s", False)
+    await asyncio.gather(*(services.messages.do_send(me, room, f"a{i}", _content(alice.device_id, i)) for i in range(40)))
+
+    async with database.read() as tx:
+        stored = (await tx.execute(text("SELECT pos FROM stream_positions"))).scalar_one()
+        top = (await tx.execute(text("SELECT max(pos) FROM events"))).scalar_one()
+        last_seq = (await tx.execute(text("SELECT last_seq FROM rooms WHERE room_id = :r"), {"r": room})).scalar_one()
+        max_seq = (await tx.execute(text("SELECT max(room_seq) FROM events WHERE room_id = :r"), {"r": room})).scalar_one()
+    assert stored == top and last_seq == max_seq
+
+    fresh = build_services(config, database, clock)  # a new process on the same database
+    sent = await fresh.messages.do_send(me, room, "after-restart", _content(alice.device_id, 99))
+    assert sent.pos == top + 1 and sent.seq == max_seq + 1
+    await fresh.writer.close()
+
+
+async def test_a_failing_job_does_not_fail_its_batch(make_user: MakeUser, app) -> None:  # type: ignore[no-untyped-def]
+    alice = await make_user("alice")
+    await make_user("bob")
+    room = (await alice.direct_room("@bob")).room_id
+    services = app.state.services
+    me = Requester(alice.user_id, alice.device_id, "s", False)
+    stranger = Requester("@nobody:tokenim.test", "NOBODY1", "s", False)
+    jobs = [services.messages.do_send(me, room, f"ok{i}", _content(alice.device_id, i)) for i in range(10)]
+    jobs.insert(5, services.messages.do_send(stranger, room, "bad", _content("NOBODY1", 0)))
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], TokenIMError) and errors[0].code.value == "forbidden"
+    seqs = sorted(r.seq for r in results if not isinstance(r, BaseException))
+    assert seqs == list(range(seqs[0], seqs[0] + 10))
+    # A repeated transaction id in the same batch as new ones returns the original event.
+    again = await asyncio.gather(
+        services.messages.do_send(me, room, "ok3", _content(alice.device_id, 3)),
+        services.messages.do_send(me, room, "new", _content(alice.device_id, 11)),
+    )
+    original = {r.event_id for r in results if not isinstance(r, BaseException)}
+    assert again[0].event_id in original
+    assert again[1].seq == seqs[-1] + 1
