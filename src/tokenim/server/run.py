@@ -13,7 +13,7 @@ import uvicorn
 
 from tokenim import __version__
 from tokenim.core.clock import SystemClock
-from tokenim.core.errors import TokenIMError
+from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.limits import DEFAULT_INVITE_TTL_MS
 from tokenim.server.app import build_app, build_services
 from tokenim.server.config import ServerConfig, load_config
@@ -29,7 +29,13 @@ async def _serve(config: ServerConfig) -> None:
     clock = SystemClock()
     db = Database(config.database_url)
     try:
-        await db.migrate()
+        try:
+            await db.migrate()
+        except Exception as exc:  # a driver's own error types: report them in one line, not a traceback
+            raise TokenIMError(
+                ErrorCode.BAD_CONFIG,
+                f"Cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            ) from None
         services = build_services(config, db, clock)
         invite = await services.accounts.do_bootstrap_invite(DEFAULT_INVITE_TTL_MS)
         if invite is not None:
