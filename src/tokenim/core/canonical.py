@@ -14,7 +14,8 @@ def _reject_floats(value: Any) -> None:
             if not isinstance(k, str):
                 raise ValueError("canonical JSON object keys must be strings")
             _reject_floats(v)
-    elif isinstance(value, list):
+    elif isinstance(value, (list, tuple)):
+        # json.dumps writes tuples as arrays, so they must be checked like lists.
         for v in value:
             _reject_floats(v)
 

@@ -12,6 +12,7 @@ UserId = NewType("UserId", str)
 DeviceId = NewType("DeviceId", str)
 KeyId = NewType("KeyId", str)
 
+# fullmatch, not match: `$` alone also matches before a trailing newline, so "alice\n" would pass.
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._=-]{0,63}$")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?$")
 _DEVICE_ID = re.compile(r"^[A-Z0-9]{6,32}$")
@@ -21,7 +22,7 @@ _DEVICE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 def check_username(name: object) -> str:
     """Validate a local user name: lower-case letters, digits and `._=-`, 1 to 64 characters."""
-    if not isinstance(name, str) or not _USERNAME.match(name):
+    if not isinstance(name, str) or not _USERNAME.fullmatch(name):
         raise TokenIMError(
             ErrorCode.INVALID_REQUEST,
             "A username is 1 to 64 characters: lower-case letters, digits and . _ = -, starting with a letter or digit.",
@@ -31,7 +32,7 @@ def check_username(name: object) -> str:
 
 def check_server_name(name: str) -> str:
     """Validate a server name (a host name, optionally with a port)."""
-    if not _SERVER_NAME.match(name):
+    if not _SERVER_NAME.fullmatch(name):
         raise TokenIMError(ErrorCode.BAD_CONFIG, f"'{name}' is not a valid server name (a host name, optionally :port).")
     return name
 
@@ -43,7 +44,7 @@ def make_user_id(username: str, server_name: str) -> UserId:
 
 def parse_user_id(value: object) -> tuple[str, str]:
     """Split a user id into (username, server name), or raise a clear error."""
-    m = _USER_ID.match(value) if isinstance(value, str) else None
+    m = _USER_ID.fullmatch(value) if isinstance(value, str) else None
     if m is None:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{value!r} is not a user id; user ids look like @alice:example.com.")
     return m.group(1), m.group(2)
@@ -57,7 +58,7 @@ def check_user_id(value: object) -> UserId:
 
 def check_device_id(value: object) -> DeviceId:
     """Validate a device id: 6 to 32 upper-case letters and digits."""
-    if not isinstance(value, str) or not _DEVICE_ID.match(value):
+    if not isinstance(value, str) or not _DEVICE_ID.fullmatch(value):
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{value!r} is not a device id (6 to 32 upper-case letters and digits).")
     return DeviceId(value)
 

@@ -29,7 +29,7 @@ class FileService:
         self.max_bytes = max_bytes
 
     def _path(self, blob_id: str) -> Path:
-        if not _BLOB_ID.match(blob_id):
+        if not _BLOB_ID.fullmatch(blob_id):
             raise TokenIMError(ErrorCode.NOT_FOUND, "There is no such file.")
         return self._dir / blob_id
 

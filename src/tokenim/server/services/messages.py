@@ -20,7 +20,7 @@ MAX_TO_DEVICE_BATCH = 1000
 
 
 def check_txn_id(txn_id: str) -> str:
-    if not _TXN.match(txn_id):
+    if not _TXN.fullmatch(txn_id):
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "A transaction id is 1 to 64 letters, digits or . _ ~ -.")
     return txn_id
 
