@@ -129,9 +129,12 @@ class Client(AccountClient):
 
     async def leave(self, room_id: str) -> None:
         await self._post(f"/v1/rooms/{room_id}/leave", {}, OkResponse)
+        self.forget_room_devices(room_id)
 
     async def remove(self, room_id: str, user: str) -> None:
         await self._post(f"/v1/rooms/{room_id}/remove", {"user_id": self.full_user_id(user)}, OkResponse)
+        # Our own change: don't wait for its event in sync, the next message must already rotate the key.
+        self.forget_room_devices(room_id)
 
     async def rename(self, room_id: str, name: str) -> None:
         await self._post(f"/v1/rooms/{room_id}/name", {"name": name}, OkResponse)

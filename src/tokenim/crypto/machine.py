@@ -63,6 +63,9 @@ class CryptoMachine:
             self.dirty_pins.add(user_id)
             pinned = master_key
         if pinned != master_key:
+            # Devices trusted under the pinned key are no longer shown as verified.
+            for ref in [ref for ref in self.trusted_devices if ref[0] == user_id]:
+                del self.trusted_devices[ref]
             return []
         for d in devices:
             self.trusted_devices[(d.user_id, d.device_id)] = d.ed25519

@@ -157,12 +157,6 @@ class RoomSessions:
                 "tampered", "This message failed its integrity check: it was tampered with or is not from this session."
             ) from None
         index = int(decrypted.message_index)
-        first = self.seen.get((inbound.session.session_id, index))
-        if first is not None and first != event_id:
-            raise CryptoError("replayed", "This message is a replay of an earlier one.")
-        if first is None:
-            self.seen[(inbound.session.session_id, index)] = event_id
-            self.new_seen.append((room_id, inbound.session.session_id, index, event_id))
         try:
             plaintext = json.loads(bytes(decrypted.plaintext))
         except ValueError:
@@ -175,4 +169,11 @@ class RoomSessions:
             or content.get("sender_key") != inbound.sender_key
         ):
             raise CryptoError("sender_mismatch", "The message claims a sender other than the device that owns its key.")
+        # Only an event that passed every check takes the (session, index) slot: a forged copy can't burn it.
+        first = self.seen.get((inbound.session.session_id, index))
+        if first is not None and first != event_id:
+            raise CryptoError("replayed", "This message is a replay of an earlier one.")
+        if first is None:
+            self.seen[(inbound.session.session_id, index)] = event_id
+            self.new_seen.append((room_id, inbound.session.session_id, index, event_id))
         return DecryptedEvent(plaintext, index, inbound)
