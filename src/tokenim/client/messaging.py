@@ -21,6 +21,7 @@ from tokenim.client.store import ProfileStore
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import parse_user_id
+from tokenim.core.limits import ONE_TIME_KEY_TARGET
 from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
 from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
 from tokenim.crypto.device import DeviceIdentity
@@ -287,6 +288,8 @@ class Client(AccountClient):
             out.extend(await self.decrypt_events(page.events))
             self.store.set_meta({"sync_pos": str(page.next_pos)})
             if not page.limited:
+                if page.one_time_keys < ONE_TIME_KEY_TARGET // 2 or not page.has_fallback_key:
+                    await self.replenish_keys()
                 return out
 
     async def history(self, room_id: str, limit: int = 50) -> list[Message]:
@@ -325,6 +328,8 @@ class Client(AccountClient):
                         highest = await self.process_to_device([frame["message"]])
                         await ws.send(json.dumps({"type": "ack_to_device", "up_to": highest}))
                         self.store.set_meta({"to_device_after": str(highest)})
+                    elif kind == "keys_low":
+                        await self.replenish_keys()
                     elif kind == "synced":
                         self.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
                         if ready is not None:

@@ -198,6 +198,8 @@ class SyncResponse(_Wire):
     to_device: list[dict[str, Any]]
     next_pos: int
     limited: bool
+    one_time_keys: int  # left on the server for this device: the client tops up when low
+    has_fallback_key: bool
 
 
 class HistoryResponse(_Wire):

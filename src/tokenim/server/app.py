@@ -50,7 +50,7 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     return Services(
         accounts=accounts,
         auth=AuthService(ctx),
-        keys=KeyService(ctx, accounts, room_service.do_announce_device),
+        keys=KeyService(ctx, accounts, room_service.do_announce_device, hub.notify_keys_low),
         devices=DeviceService(ctx, room_service.do_announce_device),
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),

@@ -128,6 +128,12 @@ class Hub:
                 for conn in conns:
                     conn.offer("event", event.pos, frame)
 
+    def notify_keys_low(self, user_id: str, device_id: str) -> None:
+        """Tell a connected device its published one-time keys are running low."""
+        for conn in self._by_user.get(user_id, ()):
+            if conn.device_id == device_id and conn.live:
+                conn.push('{"type":"keys_low"}')
+
     def publish_to_device(self, messages: Iterable[ToDeviceRow]) -> None:
         for msg in messages:
             for conn in self._by_user.get(msg.user_id, ()):

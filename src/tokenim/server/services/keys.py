@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
-from tokenim.core.limits import MAX_DEVICES_PER_USER, MAX_ONE_TIME_KEYS_PER_UPLOAD, MAX_ONE_TIME_KEYS_STORED
+from tokenim.core.limits import MAX_DEVICES_PER_USER, MAX_ONE_TIME_KEYS_PER_UPLOAD, MAX_ONE_TIME_KEYS_STORED, ONE_TIME_KEY_TARGET
 from tokenim.protocol.api import ClaimedKey, KeyCountsResponse, KeysClaimResponse, KeysQueryResponse, UserKeys
 from tokenim.protocol.keys import parse_device_keys, parse_master_key, parse_one_time_keys, verify_one_time_key
 from tokenim.server.services.accounts import AccountService, check_new_device
@@ -18,7 +18,14 @@ from tokenim.server.storage.database import Tx
 class KeyService:
     """One-time keys, fallback keys, key queries and atomic claims."""
 
-    def __init__(self, ctx: Context, accounts: AccountService, announce: Callable[[str, str, str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        accounts: AccountService,
+        announce: Callable[[str, str, str], Awaitable[None]],
+        notify_keys_low: Callable[[str, str], None] = lambda _user, _device: None,
+    ) -> None:
+        self._notify_keys_low = notify_keys_low
         self._ctx = ctx
         self._accounts = accounts
         self._announce = announce
@@ -88,11 +95,17 @@ class KeyService:
         if len(wanted) > 1000:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "Claim keys for at most 1,000 devices at once.")
         out: dict[str, dict[str, ClaimedKey]] = {}
+        running_low = []
         async with self._ctx.db.write() as tx:
             for uid, did in dict.fromkeys(wanted):
                 claimed = await self._ctx.keys.claim(tx, uid, did)
                 if claimed is not None:
                     out.setdefault(uid, {})[did] = ClaimedKey(key_id=claimed.key_id, key=claimed.key)
+                    left, has_fallback = await self._ctx.keys.count_unclaimed(tx, uid, did)
+                    if left < ONE_TIME_KEY_TARGET // 2 or not has_fallback:
+                        running_low.append((uid, did))
+        for uid, did in running_low:  # after commit: connected devices top up at once
+            self._notify_keys_low(uid, did)
         return KeysClaimResponse(one_time_keys=out)
 
     async def do_add_device(self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object) -> None:

@@ -75,6 +75,7 @@ class MessageService:
             # Read the position first: events committed meanwhile are left for the next sync, never skipped.
             current = await self._events.current_pos(tx)
             rows = await self._events.since(tx, requester.user_id, since, current, limit + 1)
+            one_time_keys, has_fallback = await self._ctx.keys.count_unclaimed(tx, requester.user_id, requester.device_id)
             pending = await self._events.pending_to_device(
                 tx, requester.user_id, requester.device_id, to_device_after, MAX_TO_DEVICE_BATCH
             )
@@ -82,7 +83,12 @@ class MessageService:
         rows = rows[:limit]
         next_pos = rows[-1].pos if limited else max(current, since)
         return SyncResponse(
-            events=[r.to_wire() for r in rows], to_device=[m.to_wire() for m in pending], next_pos=next_pos, limited=limited
+            events=[r.to_wire() for r in rows],
+            to_device=[m.to_wire() for m in pending],
+            next_pos=next_pos,
+            limited=limited,
+            one_time_keys=one_time_keys,
+            has_fallback_key=has_fallback,
         )
 
     async def access_history(self, requester: Requester, room_id: str, before: int | None, limit: int) -> HistoryResponse:
