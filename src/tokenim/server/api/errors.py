@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 log = logging.getLogger("tokenim.server")
+TOO_LARGE_FLAG = "tokenim.body_too_large"
 
 
 def error_response(err: TokenIMError) -> JSONResponse:
@@ -52,9 +53,11 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(_describe(list(exc.errors())))
 
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 404:
+        if request.scope.get(TOO_LARGE_FLAG):
+            err = TokenIMError(ErrorCode.BODY_TOO_LARGE, "The request body is larger than the limit.")
+        elif exc.status_code == 404:
             err = TokenIMError(ErrorCode.NOT_FOUND, "There is nothing at this address.")
         elif exc.status_code == 405:
             err = TokenIMError(ErrorCode.METHOD_NOT_ALLOWED, "This address does not accept that method.")
@@ -104,6 +107,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > max_bytes:
+                    scope[TOO_LARGE_FLAG] = True  # FastAPI turns errors while reading the body into a 400
                     raise too_big
             return message
 
