@@ -73,7 +73,7 @@ async def test_removed_member_cannot_read_later_messages(alice: Client, bob: Cli
     history = await carol.history(room)
     assert [m.body for m in history] == ["hello all", "hi from carol"]
     # ...and even a server that hands her the ciphertext gives her nothing readable: she never got the new key.
-    assert all(sid != after for _room, sid in carol.machine.rooms.inbound)
+    assert all(sid != after for _room, sid, _key in carol.machine.rooms.inbound)
     forced = carol.decrypt_event(stored)
     assert forced.body is None
     assert forced.warning is not None
@@ -290,11 +290,12 @@ async def test_replay_tamper_wrong_room_wrong_sender(alice: Client, bob: Client,
     assert rejected.code == "missing_key"
     # Even if the key were filed under the other room, the room id inside the ciphertext gives it away.
     sid = event["content"]["session_id"]
-    bob.machine.rooms.inbound[(other, sid)] = bob.machine.rooms.inbound[(room, sid)]
+    key = event["content"]["sender_key"]
+    bob.machine.rooms.inbound[(other, sid, key)] = bob.machine.rooms.inbound[(room, sid, key)]
     rejected = bob.machine.decrypt_room_event(moved)
     assert isinstance(rejected, RejectedMessage)
     assert rejected.code == "replayed"
-    del bob.machine.rooms.inbound[(other, sid)]
+    del bob.machine.rooms.inbound[(other, sid, key)]
 
     # The same content, claimed to be from Carol (or from another of Alice's devices).
     for forged in (
@@ -304,7 +305,8 @@ async def test_replay_tamper_wrong_room_wrong_sender(alice: Client, bob: Client,
     ):
         rejected = bob.machine.decrypt_room_event(forged)
         assert isinstance(rejected, RejectedMessage)
-        assert rejected.code == "sender_mismatch"
+        # A forged sender key finds no session filed under it; the other forgeries fail the sender check.
+        assert rejected.code in ("sender_mismatch", "missing_key")
         message = bob.decrypt_event(forged)
         assert (message.body, message.verified) == (None, False)
 

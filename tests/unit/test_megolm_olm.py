@@ -236,9 +236,13 @@ def test_megolm_replay_tamper_room_and_sender(alice: Dev, bob: Dev, carol: Dev) 
     assert rejected(event({**content, "device_id": "CAROLDEV1"}, alice, "$1")) == "sender_mismatch"
     assert rejected(event({**content, "session_id": "nonexistent"}, alice, "$5")) == "missing_key"
 
-    # Carol holds the same room key, so she could try to pass off Alice's session as hers: it is bound to Alice.
+    # Carol holds the same room key and forwards it as hers: it is filed under her device's key, so it
+    # neither replaces Alice's copy nor decrypts Alice's messages as Carol's.
     key = alice.machine.rooms.outbound[ROOM].room_key()
-    assert not bob.machine.rooms.add_inbound(key, carol.user, "CAROLDEV1", carol.identity.curve25519, carol.keys.ed25519)
+    assert bob.machine.rooms.add_inbound(key, carol.user, "CAROLDEV1", carol.identity.curve25519, carol.keys.ed25519)
+    genuine = bob.machine.decrypt_room_event(event(content, alice, "$1"))
+    assert isinstance(genuine, RoomMessage) and genuine.sender == alice.user
+    assert rejected(event({**content, "sender_key": carol.identity.curve25519}, alice, "$6")) in ("sender_mismatch", "tampered")
 
 
 def test_room_id_is_bound_inside_the_ciphertext(alice: Dev, bob: Dev) -> None:
@@ -246,7 +250,8 @@ def test_room_id_is_bound_inside_the_ciphertext(alice: Dev, bob: Dev) -> None:
     content = alice.machine.encrypt_room_message(ROOM, {"body": "for this room"})
     sid = content["session_id"]
     other = "!other:tokenim.test"
-    bob.machine.rooms.inbound[(other, sid)] = bob.machine.rooms.inbound[(ROOM, sid)]
+    sender_key = content["sender_key"]
+    bob.machine.rooms.inbound[(other, sid, sender_key)] = bob.machine.rooms.inbound[(ROOM, sid, sender_key)]
     result = bob.machine.decrypt_room_event(event(content, alice, "$1", room=other))
     assert isinstance(result, RejectedMessage)
     assert result.code == "replayed"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import mimetypes
 import os
@@ -68,11 +67,21 @@ class Message:
         return out
 
 
+_FILE_FIELDS = {"algorithm": str, "blob_id": str, "key": str, "sha256": str, "name": str, "size": int, "mimetype": str}
+
+
 def _to_message(result: RoomMessage | RejectedMessage) -> Message:
     if isinstance(result, RejectedMessage):
         return Message(result.event_id, result.room_id, result.sender, None, None, result.ts, False, warning=result.warning)
     body = result.content.get("body")
     file_info = result.content.get("file") if result.content.get("type") == "m.file" else None
+    if file_info is not None and (
+        not isinstance(file_info, dict) or any(not isinstance(file_info.get(k), t) for k, t in _FILE_FIELDS.items())
+    ):
+        warning = "This file message is malformed and was not shown."
+        return Message(
+            result.event_id, result.room_id, result.sender, result.sender_device, None, result.ts, False, warning=warning
+        )
     return Message(
         result.event_id,
         result.room_id,
@@ -165,9 +174,12 @@ class Client(AccountClient):
 
     async def devices_of(self, user_ids: list[str]) -> list[DeviceKeys]:
         """Verified device keys of these users; users whose master key changed are left out."""
-        users = await self.query_keys(sorted(set(user_ids)))
+        wanted = set(user_ids)
+        users = await self.query_keys(sorted(wanted))
         out: list[DeviceKeys] = []
         for user_id, uk in users.items():
+            if user_id not in wanted:
+                continue  # never pin keys for someone we did not ask about
             out.extend(self.machine.observe_user(user_id, uk.master.public_key, list(uk.devices.values())))
         return out
 
@@ -240,9 +252,14 @@ class Client(AccountClient):
         highest = 0
         for msg in messages:
             highest = max(highest, int(msg["id"]))
-            sender_device = await self._device(msg["sender"], msg["sender_device"])
-            with contextlib.suppress(CryptoError):
-                self.machine.receive_to_device(msg["sender"], msg["content"], sender_device)
+            try:
+                sender_device = await self._device(msg["sender"], msg["sender_device"])
+                content = msg["content"]
+                if isinstance(content, dict):
+                    self.machine.receive_to_device(msg["sender"], content, sender_device)
+            except (CryptoError, ValueError, TypeError, KeyError, RecursionError):
+                # A malformed or forged message is dropped (and acknowledged): it must never block the queue.
+                continue
         self.persist_crypto()
         return highest
 

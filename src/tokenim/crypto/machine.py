@@ -49,7 +49,8 @@ class CryptoMachine:
         self.identity = identity
         self.olm = OlmSessions(identity.account, identity.user_id, identity.device_id)
         self.rooms = RoomSessions(identity.user_id, identity.device_id, identity.curve25519, identity.ed25519)
-        self.pinned_masters: dict[str, str] = {}
+        # Our own master key is known, not learned: a server can't substitute it on first sight.
+        self.pinned_masters: dict[str, str] = {identity.user_id: identity.master.public_key}
         self.trusted_devices: dict[tuple[str, str], str] = {}  # (user, device) -> ed25519 when signed by the pinned master
         self.dirty_pins: set[str] = set()
 
@@ -123,14 +124,17 @@ class CryptoMachine:
         """A room event as a message to show, or as a warning to show instead."""
         event_id, room_id, sender, ts = event["event_id"], event["room_id"], event["sender"], event["ts"]
         try:
-            result: DecryptedEvent = self.rooms.decrypt(room_id, event_id, sender, event["content"])
+            content = event["content"]
+            if not isinstance(content, dict):
+                raise CryptoError("malformed", "The event's content is not an object.")
+            result: DecryptedEvent = self.rooms.decrypt(room_id, event_id, sender, content)
         except CryptoError as err:
             return RejectedMessage(event_id, room_id, sender, ts, err.code, err.message)
         s = result.session
         verified = s.sender == self.identity.user_id and s.sender_device == self.identity.device_id
         verified = verified or self.is_verified(s.sender, s.sender_device, s.sender_ed25519)
-        content = {k: v for k, v in result.plaintext.items() if k != "room_id"}
-        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, content, verified)
+        shown = {k: v for k, v in result.plaintext.items() if k != "room_id"}
+        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified)
 
 
 __all__ = ["CryptoError", "CryptoMachine", "RejectedMessage", "RoomMessage"]

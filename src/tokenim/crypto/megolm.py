@@ -21,6 +21,7 @@ ROTATE_AFTER_MESSAGES = 100
 ROTATE_AFTER_MS = 7 * 24 * 60 * 60 * 1000
 
 DeviceRef = tuple[str, str]  # (user id, device id)
+InboundRef = tuple[str, str, str]  # (room id, session id, Curve25519 key of the device that sent the room key)
 
 
 @dataclass
@@ -70,15 +71,19 @@ class DecryptedEvent:
 
 
 class RoomSessions:
-    """Outbound sessions per room, inbound sessions per (room, session id), and seen message indexes."""
+    """Outbound sessions per room, inbound sessions per (room, session id, sender key), seen message indexes.
+
+    Inbound sessions are filed under the Curve25519 key of the device that delivered them, so a
+    member who forwards someone else's session key first cannot squat on that session id.
+    """
 
     def __init__(self, user_id: str, device_id: str, curve25519: str, ed25519: str) -> None:
         self._me = (user_id, device_id, curve25519, ed25519)
         self.outbound: dict[str, OutboundSession] = {}
-        self.inbound: dict[tuple[str, str], InboundSession] = {}
+        self.inbound: dict[InboundRef, InboundSession] = {}
         self.seen: dict[tuple[str, int], str] = {}  # (session id, index) -> event id
         self.dirty_outbound: set[str] = set()
-        self.dirty_inbound: set[tuple[str, str]] = set()
+        self.dirty_inbound: set[InboundRef] = set()
         self.new_seen: list[tuple[str, str, int, str]] = []
         self.rotations: list[tuple[str, str]] = []
 
@@ -104,8 +109,9 @@ class RoomSessions:
     def _add_own_inbound(self, out: OutboundSession) -> None:
         inbound = vodozemac.InboundGroupSession(out.session.session_key)
         user_id, device_id, curve, ed = self._me
-        self.inbound[(out.room_id, out.session.session_id)] = InboundSession(out.room_id, inbound, user_id, device_id, curve, ed)
-        self.dirty_inbound.add((out.room_id, out.session.session_id))
+        ref = (out.room_id, out.session.session_id, curve)
+        self.inbound[ref] = InboundSession(out.room_id, inbound, user_id, device_id, curve, ed)
+        self.dirty_inbound.add(ref)
 
     def encrypt(self, room_id: str, plaintext: dict[str, Any]) -> dict[str, Any]:
         """Encrypt an event for a room; the room id goes inside so it can't be replayed into another room."""
@@ -133,20 +139,20 @@ class RoomSessions:
             return False
         if session.session_id != session_id or room_key.get("algorithm") != MEGOLM_ALGORITHM:
             return False
-        existing = self.inbound.get((room_id, session_id))
-        if existing is not None:
-            if (existing.sender, existing.sender_key) != (sender, sender_key):
-                return False  # a session id is bound to the device that first sent it
-            if existing.session.first_known_index <= session.first_known_index:
-                return False
-        self.inbound[(room_id, session_id)] = InboundSession(room_id, session, sender, sender_device, sender_key, sender_ed25519)
-        self.dirty_inbound.add((room_id, session_id))
+        ref = (room_id, session_id, sender_key)
+        existing = self.inbound.get(ref)
+        if existing is not None and existing.session.first_known_index <= session.first_known_index:
+            return False
+        self.inbound[ref] = InboundSession(room_id, session, sender, sender_device, sender_key, sender_ed25519)
+        self.dirty_inbound.add(ref)
         return True
 
     def decrypt(self, room_id: str, event_id: str, sender: str, content: dict[str, Any]) -> DecryptedEvent:
         """Decrypt a room event, rejecting wrong sessions, tampering, replays and forged senders."""
         session_id = content.get("session_id")
-        inbound = self.inbound.get((room_id, session_id)) if isinstance(session_id, str) else None
+        sender_key = content.get("sender_key")
+        ok = isinstance(session_id, str) and isinstance(sender_key, str)
+        inbound = self.inbound.get((room_id, session_id, sender_key)) if ok else None  # type: ignore[arg-type]
         if inbound is None:
             raise CryptoError("missing_key", "The key for this message has not arrived (or was never shared with this device).")
         try:
@@ -159,7 +165,7 @@ class RoomSessions:
         index = int(decrypted.message_index)
         try:
             plaintext = json.loads(bytes(decrypted.plaintext))
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CryptoError("malformed", "The decrypted message is not JSON.") from None
         if not isinstance(plaintext, dict) or plaintext.get("room_id") != room_id:
             raise CryptoError("replayed", "This message was encrypted for another room.")

@@ -108,12 +108,12 @@ class OlmSessions:
             raise CryptoError("not_for_us", "The message was not encrypted for this device.")
         try:
             message = vodozemac.AnyOlmMessage.from_parts(int(ours["type"]), b64decode(ours["body"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CryptoError("malformed", f"The Olm message is malformed: {exc}.") from None
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            raise CryptoError("malformed", f"The Olm message is malformed: {type(exc).__name__}.") from None
         plaintext = self._decrypt_message(sender_key, message)
         try:
             payload = json.loads(plaintext)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise CryptoError("malformed", "The decrypted payload is not JSON.") from None
         self._authenticate(payload, sender, sender_key, sender_device)
         return OlmPayload(payload["type"], payload["content"], sender, payload["sender_device"], sender_key)
@@ -145,11 +145,8 @@ class OlmSessions:
         return bytes(plaintext)
 
     def _authenticate(self, payload: Any, sender: str, sender_key: str, device: DeviceKeys | None) -> None:
-        if (
-            not isinstance(payload, dict)
-            or not isinstance(payload.get("content"), dict)
-            or not isinstance(payload.get("type"), str)
-        ):
+        shape = {"content": dict, "type": str, "recipient_keys": dict, "keys": dict, "sender_device": str}
+        if not isinstance(payload, dict) or any(not isinstance(payload.get(k), t) for k, t in shape.items()):
             raise CryptoError("malformed", "The decrypted payload is malformed.")
         if payload.get("recipient") != self._user_id or payload.get("recipient_keys", {}).get("ed25519") != self.my_ed:
             raise CryptoError("not_for_us", "The message was meant for another device.")

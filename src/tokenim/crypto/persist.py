@@ -78,8 +78,8 @@ def load_records(m: CryptoMachine, records: dict[str, dict[str, bytes]], key: by
         )
     for ref, raw in records.get("inbound", {}).items():
         d = json.loads(raw)
-        room_id, session_id = ref.split("|", 1)
-        m.rooms.inbound[(room_id, session_id)] = InboundSession(
+        room_id, session_id, sender_key = ref.split("|", 2)
+        m.rooms.inbound[(room_id, session_id, sender_key)] = InboundSession(
             room_id,
             vodozemac.InboundGroupSession.from_pickle(d["pickle"], key),
             d["sender"],
