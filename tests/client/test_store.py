@@ -120,9 +120,32 @@ def test_creating_twice_fails_and_keeps_the_first(profile_dir: Path, store: Prof
         ProfileStore.create(profile_dir, "another passphrase", FAST_KDF)
     assert _code(exc) is ErrorCode.PROFILE_EXISTS
     assert ProfileStore.db_path(profile_dir).read_bytes() == before
+    store.close()
     with pytest.raises(TokenIMError) as wrong:
         ProfileStore.open(profile_dir, "another passphrase")
     assert _code(wrong) is ErrorCode.WRONG_PASSPHRASE
+
+
+def test_one_process_at_a_time(profile_dir: Path, store: ProfileStore) -> None:
+    """A second opener (e.g. `tokenim read` while `tokenim listen` runs) gets a clear error, not a fork of the keys."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from pathlib import Path
+from tokenim.client.store import ProfileStore
+from tokenim.core.errors import TokenIMError
+try:
+    ProfileStore.open(Path({str(profile_dir)!r}), {PASSPHRASE!r})
+except TokenIMError as err:
+    print(err.code.value, err.message)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith("profile_busy") and "another tokenim process" in out
+    store.close()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out == ""
 
 
 def test_empty_passphrase_is_refused(profile_dir: Path) -> None:

@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from tokenim.client.keys import VerifiedUserKeys, verify_query_response
-from tokenim.client.store import KdfParams, ProfileStore
+from tokenim.client.store import LOCK_FILE, KdfParams, ProfileStore
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import DeviceId, UserId, make_user_id, new_device_id
@@ -65,10 +65,11 @@ class AccountClient:
     def persist_crypto(self) -> None:
         """Write what changed in the crypto state (sessions, keys, seen indexes, the account) to the profile."""
         records = export_changes(self.machine, self.store.pickle_key)
+        secrets: dict[str, bytes | None] = {}
         if self.machine.olm.account_dirty:
             self.machine.olm.account_dirty = False
-            self._save_identity()
-        self.store.put_records(records)
+            secrets["olm_account"] = self.identity.pickle_account(self.store.pickle_key).encode()
+        self.store.save(secrets=secrets, records=records)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -137,10 +138,16 @@ class AccountClient:
             identity.mark_keys_as_published()
             client._save_identity()
             await client.login()
-        except BaseException:
+        except BaseException as exc:
             await client.close()
-            if not registered:
-                _remove_profile(profile_dir)
+            if not registered and _refused(exc):
+                _remove_profile(profile_dir)  # the server said no: nothing exists there, so nothing is lost here
+            elif not registered and isinstance(exc, Exception):
+                raise TokenIMError(
+                    ErrorCode.SERVER_UNREACHABLE,
+                    f"Registration may or may not have completed ({exc}). Your new keys are kept in {profile_dir}: "
+                    "try `tokenim login`; if it says the user is unknown, remove that directory and register again.",
+                ) from exc
             raise
         return client
 
@@ -318,9 +325,15 @@ class AccountClient:
         )
 
 
+def _refused(exc: BaseException) -> bool:
+    """A definite refusal from the server (not a lost answer, a crash or an interruption)."""
+    unsure = (ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.INTERNAL)
+    return isinstance(exc, TokenIMError) and exc.code not in unsure
+
+
 def _remove_profile(profile_dir: Path) -> None:
     """Undo a registration the server refused: remove the profile file and, if now empty, its directory."""
-    for path in profile_dir.glob(ProfileStore.db_path(profile_dir).name + "*"):
+    for path in [*profile_dir.glob(ProfileStore.db_path(profile_dir).name + "*"), profile_dir / LOCK_FILE]:
         path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         profile_dir.rmdir()

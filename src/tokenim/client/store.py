@@ -7,9 +7,11 @@ Changing the passphrase only rewraps the data key.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 PROFILE_FILE = "profile.db"
+LOCK_FILE = "profile.lock"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL);
@@ -59,8 +62,9 @@ def _subkey(data_key: bytes, purpose: bytes) -> bytes:
 class ProfileStore:
     """An unlocked profile. Create with `create`, open with `open`; both need the passphrase."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, data_key: bytes) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, data_key: bytes, lock: int) -> None:
         self.path = path
+        self._lock = lock
         self._conn = conn
         self._aead = AESGCM(_subkey(data_key, b"secrets"))
         self.pickle_key = _subkey(data_key, b"vodozemac-pickle")
@@ -82,7 +86,12 @@ class ProfileStore:
         if path.exists():
             raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {profile_dir}.")
         profile_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        lock = cls._take_lock(profile_dir)
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            os.close(lock)
+            raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {profile_dir}.") from None
         params = KdfParams(**{**asdict(kdf or KdfParams()), "salt_hex": os.urandom(16).hex()})
         data_key = AESGCM.generate_key(bit_length=256)
         kek = AESGCM(params.derive(passphrase))
@@ -94,7 +103,7 @@ class ProfileStore:
                 "INSERT INTO meta(name, value) VALUES (?, ?)",
                 [("kdf", json.dumps(asdict(params))), ("wrapped_key", json.dumps({"nonce": nonce.hex(), "ct": wrapped.hex()}))],
             )
-        return cls(path, conn, data_key)
+        return cls(path, conn, data_key, lock)
 
     @classmethod
     def open(cls, profile_dir: Path, passphrase: str) -> ProfileStore:
@@ -102,6 +111,15 @@ class ProfileStore:
         path = cls.db_path(profile_dir)
         if not path.exists():
             raise TokenIMError(ErrorCode.PROFILE_MISSING, f"There is no profile in {profile_dir}: register first.")
+        lock = cls._take_lock(profile_dir)
+        try:
+            return cls._unlock(profile_dir, path, passphrase, lock)
+        except BaseException:
+            os.close(lock)
+            raise
+
+    @classmethod
+    def _unlock(cls, profile_dir: Path, path: Path, passphrase: str, lock: int) -> ProfileStore:
         conn = cls._connect(path)
         rows = dict(conn.execute("SELECT name, value FROM meta WHERE name IN ('kdf', 'wrapped_key')").fetchall())
         if len(rows) != 2:
@@ -116,7 +134,7 @@ class ProfileStore:
         except InvalidTag:
             conn.close()
             raise TokenIMError(ErrorCode.WRONG_PASSPHRASE, "The passphrase is wrong: the profile stays locked.") from None
-        return cls(path, conn, data_key)
+        return cls(path, conn, data_key, lock)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -130,6 +148,28 @@ class ProfileStore:
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock >= 0:
+            os.close(self._lock)  # releases the flock
+            self._lock = -1
+
+    @staticmethod
+    def _take_lock(profile_dir: Path, wait_s: float = 3.0) -> int:
+        """One process at a time per profile: two would each keep their own copy of the keys and ratchets
+        and overwrite the other's. Waits briefly for a short command to finish, then says who is in the way."""
+        fd = os.open(profile_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o600)
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise TokenIMError(
+                        ErrorCode.PROFILE_BUSY,
+                        f"The profile in {profile_dir} is in use by another tokenim process (is `tokenim listen` running?).",
+                    ) from None
+                time.sleep(0.05)
 
     def get_meta(self, name: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -148,8 +188,19 @@ class ProfileStore:
 
     def set_secrets(self, values: dict[str, bytes | None]) -> None:
         """Encrypt and store (or, for None, delete) secrets in one transaction."""
+        self.save(secrets=values)
+
+    def put_records(self, records: dict[str, dict[str, bytes | None]]) -> None:
+        """Encrypt and store (None: delete) crypto-state records, all in one transaction."""
+        self.save(records=records)
+
+    def save(
+        self, *, secrets: dict[str, bytes | None] | None = None, records: dict[str, dict[str, bytes | None]] | None = None
+    ) -> None:
+        """Secrets and records in ONE transaction: e.g. an Olm account whose one-time key was used, and the
+        session made from it, are stored together or not at all."""
         with self._conn:
-            for name, value in values.items():
+            for name, value in (secrets or {}).items():
                 if value is None:
                     self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))
                     continue
@@ -158,20 +209,16 @@ class ProfileStore:
                     "INSERT OR REPLACE INTO secrets(name, nonce, ciphertext) VALUES (?, ?, ?)",
                     (name, nonce, self._aead.encrypt(nonce, value, name.encode())),
                 )
-
-    def put_records(self, records: dict[str, dict[str, bytes | None]]) -> None:
-        """Encrypt and store (None: delete) crypto-state records, all in one transaction."""
-        with self._conn:
-            for kind, items in records.items():
-                for name, value in items.items():
-                    if value is None:
+            for kind, items in (records or {}).items():
+                for name, item in items.items():
+                    if item is None:
                         self._conn.execute("DELETE FROM records WHERE kind = ? AND name = ?", (kind, name))
                         continue
                     nonce = os.urandom(12)
                     aad = f"{kind}\x00{name}".encode()
                     self._conn.execute(
                         "INSERT OR REPLACE INTO records(kind, name, nonce, ciphertext) VALUES (?, ?, ?, ?)",
-                        (kind, name, nonce, self._aead.encrypt(nonce, value, aad)),
+                        (kind, name, nonce, self._aead.encrypt(nonce, item, aad)),
                     )
 
     def all_records(self) -> dict[str, dict[str, bytes]]:

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     WRONG_PASSPHRASE = "wrong_passphrase"
     PROFILE_MISSING = "profile_missing"
     PROFILE_EXISTS = "profile_exists"
+    PROFILE_BUSY = "profile_busy"
     NOT_LOGGED_IN = "not_logged_in"
     SERVER_UNREACHABLE = "server_unreachable"
     BAD_RESPONSE = "bad_response"
@@ -67,6 +68,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,
     ErrorCode.PROFILE_EXISTS: 409,
+    ErrorCode.PROFILE_BUSY: 409,
     ErrorCode.NOT_LOGGED_IN: 401,
     ErrorCode.SERVER_UNREACHABLE: 503,
     ErrorCode.BAD_RESPONSE: 502,
