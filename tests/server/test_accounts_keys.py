@@ -197,3 +197,10 @@ async def test_concurrent_claims_from_two_server_processes_on_postgresql(
         await other_db.close()
     one_time = [k for batch in results for k in batch if k.startswith("O:")]
     assert len(one_time) == 50 and len(set(one_time)) == 50
+
+
+async def test_a_refresh_token_works_once_even_when_raced(http: httpx.AsyncClient, alice: Client) -> None:
+    refresh = alice.store.get_secret("refresh_token")
+    assert refresh is not None
+    results = await asyncio.gather(*(http.post("/v1/token/refresh", json={"refresh_token": refresh.decode()}) for _ in range(8)))
+    assert sorted(r.status_code for r in results) == [200] + [401] * 7

@@ -94,11 +94,14 @@ class AuthService:
         )
 
     async def do_refresh(self, refresh_token: str) -> TokenResponse:
-        """Trade a refresh token for a new pair; the old pair stops working (rotation)."""
+        """Trade a refresh token for a new pair; the old pair stops working (rotation).
+
+        The refresh token is taken (deleted) atomically, so racing refreshes can't both win.
+        """
         now = self._ctx.clock.now_ms()
         async with self._ctx.db.write() as tx:
-            row = await self._ctx.auth.get_token(tx, secret_hash(refresh_token))
-            if row is None or row.kind != REFRESH:
+            row = await self._ctx.auth.take_token(tx, secret_hash(refresh_token), REFRESH)
+            if row is None:
                 raise TokenIMError(ErrorCode.UNAUTHORIZED, "That refresh token is not valid: log in again.")
             await self._ctx.auth.delete_session(tx, row.session_id)
             if row.expires_at <= now:
