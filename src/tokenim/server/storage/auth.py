@@ -84,16 +84,6 @@ class AuthStore:
         row = (await tx.execute(q)).first()
         return None if row is None else TokenRow(row.kind, row.session_id, row.user_id, row.device_id, row.expires_at)
 
-    async def take_token(self, tx: Tx, token_hash: str, kind: str) -> TokenRow | None:
-        """Delete and return a token in one statement: of two concurrent callers only one gets it."""
-        q = (
-            delete(tokens)
-            .where(tokens.c.token_hash == token_hash, tokens.c.kind == kind)
-            .returning(tokens.c.kind, tokens.c.session_id, tokens.c.user_id, tokens.c.device_id, tokens.c.expires_at)
-        )
-        row = (await tx.execute(q)).first()
-        return None if row is None else TokenRow(row.kind, row.session_id, row.user_id, row.device_id, row.expires_at)
-
     async def delete_token(self, tx: Tx, token_hash: str) -> bool:
         return (await tx.execute(delete(tokens).where(tokens.c.token_hash == token_hash))).rowcount > 0
 
