@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tokenim.core.limits import MAX_POSITION
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        """No text field holds NUL: no name or id needs it, and PostgreSQL cannot store it."""
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 class HealthResponse(_Wire):
@@ -213,7 +223,7 @@ class ToDeviceRequest(_Wire):
 
 
 class AckRequest(_Wire):
-    up_to: int = Field(ge=0)
+    up_to: int = Field(ge=0, le=MAX_POSITION)
 
 
 class BlobResponse(_Wire):

@@ -43,6 +43,8 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "data_dir":
             return Path(str(value))
         if name in ("port", "max_body_bytes", "max_upload_bytes"):
+            if isinstance(value, bool | float):  # TOML `port = true` or `= 8470.5` is a mistake, not 1 or 8470
+                raise ValueError
             number = int(value)
             if number <= 0 or (name == "port" and number > 65535):
                 raise ValueError
@@ -86,9 +88,12 @@ def load_config(*, config_file: str | None, env: Mapping[str, str], flags: Mappi
                 data = tomllib.load(fh)
         except OSError as exc:
             raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the config file {path}: {exc.strerror}.") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise TokenIMError(ErrorCode.BAD_CONFIG, f"The config file {path} is not valid TOML: {exc}.") from None
-        cfg = _apply(cfg, data.get("server", data), f"the config file {path}")
+        section = data.get("server", data)
+        if not isinstance(section, dict):
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"In the config file {path}, 'server' must be a table of settings.")
+        cfg = _apply(cfg, section, f"the config file {path}")
     skip = {"TOKENIM_CONFIG", "TOKENIM_PROFILE", "TOKENIM_PASSPHRASE", "TOKENIM_SERVER"}
     from_env = {
         k[len("TOKENIM_") :].lower(): v

@@ -3,9 +3,10 @@
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 
+from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import (
     AckRequest,
     BlobResponse,
@@ -28,6 +29,10 @@ from tokenim.server.services.files import FileService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 
+# Room ids are made by the server ("!" and URL-safe characters); anything else can't name a room.
+RoomId = Annotated[str, Path(max_length=64, pattern=r"^![A-Za-z0-9_-]+$")]
+Position = Annotated[int, Query(ge=0, le=MAX_POSITION)]
+
 
 def build_messaging_router(
     rooms: RoomService, messages: MessageService, files: FileService, requester: Callable[..., Awaitable[Requester]]
@@ -48,54 +53,57 @@ def build_messaging_router(
         return await rooms.do_direct(me, body.user_id)
 
     @router.get("/v1/rooms/{room_id}", response_model=RoomSummary, tags=["rooms"])
-    async def get_room(me: Me, room_id: str) -> RoomSummary:
+    async def get_room(me: Me, room_id: RoomId) -> RoomSummary:
         return await rooms.access_room(me, room_id)
 
     @router.get("/v1/rooms/{room_id}/members", response_model=MembersResponse, tags=["rooms"])
-    async def members(me: Me, room_id: str) -> MembersResponse:
+    async def members(me: Me, room_id: RoomId) -> MembersResponse:
         return await rooms.access_members(me, room_id)
 
     @router.post("/v1/rooms/{room_id}/invite", response_model=OkResponse, tags=["rooms"])
-    async def invite(me: Me, room_id: str, body: MemberRequest) -> OkResponse:
+    async def invite(me: Me, room_id: RoomId, body: MemberRequest) -> OkResponse:
         await rooms.do_invite(me, room_id, body.user_id)
         return OkResponse()
 
     @router.post("/v1/rooms/{room_id}/join", response_model=RoomSummary, tags=["rooms"])
-    async def join(me: Me, room_id: str) -> RoomSummary:
+    async def join(me: Me, room_id: RoomId) -> RoomSummary:
         return await rooms.do_join(me, room_id)
 
     @router.post("/v1/rooms/{room_id}/leave", response_model=OkResponse, tags=["rooms"])
-    async def leave(me: Me, room_id: str) -> OkResponse:
+    async def leave(me: Me, room_id: RoomId) -> OkResponse:
         await rooms.do_leave(me, room_id)
         return OkResponse()
 
     @router.post("/v1/rooms/{room_id}/remove", response_model=OkResponse, tags=["rooms"])
-    async def remove(me: Me, room_id: str, body: MemberRequest) -> OkResponse:
+    async def remove(me: Me, room_id: RoomId, body: MemberRequest) -> OkResponse:
         await rooms.do_remove(me, room_id, body.user_id)
         return OkResponse()
 
     @router.post("/v1/rooms/{room_id}/name", response_model=OkResponse, tags=["rooms"])
-    async def rename(me: Me, room_id: str, body: RenameRequest) -> OkResponse:
+    async def rename(me: Me, room_id: RoomId, body: RenameRequest) -> OkResponse:
         await rooms.do_rename(me, room_id, body.name)
         return OkResponse()
 
     @router.put("/v1/rooms/{room_id}/send/{txn_id}", response_model=SendResponse, tags=["messages"])
-    async def send(me: Me, room_id: str, txn_id: str, body: SendRequest) -> SendResponse:
+    async def send(me: Me, room_id: RoomId, txn_id: str, body: SendRequest) -> SendResponse:
         messages.check_send(body.type, body.content, txn_id)
         return await messages.do_send(me, room_id, txn_id, body.content)
 
     @router.get("/v1/rooms/{room_id}/history", response_model=HistoryResponse, tags=["messages"])
     async def history(
-        me: Me, room_id: str, before: Annotated[int | None, Query(ge=0)] = None, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+        me: Me,
+        room_id: RoomId,
+        before: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> HistoryResponse:
         return await messages.access_history(me, room_id, before, limit)
 
     @router.get("/v1/sync", response_model=SyncResponse, tags=["messages"])
     async def sync(
         me: Me,
-        since: Annotated[int, Query(ge=0)] = 0,
+        since: Position = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-        to_device_after: Annotated[int, Query(ge=0)] = 0,
+        to_device_after: Position = 0,
     ) -> SyncResponse:
         return await messages.access_sync(me, since, limit, to_device_after)
 

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.limits import MAX_POSITION
 from tokenim.server.realtime.hub import Connection, Hub
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
@@ -107,14 +108,14 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
                         task.add_done_callback(tasks.discard)
                     elif kind == "sync":
                         since, after = frame.get("since", 0), frame.get("to_device_after", 0)
-                        if not isinstance(since, int) or not isinstance(after, int) or since < 0 or after < 0:
+                        if not all(isinstance(n, int) and 0 <= n <= MAX_POSITION for n in (since, after)):
                             raise TokenIMError(
                                 ErrorCode.INVALID_REQUEST, "since and to_device_after must be non-negative integers."
                             )
                         await _catch_up(messages, me, conn, since, after)
                     elif kind == "ack_to_device":
                         up_to = frame.get("up_to")
-                        if not isinstance(up_to, int) or up_to < 0:
+                        if not isinstance(up_to, int) or not 0 <= up_to <= MAX_POSITION:
                             raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
                         await messages.do_ack_to_device(me, up_to)
                     elif kind == "ping":

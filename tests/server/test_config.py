@@ -1,0 +1,190 @@
+"""Server configuration: defaults, a TOML file, TOKENIM_* variables and flags, in that order of precedence;
+every mistake is one `bad_config` line, and `tokenim serve` exits 2 with that line only."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.limits import MAX_BODY_BYTES
+from tokenim.server.config import ServerConfig, load_config
+from tokenim.server.services.accounts import RegistrationMode
+
+TOKENIM = Path(sys.executable).with_name("tokenim")
+
+
+def toml(tmp_path: Path, text: str | bytes, name: str = "tokenim.toml") -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+def bad_config(*, config_file: str | None = None, env: dict[str, str] | None = None, flags: dict[str, Any] | None = None) -> str:
+    """Load, expecting a `bad_config` error; its message, checked to be one line."""
+    with pytest.raises(TokenIMError) as info:
+        load_config(config_file=config_file, env=env or {}, flags=flags or {})
+    err = info.value
+    assert err.code is ErrorCode.BAD_CONFIG and err.status == 400
+    assert err.message.strip() and "\n" not in err.message
+    return err.message
+
+
+def test_defaults() -> None:
+    cfg = load_config(config_file=None, env={}, flags={})
+    assert cfg == ServerConfig()
+    assert (cfg.host, cfg.port, cfg.registration, cfg.server_name) == ("127.0.0.1", 8470, RegistrationMode.INVITE, "localhost")
+    assert (cfg.database, cfg.max_body_bytes, cfg.log_level, cfg.data_dir) == (None, MAX_BODY_BYTES, "info", Path("tokenim-data"))
+    assert cfg.database_url == f"sqlite:///{(Path('tokenim-data') / 'tokenim.db').resolve()}"
+
+
+def test_a_toml_file(tmp_path: Path) -> None:
+    path = toml(
+        tmp_path,
+        'port = 9000\nhost = "0.0.0.0"\nregistration = "open"\nserver-name = "chat.example.com"\n'
+        f'data_dir = "{tmp_path / "data"}"\ndatabase = "postgresql://db.example.com/tokenim"\nlog_level = "warning"\n',
+    )
+    cfg = load_config(config_file=path, env={}, flags={})
+    assert cfg.port == 9000 and cfg.host == "0.0.0.0" and cfg.registration is RegistrationMode.OPEN
+    assert cfg.server_name == "chat.example.com" and cfg.data_dir == tmp_path / "data" and cfg.log_level == "warning"
+    assert cfg.database_url == "postgresql://db.example.com/tokenim"
+    # The settings may also sit in a [server] table.
+    cfg = load_config(config_file=toml(tmp_path, "[server]\nport = 9001\nmax_body_bytes = 1024\n", "t.toml"), env={}, flags={})
+    assert (cfg.port, cfg.max_body_bytes) == (9001, 1024)
+
+
+def test_tokenim_environment_variables(tmp_path: Path) -> None:
+    env = {
+        "TOKENIM_PORT": "9100",
+        "TOKENIM_SERVER_NAME": "env.example.com",
+        "TOKENIM_REGISTRATION": "open",
+        "TOKENIM_DATA_DIR": str(tmp_path),
+        # The CLI's and the tests' own variables are not server settings, nor is anything without the prefix.
+        "TOKENIM_PASSPHRASE": "secret",
+        "TOKENIM_PROFILE": "/somewhere",
+        "TOKENIM_SERVER": "http://127.0.0.1:8470",
+        "TOKENIM_TEST_DATABASE_URL": "postgresql://x/y",
+        "PORT": "1",
+    }
+    cfg = load_config(config_file=None, env=env, flags={})
+    assert (cfg.port, cfg.server_name, cfg.registration, cfg.data_dir) == (
+        9100,
+        "env.example.com",
+        RegistrationMode.OPEN,
+        tmp_path,
+    )
+    assert cfg.database is None
+    # TOKENIM_CONFIG names the file when --config doesn't.
+    cfg = load_config(config_file=None, env={"TOKENIM_CONFIG": toml(tmp_path, "port = 9300\n")}, flags={})
+    assert cfg.port == 9300
+
+
+def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path: Path) -> None:
+    path = toml(tmp_path, 'port = 9000\nhost = "10.0.0.1"\nserver_name = "file.example.com"\nlog_level = "debug"\n')
+    env = {"TOKENIM_PORT": "9100", "TOKENIM_HOST": "10.0.0.2"}
+    cfg = load_config(config_file=path, env=env, flags={"port": "9200", "host": None, "server_name": None})
+    assert cfg.port == 9200  # flag over environment over file
+    assert cfg.host == "10.0.0.2"  # environment over file; an unset flag (None) changes nothing
+    assert cfg.server_name == "file.example.com" and cfg.log_level == "debug"  # only the file says
+    # --config wins over TOKENIM_CONFIG.
+    other = toml(tmp_path, "port = 9400\n", "other.toml")
+    assert load_config(config_file=other, env={"TOKENIM_CONFIG": path}, flags={}).port == 9400
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "value"),
+    [
+        ("flags", "port", "abc"),
+        ("flags", "port", "0"),
+        ("flags", "port", "65536"),
+        ("flags", "port", "-1"),
+        ("env", "port", "abc"),
+        ("file", "port", '"abc"'),
+        ("file", "port", "true"),
+        ("file", "port", "8470.5"),
+        ("file", "port", "[8470]"),
+        ("flags", "registration", "maybe"),
+        ("env", "registration", "maybe"),
+        ("file", "registration", '"maybe"'),
+        ("flags", "server_name", "not a name!"),
+        ("flags", "log_level", "loud"),
+        ("env", "websocket", "carrier-pigeon"),
+        ("env", "max_body_bytes", "0"),
+        ("file", "max_upload_bytes", "-5"),
+    ],
+)
+def test_bad_values_name_the_setting(tmp_path: Path, source: str, key: str, value: str) -> None:
+    if source == "flags":
+        message = bad_config(flags={key: value})
+    elif source == "env":
+        message = bad_config(env={f"TOKENIM_{key.upper()}": value})
+    else:
+        message = bad_config(config_file=toml(tmp_path, f"{key} = {value}\n"))
+    assert f"'{key}'" in message
+
+
+def test_unknown_settings_are_refused_from_every_source(tmp_path: Path) -> None:
+    assert "'colour'" in bad_config(flags={"colour": "blue"})
+    message = bad_config(env={"TOKENIM_COLOUR": "blue"})
+    assert "'colour'" in message and "TOKENIM_" in message
+    path = toml(tmp_path, 'colour = "blue"\n')
+    message = bad_config(config_file=path)
+    assert "'colour'" in message and path in message
+
+
+def test_an_unreadable_or_invalid_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "missing.toml")
+    assert "Cannot read" in bad_config(config_file=missing) and missing in bad_config(config_file=missing)
+    assert "Cannot read" in bad_config(config_file=str(tmp_path))  # a directory
+    assert "Cannot read" in bad_config(env={"TOKENIM_CONFIG": missing})
+    for text in ["port = \n", "[server\n", "port = 1\nport = 2\n", 'host = "unterminated\n']:
+        assert "not valid TOML" in bad_config(config_file=toml(tmp_path, text)), text
+    assert "not valid TOML" in bad_config(config_file=toml(tmp_path, b"\xff\xfeport = 1\n"))  # not UTF-8
+    assert "'server'" in bad_config(config_file=toml(tmp_path, 'server = "oops"\n'))
+
+
+# ---- tokenim serve ---------------------------------------------------------------------------------
+
+
+def serve(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")}
+    return subprocess.run(
+        [str(TOKENIM), "serve", *args],
+        cwd=tmp_path,
+        env=clean | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tokenim serve: ")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_serve_with_a_bad_port_exits_2_with_one_line(tmp_path: Path) -> None:
+    assert_one_line_exit_2(serve(tmp_path, "--port", "nope"), "'port'", "'nope'")
+    assert not (tmp_path / "tokenim-data").exists()  # nothing was created before the check
+
+
+def test_serve_with_other_bad_settings_exits_2_with_one_line(tmp_path: Path) -> None:
+    assert_one_line_exit_2(serve(tmp_path, env={"TOKENIM_REGISTRATION": "maybe"}), "'registration'")
+    assert_one_line_exit_2(serve(tmp_path, "--config", toml(tmp_path, 'server = "oops"\n')), "'server'")
+    assert_one_line_exit_2(serve(tmp_path, "--config", str(tmp_path / "missing.toml")), "missing.toml")
+    assert not (tmp_path / "tokenim-data").exists()
