@@ -36,3 +36,29 @@ async def test_hub_tells_a_live_device_its_keys_run_low() -> None:
     hub.notify_keys_low("@a:x", "DEV1AA")
     await asyncio.sleep(0)
     assert sent == ['{"type":"keys_low"}']
+
+
+async def test_hub_closes_a_socket_whose_token_expired_and_one_that_stops_reading() -> None:
+    from tokenim.core.clock import FakeClock
+    from tokenim.server.realtime.hub import MAX_QUEUED_FRAMES
+
+    clock = FakeClock()
+    closed: list[int] = []
+
+    async def never_done(frame: str) -> None:
+        await asyncio.Event().wait()
+
+    hub = Hub(clock)
+    conn = Connection("@a:x", "DEV1AA", never_done, expires_at=clock.now_ms() + 1000, close=closed.append)
+    conn.live = True
+    hub.register(conn)
+    assert not hub.expired(conn)
+    clock.advance(seconds=2)
+    assert hub.expired(conn) and closed == [4401]
+
+    slow = Connection("@b:x", "DEV2BB", never_done, close=closed.append)
+    slow.live = True
+    for _ in range(MAX_QUEUED_FRAMES + 2):
+        slow.push("{}")
+    assert closed == [4401, 1008] and slow.closed
+    slow.close()

@@ -324,39 +324,59 @@ class Client(AccountClient):
         return messages
 
     async def listen(self, *, ready: asyncio.Event | None = None) -> AsyncIterator[Message]:
-        """Stream new messages over the WebSocket, catching up first; reconnects are the caller's choice."""
+        """Stream new messages over the WebSocket, catching up first.
+
+        When the access token expires the server closes the socket (4401): the client refreshes and
+        reconnects from its stored position. A device that fell too far behind (1008) just reconnects.
+        """
+        while True:
+            try:
+                async for message in self._listen_once(ready):
+                    yield message
+                return
+            except TokenIMError as err:
+                if err.code is not ErrorCode.TOKEN_EXPIRED:
+                    raise
+                await self.refresh()
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd is not None else None
+                if code == 4401:
+                    await self.refresh()  # raises if the session itself is gone (logout, removed device)
+                elif code != 1008:
+                    raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The live connection was closed ({code}).") from None
+            except (OSError, websockets.WebSocketException) as exc:
+                raise TokenIMError(
+                    ErrorCode.SERVER_UNREACHABLE, f"The live connection to the server failed: {type(exc).__name__}."
+                ) from None
+
+    async def _listen_once(self, ready: asyncio.Event | None) -> AsyncIterator[Message]:
         pos, after = self._pos()
         url = str(self._http.base_url).replace("http", "ws", 1) + "/v1/ws"
         headers = {"Authorization": f"Bearer {self._access_token()}"}
-        try:
-            async with websockets.connect(url, additional_headers=headers, max_size=1 << 20) as ws:
-                await ws.send(json.dumps({"type": "sync", "since": pos, "to_device_after": after}))
-                async for raw in ws:
-                    frame = json.loads(raw)
-                    kind = frame.get("type")
-                    if kind == "event":
-                        event = frame["event"]
-                        decrypted = await self.decrypt_events([event])
-                        # The position is stored before the message is handed out: each is delivered once.
-                        self.store.set_meta({"sync_pos": str(event["pos"])})
-                        for message in decrypted:
-                            yield message
-                    elif kind == "to_device":
-                        highest = await self.process_to_device([frame["message"]])
-                        await ws.send(json.dumps({"type": "ack_to_device", "up_to": highest}))
-                        self.store.set_meta({"to_device_after": str(highest)})
-                    elif kind == "keys_low":
-                        await self.replenish_keys()
-                    elif kind == "synced":
-                        self.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
-                        if ready is not None:
-                            ready.set()
-                    elif kind == "error":
-                        raise TokenIMError.from_json(frame, http_status=400)
-        except (OSError, websockets.WebSocketException) as exc:
-            raise TokenIMError(
-                ErrorCode.SERVER_UNREACHABLE, f"The live connection to the server failed: {type(exc).__name__}."
-            ) from None
+        async with websockets.connect(url, additional_headers=headers, max_size=1 << 20, compression=None) as ws:
+            await ws.send(json.dumps({"type": "sync", "since": pos, "to_device_after": after}))
+            async for raw in ws:
+                frame = json.loads(raw)
+                kind = frame.get("type")
+                if kind == "event":
+                    event = frame["event"]
+                    decrypted = await self.decrypt_events([event])
+                    # The position is stored before the message is handed out: each is delivered once.
+                    self.store.set_meta({"sync_pos": str(event["pos"])})
+                    for message in decrypted:
+                        yield message
+                elif kind == "to_device":
+                    highest = await self.process_to_device([frame["message"]])
+                    await ws.send(json.dumps({"type": "ack_to_device", "up_to": highest}))
+                    self.store.set_meta({"to_device_after": str(highest)})
+                elif kind == "keys_low":
+                    await self.replenish_keys()
+                elif kind == "synced":
+                    self.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
+                    if ready is not None:
+                        ready.set()
+                elif kind == "error":
+                    raise TokenIMError.from_json(frame, http_status=400)
 
     # ---- files --------------------------------------------------------------------------------
 

@@ -43,15 +43,15 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         auditor=Auditor(AuditStore(), clock),
     )
     accounts = AccountService(ctx, config.registration)
-    hub, events, rooms = Hub(), EventStore(), RoomStore()
+    hub, events, rooms = Hub(clock), EventStore(), RoomStore()
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
     room_service = RoomService(ctx, rooms, writer, members)
     return Services(
         accounts=accounts,
-        auth=AuthService(ctx),
+        auth=AuthService(ctx, on_session_end=hub.close_session),
         keys=KeyService(ctx, accounts, room_service.do_announce_device, hub.notify_keys_low),
-        devices=DeviceService(ctx, room_service.do_announce_device),
+        devices=DeviceService(ctx, room_service.do_announce_device, on_removed=hub.close_device),
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),

@@ -11,6 +11,8 @@ Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message
 
 import asyncio
 import json
+import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -23,6 +25,7 @@ from tokenim.server.services.common import Requester
 from tokenim.server.services.messages import MessageService
 
 MAX_IN_FLIGHT = 256
+log = logging.getLogger("tokenim.server.realtime")
 
 
 def _dumps(obj: dict[str, Any]) -> str:
@@ -53,6 +56,37 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
     conn.go_live()
 
 
+async def _handle(
+    frame: dict[str, Any],
+    conn: Connection,
+    me: Requester,
+    messages: MessageService,
+    slots: asyncio.Semaphore,
+    tasks: set[asyncio.Task[None]],
+    send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
+) -> None:
+    kind = frame.get("type")
+    if kind == "send":
+        await slots.acquire()
+        task = asyncio.create_task(send(frame))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    elif kind == "sync":
+        since, after = frame.get("since", 0), frame.get("to_device_after", 0)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_POSITION for n in (since, after)):
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "since and to_device_after must be non-negative integers.")
+        await _catch_up(messages, me, conn, since, after)
+    elif kind == "ack_to_device":
+        up_to = frame.get("up_to")
+        if not isinstance(up_to, int) or isinstance(up_to, bool) or not 0 <= up_to <= MAX_POSITION:
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
+        await messages.do_ack_to_device(me, up_to)
+    elif kind == "ping":
+        conn.push('{"type":"pong"}')
+    else:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {str(kind)[:40]!r}.")
+
+
 def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub) -> APIRouter:
     router = APIRouter()
 
@@ -66,10 +100,19 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
             await ws.close(code=4401)
             return
         await ws.accept()
-        conn = Connection(me.user_id, me.device_id, ws.send_text)
+
+        def close(code: int) -> None:
+            close_task = asyncio.get_running_loop().create_task(ws.close(code=code))
+            tasks.add(close_task)
+            close_task.add_done_callback(tasks.discard)
+
+        tasks: set[asyncio.Task[None]] = set()
+        conn = Connection(me.user_id, me.device_id, ws.send_text, session_id=me.session_id, expires_at=me.expires_at, close=close)
         hub.register(conn)
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        tasks: set[asyncio.Task[None]] = set()
+
+        def error(err: TokenIMError, **extra: Any) -> None:
+            conn.push(_dumps({"type": "error", **extra, **err.to_json()}))
 
         async def send(frame: dict[str, Any]) -> None:
             txn_id = frame.get("txn_id")
@@ -81,49 +124,36 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
                 sent = await messages.do_send(me, room_id, txn_id, content)
                 conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
             except TokenIMError as err:
-                conn.push(_dumps({"type": "error", "txn_id": txn_id, **err.to_json()}))
+                error(err, txn_id=txn_id)
+            except Exception:  # every send gets an answer, even when something unexpected failed
+                log.exception("send over WebSocket failed")
+                error(
+                    TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."),
+                    txn_id=txn_id,
+                )
             finally:
                 slots.release()
 
         try:
-            while True:
-                text = await ws.receive_text()
+            while not conn.closed:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if hub.expired(conn):
+                    break
+                text = message.get("text")
                 try:
-                    frame = json.loads(text)
+                    if text is None:
+                        raise TokenIMError(ErrorCode.BAD_JSON, "Frames must be JSON text, not binary.")
+                    try:
+                        frame = json.loads(text)
+                    except (ValueError, RecursionError):
+                        frame = None
                     if not isinstance(frame, dict):
-                        raise ValueError
-                except ValueError:
-                    conn.push(
-                        _dumps(
-                            {"type": "error", **TokenIMError(ErrorCode.BAD_JSON, "That frame is not a JSON object.").to_json()}
-                        )
-                    )
-                    continue
-                kind = frame.get("type")
-                try:
-                    if kind == "send":
-                        await slots.acquire()
-                        task = asyncio.create_task(send(frame))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                    elif kind == "sync":
-                        since, after = frame.get("since", 0), frame.get("to_device_after", 0)
-                        if not all(isinstance(n, int) and 0 <= n <= MAX_POSITION for n in (since, after)):
-                            raise TokenIMError(
-                                ErrorCode.INVALID_REQUEST, "since and to_device_after must be non-negative integers."
-                            )
-                        await _catch_up(messages, me, conn, since, after)
-                    elif kind == "ack_to_device":
-                        up_to = frame.get("up_to")
-                        if not isinstance(up_to, int) or not 0 <= up_to <= MAX_POSITION:
-                            raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
-                        await messages.do_ack_to_device(me, up_to)
-                    elif kind == "ping":
-                        conn.push('{"type":"pong"}')
-                    else:
-                        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {kind!r}.")
+                        raise TokenIMError(ErrorCode.BAD_JSON, "That frame is not a JSON object.")
+                    await _handle(frame, conn, me, messages, slots, tasks, send)
                 except TokenIMError as err:
-                    conn.push(_dumps({"type": "error", **err.to_json()}))
+                    error(err)
         except WebSocketDisconnect:
             pass
         finally:

@@ -12,7 +12,10 @@ import json
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
+from tokenim.core.clock import Clock
 from tokenim.server.storage.events import EventRow, ToDeviceRow
+
+MAX_QUEUED_FRAMES = 10_000
 
 
 class Connection:
@@ -22,12 +25,38 @@ class Connection:
     which keeps the memory of ten thousand idle devices small.
     """
 
-    __slots__ = ("_drain", "_send", "closed", "device_id", "last_pos", "last_to_device", "live", "outbox", "pending", "user_id")
+    __slots__ = (
+        "_close",
+        "_drain",
+        "_send",
+        "closed",
+        "device_id",
+        "expires_at",
+        "last_pos",
+        "last_to_device",
+        "live",
+        "outbox",
+        "pending",
+        "session_id",
+        "user_id",
+    )
 
-    def __init__(self, user_id: str, device_id: str, send: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        user_id: str,
+        device_id: str,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        session_id: str = "",
+        expires_at: int = 2**62,
+        close: Callable[[int], None] = lambda _code: None,
+    ) -> None:
         self.user_id = user_id
         self.device_id = device_id
+        self.session_id = session_id
+        self.expires_at = expires_at  # the access token's expiry: past it, the socket is closed (4401)
         self._send = send
+        self._close = close
         self._drain: asyncio.Task[None] | None = None
         self.outbox: deque[str] = deque()
         self.live = False
@@ -37,8 +66,12 @@ class Connection:
         self.closed = False
 
     def push(self, frame: str) -> None:
-        """Queue a frame for writing, in order."""
+        """Queue a frame for writing, in order. A device that stops reading is disconnected (1008), not buffered
+        without end: it catches up from its position when it reconnects."""
         if self.closed:
+            return
+        if len(self.outbox) >= MAX_QUEUED_FRAMES:
+            self.kick(1008)
             return
         self.outbox.append(frame)
         if self._drain is None:
@@ -59,6 +92,12 @@ class Connection:
         if self._drain is not None:
             self._drain.cancel()
 
+    def kick(self, code: int) -> None:
+        """Close the socket: the token ended (4401) or the device fell too far behind (1008)."""
+        if not self.closed:
+            self.close()
+            self._close(code)
+
     def send_event(self, pos: int, frame: str) -> None:
         """Queue an event frame if it is new for this device."""
         if pos > self.last_pos:
@@ -73,6 +112,9 @@ class Connection:
     def offer(self, kind: str, ident: int, frame: str) -> None:
         """A live frame from the hub: delivered now, or held while the backlog is sent."""
         if not self.live:
+            if len(self.pending) >= MAX_QUEUED_FRAMES:
+                self.kick(1008)
+                return
             self.pending.append((kind, ident, frame))
         elif kind == "event":
             self.send_event(ident, frame)
@@ -98,8 +140,29 @@ def to_device_frame(msg: ToDeviceRow) -> str:
 class Hub:
     """Routes committed events to the connections of the users allowed to see them."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
         self._by_user: dict[str, set[Connection]] = defaultdict(set)
+        self._clock = clock
+
+    def expired(self, conn: Connection) -> bool:
+        """True (and the socket closed with 4401) once the access token it was opened with has expired."""
+        if self._clock is not None and self._clock.now_ms() >= conn.expires_at:
+            conn.kick(4401)
+            return True
+        return False
+
+    def close_session(self, session_id: str) -> None:
+        """A login session ended (logout): its sockets stop at once."""
+        for conns in list(self._by_user.values()):
+            for conn in [c for c in conns if c.session_id == session_id]:
+                conn.kick(4401)
+                self.unregister(conn)
+
+    def close_device(self, user_id: str, device_id: str) -> None:
+        """A device was removed: its sockets stop at once."""
+        for conn in [c for c in self._by_user.get(user_id, ()) if c.device_id == device_id]:
+            conn.kick(4401)
+            self.unregister(conn)
 
     def register(self, conn: Connection) -> None:
         self._by_user[conn.user_id].add(conn)
@@ -125,8 +188,9 @@ class Hub:
                     continue
                 if frame is None:
                     frame = event_frame(event)
-                for conn in conns:
-                    conn.offer("event", event.pos, frame)
+                for conn in list(conns):
+                    if not self.expired(conn):
+                        conn.offer("event", event.pos, frame)
 
     def notify_keys_low(self, user_id: str, device_id: str) -> None:
         """Tell a connected device its published one-time keys are running low."""
@@ -136,6 +200,6 @@ class Hub:
 
     def publish_to_device(self, messages: Iterable[ToDeviceRow]) -> None:
         for msg in messages:
-            for conn in self._by_user.get(msg.user_id, ()):
-                if conn.device_id == msg.device_id:
+            for conn in list(self._by_user.get(msg.user_id, ())):
+                if conn.device_id == msg.device_id and not self.expired(conn):
                     conn.offer("to_device", msg.id, to_device_frame(msg))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
 from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS, REFRESH_TOKEN_TTL_MS
@@ -19,8 +21,9 @@ REFRESH = "refresh"
 class AuthService:
     """Issues challenges and tokens, and turns a bearer token into a `Requester`."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, on_session_end: Callable[[str], None] = lambda _session: None) -> None:
         self._ctx = ctx
+        self._on_session_end = on_session_end
 
     async def do_challenge(self, user_id: str, device_id: str) -> ChallengeResponse:
         """A fresh nonce bound to this server, user and device, valid for 60 seconds, usable once."""
@@ -118,6 +121,7 @@ class AuthService:
         async with self._ctx.db.write() as tx:
             await self._ctx.auth.delete_session(tx, requester.session_id)
             await self._ctx.auditor.record(tx, "logout", requester.user_id, requester.device_id)
+        self._on_session_end(requester.session_id)
 
     async def access_requester(self, authorization: str | None) -> Requester:
         """Resolve an `Authorization: Bearer <token>` header to the requester, or raise 401."""
@@ -133,4 +137,4 @@ class AuthService:
             user = await self._ctx.accounts.get_user(tx, row.user_id)
         if user is None:
             raise TokenIMError(ErrorCode.UNAUTHORIZED, "Your account no longer exists.")
-        return Requester(row.user_id, row.device_id, row.session_id, user.is_admin)
+        return Requester(row.user_id, row.device_id, row.session_id, user.is_admin, row.expires_at)

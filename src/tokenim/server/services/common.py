@@ -33,6 +33,7 @@ class Requester:
     device_id: str
     session_id: str
     is_admin: bool
+    expires_at: int = 0  # when the access token used for this request expires
 
 
 class Auditor:

@@ -13,9 +13,15 @@ from tokenim.server.services.common import Context, Requester
 class DeviceService:
     """A user sees and removes only their own devices; removal ends the device's sessions and keys."""
 
-    def __init__(self, ctx: Context, announce: Callable[[str, str, str], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        announce: Callable[[str, str, str], Awaitable[None]],
+        on_removed: Callable[[str, str], None] = lambda _user, _device: None,
+    ) -> None:
         self._ctx = ctx
         self._announce = announce
+        self._on_removed = on_removed
 
     async def access_devices(self, requester: Requester) -> DevicesResponse:
         async with self._ctx.db.read() as tx:
@@ -33,4 +39,5 @@ class DeviceService:
             if not await self._ctx.accounts.delete_device(tx, requester.user_id, did):
                 raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You have no device {did}.")
             await self._ctx.auditor.record(tx, "device.removed", requester.user_id, did, by_device=requester.device_id)
+        self._on_removed(requester.user_id, did)
         await self._announce(requester.user_id, did, "removed")

@@ -1,0 +1,66 @@
+"""The WebSocket on a real server: sessions end at logout and device removal, odd frames get errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.conftest import FAST_KDF, PASSPHRASE
+from tests.e2e.conftest import RunningServer, start_server, stop_server
+from tokenim.client import Client
+from tokenim.core.clock import SystemClock
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def open_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    srv = start_server(tmp_path / "data", "--registration", "open")
+    yield srv
+    stop_server(srv)
+
+
+async def _connect(srv: RunningServer, client: Client) -> websockets.ClientConnection:
+    url = srv.url.replace("http", "ws", 1) + "/v1/ws"
+    return await websockets.connect(url, additional_headers={"Authorization": f"Bearer {client._access_token()}"})
+
+
+async def _closed_code(ws: websockets.ClientConnection) -> int | None:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 10)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+def test_logout_and_device_removal_close_live_sockets_and_frames_are_checked(open_server: RunningServer, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        alice = await Client.register(
+            tmp_path / "alice", PASSPHRASE, server_url=open_server.url, username="alice", clock=SystemClock(), kdf=FAST_KDF
+        )
+        ws = await _connect(open_server, alice)
+        await ws.send(b"\x00binary")
+        assert json.loads(await ws.recv())["error"]["code"] == "bad_json"
+        await ws.send("[" * 100_000 + "]" * 100_000)
+        assert json.loads(await ws.recv())["error"]["code"] in ("bad_json", "body_too_large")
+        await ws.send(json.dumps({"type": "sync", "since": 2**70}))
+        assert json.loads(await ws.recv())["error"]["code"] == "invalid_request"
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+
+        await alice.logout()
+        assert await _closed_code(ws) == 4401
+
+        await alice.login()
+        ws = await _connect(open_server, alice)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await alice.remove_device(alice.device_id)
+        assert await _closed_code(ws) == 4401
+        await alice.close()
+
+    asyncio.run(scenario())
