@@ -25,11 +25,18 @@ from tokenim.server.services.common import Requester
 from tokenim.server.services.messages import MessageService
 
 MAX_IN_FLIGHT = 256
+CATCH_UP_WINDOW = 1000  # frames queued at most while sending a backlog
 log = logging.getLogger("tokenim.server.realtime")
 
 
 def _dumps(obj: dict[str, Any]) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+async def _drained(conn: Connection) -> None:
+    """Backpressure for a long catch-up: let the socket take what is queued before reading the next page."""
+    while len(conn.outbox) > CATCH_UP_WINDOW and not conn.closed:
+        await asyncio.sleep(0.005)
 
 
 async def _catch_up(messages: MessageService, me: Requester, conn: Connection, since: int, to_device_after: int) -> None:
@@ -43,6 +50,7 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
             conn.send_to_device(msg["id"], _dumps({"type": "to_device", "message": msg}))
         if len(page.to_device) < 1000:
             break
+        await _drained(conn)
     while True:
         page = await messages.access_sync(me, conn.last_pos, 500, conn.last_to_device)
         for msg in page.to_device:
@@ -52,6 +60,7 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
         conn.last_pos = max(conn.last_pos, page.next_pos)
         if not page.limited:
             break
+        await _drained(conn)
     conn.push(_dumps({"type": "synced", "pos": conn.last_pos}))
     conn.go_live()
 
