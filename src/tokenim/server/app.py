@@ -8,7 +8,7 @@ from tokenim import __version__
 from tokenim.core.clock import Clock
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers
 from tokenim.server.api.messaging import build_messaging_router
-from tokenim.server.api.realtime import build_realtime_router
+from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
 from tokenim.server.config import ServerConfig
 from tokenim.server.realtime.hub import Hub
@@ -68,7 +68,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
     app.include_router(build_router(services, config.server_name))
     requester = requester_dependency(services.auth)
     app.include_router(build_messaging_router(services.rooms, services.messages, services.files, requester))
-    app.include_router(build_realtime_router(services.auth, services.messages, services.hub))
+    app.router.routes.append(build_realtime_route(services.auth, services.messages, services.hub))
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=config.max_body_bytes, overrides={("POST", "/v1/blobs"): config.max_upload_bytes}
     )

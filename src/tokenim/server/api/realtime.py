@@ -12,10 +12,11 @@ Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.limits import MAX_POSITION
@@ -35,7 +36,8 @@ def _dumps(obj: dict[str, Any]) -> str:
 
 async def _drained(conn: Connection) -> None:
     """Backpressure for a long catch-up: let the socket take what is queued before reading the next page."""
-    while len(conn.outbox) > CATCH_UP_WINDOW and not conn.closed:
+    # Polling, not an Event: an Event per socket would cost memory on every idle connection.
+    while len(conn.outbox) > CATCH_UP_WINDOW and not conn.closed:  # noqa: ASYNC110
         await asyncio.sleep(0.005)
 
 
@@ -65,21 +67,51 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
     conn.go_live()
 
 
-async def _handle(
-    frame: dict[str, Any],
-    conn: Connection,
-    me: Requester,
-    messages: MessageService,
-    slots: asyncio.Semaphore,
-    tasks: set[asyncio.Task[None]],
-    send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]],
-) -> None:
+# Strong references to running send tasks (asyncio keeps only weak ones), shared by all sockets so an
+# idle connection carries no set of its own.
+_RUNNING: set[asyncio.Task[None]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+
+
+def _error(conn: Connection, err: TokenIMError, **extra: Any) -> None:
+    conn.push(_dumps({"type": "error", **extra, **err.to_json()}))
+
+
+async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages: MessageService) -> None:
+    """One send frame: committed, then answered with `sent` (or an error naming the txn id)."""
+    txn_id = frame.get("txn_id")
+    try:
+        room_id, content = frame.get("room_id"), frame.get("content")
+        if not isinstance(room_id, str) or not isinstance(txn_id, str) or not isinstance(content, dict):
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
+        messages.check_send("m.room.encrypted", content, txn_id)
+        sent = await messages.do_send(me, room_id, txn_id, content)
+        conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
+    except TokenIMError as err:
+        _error(conn, err, txn_id=txn_id)
+    except Exception:  # every send gets an answer, even when something unexpected failed
+        log.exception("send over WebSocket failed")
+        _error(
+            conn,
+            TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."),
+            txn_id=txn_id,
+        )
+    finally:
+        conn.in_flight -= 1
+
+
+async def _handle(frame: dict[str, Any], conn: Connection, me: Requester, messages: MessageService) -> None:
     kind = frame.get("type")
     if kind == "send":
-        await slots.acquire()
-        task = asyncio.create_task(send(frame))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        if conn.in_flight >= MAX_IN_FLIGHT:
+            raise TokenIMError(ErrorCode.RATE_LIMITED, f"At most {MAX_IN_FLIGHT} sends may wait for their answer at once.")
+        conn.in_flight += 1
+        _spawn(_send(frame, conn, me, messages))
     elif kind == "sync":
         since, after = frame.get("since", 0), frame.get("to_device_after", 0)
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_POSITION for n in (since, after)):
@@ -96,10 +128,9 @@ async def _handle(
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {str(kind)[:40]!r}.")
 
 
-def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub) -> APIRouter:
-    router = APIRouter()
+def build_realtime_route(auth: AuthService, messages: MessageService, hub: Hub) -> WebSocketRoute:
+    """A plain Starlette route (no FastAPI dependency machinery): less memory for every connected device."""
 
-    @router.websocket("/v1/ws")
     async def websocket(ws: WebSocket) -> None:
         try:
             me = await auth.access_requester(ws.headers.get("authorization"))
@@ -109,46 +140,19 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
             await ws.close(code=4401)
             return
         await ws.accept()
-
-        def close(code: int) -> None:
-            close_task = asyncio.get_running_loop().create_task(ws.close(code=code))
-            tasks.add(close_task)
-            close_task.add_done_callback(tasks.discard)
-
-        tasks: set[asyncio.Task[None]] = set()
-        conn = Connection(me.user_id, me.device_id, ws.send_text, session_id=me.session_id, expires_at=me.expires_at, close=close)
+        conn = Connection(
+            me.user_id,
+            me.device_id,
+            ws.send_text,
+            session_id=me.session_id,
+            expires_at=me.expires_at,
+            close=lambda code: _spawn(ws.close(code)),
+        )
         hub.register(conn)
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-
-        def error(err: TokenIMError, **extra: Any) -> None:
-            conn.push(_dumps({"type": "error", **extra, **err.to_json()}))
-
-        async def send(frame: dict[str, Any]) -> None:
-            txn_id = frame.get("txn_id")
-            try:
-                room_id, content = frame.get("room_id"), frame.get("content")
-                if not isinstance(room_id, str) or not isinstance(txn_id, str) or not isinstance(content, dict):
-                    raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
-                messages.check_send("m.room.encrypted", content, txn_id)
-                sent = await messages.do_send(me, room_id, txn_id, content)
-                conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
-            except TokenIMError as err:
-                error(err, txn_id=txn_id)
-            except Exception:  # every send gets an answer, even when something unexpected failed
-                log.exception("send over WebSocket failed")
-                error(
-                    TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."),
-                    txn_id=txn_id,
-                )
-            finally:
-                slots.release()
-
         try:
             while not conn.closed:
                 message = await ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if hub.expired(conn):
+                if message["type"] == "websocket.disconnect" or hub.expired(conn):
                     break
                 text = message.get("text")
                 try:
@@ -160,14 +164,12 @@ def build_realtime_router(auth: AuthService, messages: MessageService, hub: Hub)
                         frame = None
                     if not isinstance(frame, dict):
                         raise TokenIMError(ErrorCode.BAD_JSON, "That frame is not a JSON object.")
-                    await _handle(frame, conn, me, messages, slots, tasks, send)
+                    await _handle(frame, conn, me, messages)
                 except TokenIMError as err:
-                    error(err)
+                    _error(conn, err)
         except WebSocketDisconnect:
             pass
         finally:
             hub.unregister(conn)
-            for task in list(tasks):
-                task.cancel()
 
-    return router
+    return WebSocketRoute("/v1/ws", websocket)

@@ -32,6 +32,7 @@ class Connection:
         "closed",
         "device_id",
         "expires_at",
+        "in_flight",
         "last_pos",
         "last_to_device",
         "live",
@@ -55,6 +56,7 @@ class Connection:
         self.device_id = device_id
         self.session_id = session_id
         self.expires_at = expires_at  # the access token's expiry: past it, the socket is closed (4401)
+        self.in_flight = 0  # sends taken from this socket and not yet answered
         self._send = send
         self._close = close
         self._drain: asyncio.Task[None] | None = None
