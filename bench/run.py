@@ -288,6 +288,21 @@ async def bench_idle(server: Server, client: Client, count: int) -> dict[str, fl
     }
 
 
+async def bench_login(client: Client, n: int) -> dict[str, float]:
+    """Login by key over HTTP: challenge, device signature, tokens (two round trips)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await client.login()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {
+        "logins_per_s": round(n / sum(times)),
+        "p50_ms": round(times[n // 2] * 1000, 2),
+        "p99_ms": round(times[int(n * 0.99)] * 1000, 2),
+    }
+
+
 async def bench_sdk(server: Server, senders: list[Client], rooms: list[str], n_seq: int, per_sender: int) -> dict[str, float]:
     """Sends through the SDK: Megolm encryption, state persisted to the encrypted profile, HTTP PUT."""
     c, room = senders[0], rooms[0]
@@ -325,6 +340,7 @@ async def main(quick: bool) -> dict[str, Any]:
             room = (await alice.direct_room("@bob")).room_id
             senders = [await register(server, root, f"sender{i}") for i in range(20)]
             rooms = [(await s.direct_room("@bob")).room_id for s in senders]
+            results["login_by_key"] = await bench_login(alice, int(300 * scale))
             results["send_http_sequential_per_s"] = round(await bench_http_sequential(server, alice, room, int(2000 * scale)))
             results["send_ws_sequential_per_s"] = round(await bench_ws_sequential(server, alice, room, int(3000 * scale)))
             results["send_ws_20_concurrent_per_s"] = round(await bench_concurrent(server, senders, rooms, int(500 * scale)))
