@@ -69,3 +69,30 @@ async def test_a_failing_job_does_not_fail_its_batch(make_user: MakeUser, app) -
     original = {r.event_id for r in results if not isinstance(r, BaseException)}
     assert again[0].event_id in original
     assert again[1].seq == seqs[-1] + 1
+
+
+async def test_a_refused_job_leaves_its_batch_in_one_commit(make_user: MakeUser, app) -> None:  # type: ignore[no-untyped-def]
+    alice = await make_user("alice")
+    await make_user("bob")
+    room = (await alice.direct_room("@bob")).room_id
+    group = (await alice.create_room("g", [])).room_id
+    services = app.state.services
+    me = Requester(alice.user_id, alice.device_id, "s", False)
+    stranger = Requester("@nobody:tokenim.test", "NOBODY1", "s", False)
+    commits = 0
+    publish = services.hub.publish_events
+
+    def counting(items):  # type: ignore[no-untyped-def]
+        nonlocal commits
+        commits += 1
+        publish(items)
+
+    services.hub.publish_events = counting
+    jobs = [services.messages.do_send(me, room, f"b{i}", _content(alice.device_id, i)) for i in range(10)]
+    jobs.insert(3, services.messages.do_send(stranger, room, "bad", _content("NOBODY1", 0)))  # refused in memory
+    jobs.insert(7, services.rooms.do_invite(me, group, "@ghost:tokenim.test"))  # refused inside a savepoint
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert [type(r) for r in refused] == [TokenIMError, TokenIMError] and commits == 1
+    seqs = [r.seq for r in results if not isinstance(r, BaseException) and r is not None]
+    assert seqs == list(range(seqs[0], seqs[0] + 10))

@@ -66,7 +66,7 @@ class MessageService:
             b.publish(ev, joined)
             return SendResponse(event_id=ev.event_id, pos=ev.pos, seq=ev.room_seq)
 
-        return await self._writer.submit(job)
+        return await self._writer.submit(job, pure=True)
 
     async def access_sync(self, requester: Requester, since: int, limit: int, to_device_after: int = 0) -> SyncResponse:
         """Everything the device missed since `since`, in order; pending to-device messages until acknowledged."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tokenim.core.clock import Clock
+from tokenim.core.errors import TokenIMError
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.storage.database import Database, Tx
 from tokenim.server.storage.events import EventRow, EventStore, ToDeviceRow
@@ -74,6 +75,14 @@ class Batch:
         """Deliver `event` to these users once the batch commits."""
         self.published.append((event, recipients))
 
+    def mark(self) -> tuple[int | None, dict[str, int], int, int, int]:
+        """Where the batch stands, so a refused job's in-memory effects can be undone."""
+        return self._pos, dict(self._seqs), len(self._rows), len(self.published), len(self.to_device)
+
+    def restore(self, mark: tuple[int | None, dict[str, int], int, int, int]) -> None:
+        self._pos, self._seqs = mark[0], mark[1]
+        del self._rows[mark[2] :], self.published[mark[3] :], self.to_device[mark[4] :]
+
     async def flush(self) -> None:
         if not self._rows:
             return
@@ -90,6 +99,7 @@ Job = Callable[[Batch], Awaitable[T]]
 class _Pending(Generic[T]):
     job: Job[T]
     future: asyncio.Future[T]
+    pure: bool = False  # the job writes only through Batch.add_event (deferred to flush)
 
 
 class EventWriter:
@@ -117,12 +127,17 @@ class EventWriter:
         self._seqs: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, job: Job[T]) -> T:
-        """Run `job` in the next batch; raises what the job raised."""
+    async def submit(self, job: Job[T], *, pure: bool = False) -> T:
+        """Run `job` in the next batch; raises what the job raised.
+
+        `pure`: the job writes nothing itself, only through `Batch.add_event`, so a refusal it raises can
+        be undone in memory; other jobs run inside a savepoint. Either way one refused job does not roll
+        back the rest of its batch.
+        """
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(job, future))
+        self._queue.put_nowait(_Pending(job, future, pure))
         return await future
 
     async def close(self) -> None:
@@ -147,14 +162,29 @@ class EventWriter:
         live = [item for item in items if not item.future.done()]
         if not live:
             return True
-        values: list[Any] = []
+        done: list[tuple[_Pending[Any], Any, TokenIMError | None]] = []
         try:
             async with self._db.write() as tx:
                 batch = Batch(
                     tx, self._clock.now_ms(), self._events, self._rooms, careful=careful, _pos=self._pos, _known_seqs=self._seqs
                 )
                 for item in live:
-                    values.append(await item.job(batch))
+                    if careful:
+                        done.append((item, await item.job(batch), None))
+                        continue
+                    mark = batch.mark()
+                    try:
+                        if item.pure:
+                            value = await item.job(batch)
+                        else:
+                            async with tx.savepoint():
+                                value = await item.job(batch)
+                    except TokenIMError as refused:  # a refusal: undo this job only
+                        batch.restore(mark)
+                        self._on_rollback()
+                        done.append((item, None, refused))
+                        continue
+                    done.append((item, value, None))
                 await batch.flush()
         except Exception as exc:
             self._pos, self._seqs = None, {}
@@ -169,8 +199,12 @@ class EventWriter:
             self._seqs.clear()
         self._seqs.update(batch._seqs)
         # Committed: acknowledge, then publish in stream order.
-        for item, value in zip(live, values, strict=True):
-            if not item.future.done():
+        for item, value, refusal in done:
+            if item.future.done():
+                continue
+            if refusal is not None:
+                item.future.set_exception(refusal)
+            else:
                 item.future.set_result(value)
         self._hub.publish_events(batch.published)
         self._hub.publish_to_device(batch.to_device)

@@ -43,6 +43,17 @@ class Tx:
         assert self._async is not None
         return await self._async.execute(statement, parameters)
 
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: an exception inside rolls back to here and propagates."""
+        if self._sync is not None:
+            with self._sync.begin_nested():
+                yield
+            return
+        assert self._async is not None
+        async with self._async.begin_nested():
+            yield
+
     async def run_sync(self, fn: Callable[[Connection], T]) -> T:
         if self._sync is not None:
             return fn(self._sync)
