@@ -54,7 +54,7 @@ async def test_hub_closes_a_socket_whose_token_expired_and_one_that_stops_readin
     hub.register(conn)
     assert not hub.expired(conn)
     clock.advance(seconds=2)
-    assert hub.expired(conn) and closed == [4401]
+    assert hub.expired(conn) and hub._kick_if_expired(conn) and closed == [4401] and conn.closed
 
     slow = Connection("@b:x", "DEV2BB", never_done, close=closed.append)
     slow.live = True

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from cryptography.exceptions import InvalidTag
 from pydantic import BaseModel, ValidationError
 
 from tokenim.client.keys import VerifiedUserKeys, verify_query_response
@@ -170,14 +171,26 @@ class AccountClient:
                 int(store.get_meta("master_key_version") or 1),
                 int(store.get_meta("master_created_at") or 0),
             )
+            http = cls._http_client(server_url, transport)
+            try:
+                return cls(store, identity, http, clock)
+            except BaseException:
+                await http.aclose()
+                raise
+        except (InvalidTag, ValueError, KeyError, TypeError) as exc:
+            store.close()
+            raise TokenIMError(
+                ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is damaged: {type(exc).__name__}."
+            ) from None
         except BaseException:
             store.close()
             raise
-        return cls(store, identity, cls._http_client(server_url, transport), clock)
 
     async def close(self) -> None:
-        await self._http.aclose()
-        self.store.close()
+        try:
+            await self._http.aclose()
+        finally:
+            self.store.close()
 
     async def __aenter__(self: C) -> C:
         return self

@@ -92,6 +92,17 @@ class ProfileStore:
         except FileExistsError:
             os.close(lock)
             raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {profile_dir}.") from None
+        try:
+            return cls._initialise(path, passphrase, kdf, lock)
+        except BaseException:
+            # Interrupted or failed half-way: leave nothing that looks like a profile, and no lock held.
+            os.close(lock)
+            for leftover in path.parent.glob(path.name + "*"):
+                leftover.unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def _initialise(cls, path: Path, passphrase: str, kdf: KdfParams | None, lock: int) -> ProfileStore:
         params = KdfParams(**{**asdict(kdf or KdfParams()), "salt_hex": os.urandom(16).hex()})
         data_key = AESGCM.generate_key(bit_length=256)
         kek = AESGCM(params.derive(passphrase))

@@ -10,6 +10,7 @@ Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Coroutine
@@ -44,13 +45,13 @@ async def _drained(conn: Connection) -> None:
 async def _catch_up(messages: MessageService, me: Requester, conn: Connection, since: int, to_device_after: int) -> None:
     """Send the backlog from the database (to-device first: room keys before the messages they unlock),
     then release live frames held meanwhile."""
-    conn.live = False
+    conn.live, conn.syncing = False, True
     conn.last_pos, conn.last_to_device = since, to_device_after
     while True:
         page = await messages.access_sync(me, conn.last_pos, 1, conn.last_to_device)
         for msg in page.to_device:
             conn.send_to_device(msg["id"], _dumps({"type": "to_device", "message": msg}))
-        if len(page.to_device) < 1000:
+        if len(page.to_device) < 1000 or conn.closed:
             break
         await _drained(conn)
     while True:
@@ -60,7 +61,7 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
         for ev in page.events:
             conn.send_event(ev["pos"], _dumps({"type": "event", "event": ev}))
         conn.last_pos = max(conn.last_pos, page.next_pos)
-        if not page.limited:
+        if not page.limited or conn.closed:
             break
         await _drained(conn)
     conn.push(_dumps({"type": "synced", "pos": conn.last_pos}))
@@ -70,6 +71,12 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
 # Strong references to running send tasks (asyncio keeps only weak ones), shared by all sockets so an
 # idle connection carries no set of its own.
 _RUNNING: set[asyncio.Task[None]] = set()
+
+
+async def _close_quietly(ws: WebSocket, code: int) -> None:
+    """Close without leaving a traceback behind: the peer may be gone or not reading (then give up)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code=code), 5)
 
 
 def _spawn(coro: Coroutine[Any, Any, None]) -> None:
@@ -146,13 +153,17 @@ def build_realtime_route(auth: AuthService, messages: MessageService, hub: Hub) 
             ws.send_text,
             session_id=me.session_id,
             expires_at=me.expires_at,
-            close=lambda code: _spawn(ws.close(code)),
+            close=lambda code: _spawn(_close_quietly(ws, code)),
         )
         hub.register(conn)
         try:
             while not conn.closed:
                 message = await ws.receive()
-                if message["type"] == "websocket.disconnect" or hub.expired(conn):
+                if message["type"] == "websocket.disconnect":
+                    break
+                if hub.expired(conn):  # the token ran out: say so with 4401, then the client refreshes
+                    conn.close()
+                    await _close_quietly(ws, 4401)
                     break
                 text = message.get("text")
                 try:

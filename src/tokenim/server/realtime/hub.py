@@ -39,6 +39,7 @@ class Connection:
         "outbox",
         "pending",
         "session_id",
+        "syncing",
         "user_id",
     )
 
@@ -61,7 +62,8 @@ class Connection:
         self._close = close
         self._drain: asyncio.Task[None] | None = None
         self.outbox: deque[str] = deque()
-        self.live = False
+        self.live = False  # subscribed: a `sync` frame was handled
+        self.syncing = False  # sending the backlog: live frames wait in `pending`
         self.pending: list[tuple[str, int, str]] = []
         self.last_pos = 0
         self.last_to_device = 0
@@ -113,11 +115,13 @@ class Connection:
 
     def offer(self, kind: str, ident: int, frame: str) -> None:
         """A live frame from the hub: delivered now, or held while the backlog is sent."""
-        if not self.live:
+        if self.syncing:
             if len(self.pending) >= MAX_QUEUED_FRAMES:
                 self.kick(1008)
                 return
             self.pending.append((kind, ident, frame))
+        elif not self.live:
+            return  # not subscribed yet: the `sync` frame will bring everything from its position
         elif kind == "event":
             self.send_event(ident, frame)
         else:
@@ -125,7 +129,7 @@ class Connection:
 
     def go_live(self) -> None:
         """After the backlog: release held frames (skipping duplicates) and deliver directly from now on."""
-        self.live = True
+        self.live, self.syncing = True, False
         held, self.pending = self.pending, []
         for kind, ident, frame in held:
             self.offer(kind, ident, frame)
@@ -147,9 +151,13 @@ class Hub:
         self._clock = clock
 
     def expired(self, conn: Connection) -> bool:
-        """True (and the socket closed with 4401) once the access token it was opened with has expired."""
-        if self._clock is not None and self._clock.now_ms() >= conn.expires_at:
+        """True once the access token the socket was opened with has expired."""
+        return self._clock is not None and self._clock.now_ms() >= conn.expires_at
+
+    def _kick_if_expired(self, conn: Connection) -> bool:
+        if self.expired(conn):
             conn.kick(4401)
+            self.unregister(conn)
             return True
         return False
 
@@ -191,7 +199,7 @@ class Hub:
                 if frame is None:
                     frame = event_frame(event)
                 for conn in list(conns):
-                    if not self.expired(conn):
+                    if not self._kick_if_expired(conn):
                         conn.offer("event", event.pos, frame)
 
     def notify_keys_low(self, user_id: str, device_id: str) -> None:
@@ -203,5 +211,5 @@ class Hub:
     def publish_to_device(self, messages: Iterable[ToDeviceRow]) -> None:
         for msg in messages:
             for conn in list(self._by_user.get(msg.user_id, ())):
-                if conn.device_id == msg.device_id and not self.expired(conn):
+                if conn.device_id == msg.device_id and not self._kick_if_expired(conn):
                     conn.offer("to_device", msg.id, to_device_frame(msg))
