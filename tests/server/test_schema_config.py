@@ -65,3 +65,13 @@ def test_unreadable_config_file(tmp_path: Path) -> None:
     with pytest.raises(TokenIMError) as err:
         load_config(config_file=str(tmp_path / "missing.toml"), env={}, flags={})
     assert "Cannot read the config file" in err.value.message
+
+
+def test_invite_codes_are_typeable_and_never_look_like_an_option() -> None:
+    import re
+
+    from tokenim.server.services.accounts import new_invite_code
+
+    codes = {new_invite_code() for _ in range(2000)}
+    assert len(codes) == 2000
+    assert all(re.fullmatch(r"([A-HJ-NP-Z2-9]{4}-){5}[A-HJ-NP-Z2-9]{4}", c) for c in codes)

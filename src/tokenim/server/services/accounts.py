@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,9 +23,20 @@ from tokenim.protocol.keys import (
     verify_master_key,
     verify_one_time_key,
 )
-from tokenim.server.services.common import Context, Requester, new_secret, secret_hash
+from tokenim.server.services.common import Context, Requester, secret_hash
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
+
+_INVITE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def new_invite_code() -> str:
+    """An invite code people can read out and type: 24 unambiguous characters (120 bits) in groups of 4.
+
+    It never starts with '-', which a command line would take for an option.
+    """
+    chars = "".join(secrets.choice(_INVITE_ALPHABET) for _ in range(24))
+    return "-".join(chars[i : i + 4] for i in range(0, 24, 4))
 
 
 class RegistrationMode(StrEnum):
@@ -148,7 +160,7 @@ class AccountService:
         if not requester.is_admin:
             raise TokenIMError(ErrorCode.FORBIDDEN, "Only an admin can create invites.")
         now = self._ctx.clock.now_ms()
-        code = new_secret(18)
+        code = new_invite_code()
         expires_at = now + ttl_seconds * 1000
         async with self._ctx.db.write() as tx:
             await self._ctx.auth.insert_invite(tx, secret_hash(code), requester.user_id, now, expires_at, grants_admin=False)
@@ -167,7 +179,7 @@ class AccountService:
             if await self._ctx.accounts.count_users(tx) > 0:
                 return None
             await self._ctx.auth.revoke_bootstrap_invites(tx)
-            code = new_secret(18)
+            code = new_invite_code()
             await self._ctx.auth.insert_invite(tx, secret_hash(code), None, now, now + ttl_ms, grants_admin=True)
             await self._ctx.auditor.record(tx, "invite.bootstrap", None, None, expires_at=now + ttl_ms)
         return InviteResponse(code=code, expires_at=now + ttl_ms)
