@@ -183,12 +183,6 @@ class Client(AccountClient):
             out.extend(self.machine.observe_user(user_id, uk.master.public_key, list(uk.devices.values())))
         return out
 
-    async def _device(self, user_id: str, device_id: str) -> DeviceKeys | None:
-        for d in await self.devices_of([user_id]):
-            if d.device_id == device_id:
-                return d
-        return None
-
     async def _ensure_sessions(self, devices: list[DeviceKeys]) -> None:
         missing = self.machine.devices_without_session(devices)
         if not missing:
@@ -250,10 +244,13 @@ class Client(AccountClient):
     async def process_to_device(self, messages: list[dict[str, Any]]) -> int:
         """Decrypt to-device messages (room keys), persist, then return the highest id handled."""
         highest = 0
+        # One key query for all the senders of this batch, not one per message.
+        senders = sorted({m["sender"] for m in messages if isinstance(m.get("sender"), str)})
+        known = {(d.user_id, d.device_id): d for d in await self.devices_of(senders)} if senders else {}
         for msg in messages:
             highest = max(highest, int(msg["id"]))
             try:
-                sender_device = await self._device(msg["sender"], msg["sender_device"])
+                sender_device = known.get((msg["sender"], msg["sender_device"]))
                 content = msg["content"]
                 if isinstance(content, dict):
                     self.machine.receive_to_device(msg["sender"], content, sender_device)

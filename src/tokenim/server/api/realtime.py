@@ -6,7 +6,8 @@ Frames from the client (JSON text):
   {"type": "ack_to_device", "up_to": ID}                  the device has stored messages up to ID
   {"type": "ping"}                                        -> {"type": "pong"}
 Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message"},
-{"type": "synced", "pos"}, and {"type": "error", "error", "txn_id"?}.
+{"type": "synced", "pos"}, {"type": "keys_low"}, and {"type": "error", "error", "txn_id"?}.
+Live frames flow only after a `sync`. Close codes: 4401 when the token ends, 1008 for a reader that fell behind.
 """
 
 import asyncio

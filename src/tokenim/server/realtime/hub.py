@@ -185,9 +185,6 @@ class Hub:
             if not conns:
                 del self._by_user[conn.user_id]
 
-    def connection_count(self) -> int:
-        return sum(len(c) for c in self._by_user.values())
-
     def publish_events(self, items: Iterable[tuple[EventRow, Iterable[str]]]) -> None:
         """Called after commit, in stream order."""
         for event, recipients in items:

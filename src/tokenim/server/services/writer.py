@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from tokenim.server.storage.events import EventRow, EventStore, ToDeviceRow
 from tokenim.server.storage.rooms import RoomStore
 
 T = TypeVar("T")
-log = logging.getLogger("tokenim.server.writer")
 MAX_BATCH = 512
 
 

@@ -84,9 +84,6 @@ class AuthStore:
         row = (await tx.execute(q)).first()
         return None if row is None else TokenRow(row.kind, row.session_id, row.user_id, row.device_id, row.expires_at)
 
-    async def delete_token(self, tx: Tx, token_hash: str) -> bool:
-        return (await tx.execute(delete(tokens).where(tokens.c.token_hash == token_hash))).rowcount > 0
-
     async def delete_session(self, tx: Tx, session_id: str) -> None:
         await tx.execute(delete(tokens).where(tokens.c.session_id == session_id))
 
