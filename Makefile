@@ -25,7 +25,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 
 test: lint
-	TOKENIM_TEST_DATABASE_URL="$$(scripts/postgres-for-tests.sh)" $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
+	url="$$(scripts/postgres-for-tests.sh)" || exit 1; \
+	TOKENIM_TEST_DATABASE_URL="$$url" $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

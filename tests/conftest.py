@@ -30,6 +30,32 @@ def _backends() -> list[str]:
     return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under CI the PostgreSQL half of the suite is never silently dropped."""
+    if not PG_URL and os.environ.get("CI") == "true":
+        raise pytest.UsageError(
+            "CI=true but TOKENIM_TEST_DATABASE_URL is not set: PostgreSQL could not be reached or set up "
+            "(see scripts/postgres-for-tests.sh). The suite must run on both databases under CI."
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which databases ran and how many tests each, loudly when PostgreSQL was left out."""
+    counts = {"sqlite": 0, "postgresql": 0}
+    for key in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(key, []):
+            if getattr(report, "when", "call") != "call" and key != "error":
+                continue
+            nodeid = getattr(report, "nodeid", "")
+            for backend in counts:
+                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+                    counts[backend] += 1
+    line = f"databases: sqlite ran {counts['sqlite']} tests, postgresql ran {counts['postgresql']} tests"
+    if not PG_URL:
+        line = f"databases: SQLITE ONLY ({counts['sqlite']} tests); PostgreSQL was not available, its variants did not run"
+    terminalreporter.write_line(line, yellow=not PG_URL, bold=True)
+
+
 @pytest.fixture(params=_backends())
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """A migrated, empty database."""
