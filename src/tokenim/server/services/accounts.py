@@ -112,7 +112,7 @@ class AccountService:
                 grants_admin = await self._take_invite(tx, reg, now)
                 if await self._ctx.accounts.username_exists(tx, reg.username):
                     raise TokenIMError(ErrorCode.USERNAME_TAKEN, f"The username '{reg.username}' is taken.")
-                is_admin = grants_admin or await self._ctx.accounts.count_users(tx) == 0
+                is_admin = grants_admin or await self._is_first_user(tx)
                 await self._ctx.accounts.insert_user(tx, UserRow(reg.user_id, reg.username, reg.email, is_admin, now))
                 await self._ctx.accounts.insert_master_key(tx, reg.user_id, 1, reg.master.public_key, reg.master.raw, now)
                 await self.insert_device(tx, reg.device, reg.one_time_keys, now)
@@ -120,6 +120,14 @@ class AccountService:
         except IntegrityError:
             raise TokenIMError(ErrorCode.USERNAME_TAKEN, f"The username '{reg.username}' is taken.") from None
         return RegisterResponse(user_id=reg.user_id, device_id=reg.device.device_id, is_admin=is_admin)
+
+    async def _is_first_user(self, tx: Tx) -> bool:
+        """True for the first account only: re-counted under a database lock, so that simultaneous first
+        registrations (on one server or several sharing the database) make exactly one admin."""
+        if await self._ctx.accounts.count_users(tx) > 0:
+            return False
+        await self._ctx.accounts.lock_first_user(tx)
+        return await self._ctx.accounts.count_users(tx) == 0
 
     async def insert_device(self, tx: Tx, device: DeviceKeys, otks: list[OneTimeKey], now: int) -> None:
         """Store a verified device and its published keys."""

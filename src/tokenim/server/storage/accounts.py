@@ -6,10 +6,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.tables import devices, master_keys, users
+
+FIRST_USER_LOCK = 0x546F6B656E494D01  # an arbitrary 64-bit advisory lock key ("TokenIM" + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,16 @@ class AccountStore:
 
     async def count_users(self, tx: Tx) -> int:
         return int((await tx.execute(select(func.count()).select_from(users))).scalar_one())
+
+    async def lock_first_user(self, tx: Tx) -> None:
+        """Hold the "first account" lock until this transaction ends, across every server on the database.
+
+        PostgreSQL: a transaction-level advisory lock; a second registration waits here, and its next
+        statement (READ COMMITTED) sees the user the first one committed. SQLite needs nothing: one
+        write transaction at a time holds the database.
+        """
+        if await tx.run_sync(lambda conn: conn.dialect.name) == "postgresql":
+            await tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_USER_LOCK})
 
     async def insert_user(self, tx: Tx, user: UserRow) -> None:
         await tx.execute(
