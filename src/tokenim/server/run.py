@@ -1,10 +1,19 @@
-"""`tokenim serve`: load config, prepare the data directory and database, print the bootstrap invite, run uvicorn."""
+"""`tokenim serve`: load config, lock the data directory, bind the port, prepare the database, then
+announce (bootstrap invite, "serving") and run uvicorn on the socket already bound.
+
+Everything that can refuse to start (a bad config, another server on the data directory, a port in
+use) happens before anything is printed or written, so a server that cannot start changes nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -19,13 +28,61 @@ from tokenim.server.app import build_app, build_services
 from tokenim.server.config import ServerConfig, load_config
 from tokenim.server.storage.database import Database
 
+LOCK_FILE = "tokenim.lock"
+EXIT_BAD_CONFIG = 2
+EXIT_CANNOT_START = 3  # the data directory is in use, or the port is taken
+
+
+class CannotStart(Exception):
+    """Another server holds what this one needs; the message is one sentence for the operator."""
+
 
 def prepare_data_dir(config: ServerConfig) -> None:
     """Create the data directory, readable by its owner only."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-async def _serve(config: ServerConfig) -> None:
+def lock_data_dir(config: ServerConfig) -> int:
+    """Take the data directory for this process (an exclusive flock held until it exits); the open file is returned.
+
+    Two servers on one directory would share the SQLite file and the blobs while each believes it is
+    the only writer. The lock ends with the process however it ends, SIGKILL included.
+    """
+    path = config.data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        who = f" (process {holder})" if holder.isdigit() else ""
+        raise CannotStart(f"another server{who} is already running on the data directory {config.data_dir}.") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def bind_socket(config: ServerConfig) -> socket.socket:
+    """Bind and listen before announcing anything: a taken port is reported before an invite is printed."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        raise CannotStart(f"cannot listen on {config.host}: no such host or address.") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+        raise CannotStart(f"cannot listen on {config.host}:{config.port}: {reason}.") from None
+    return sock
+
+
+async def _serve(config: ServerConfig, sock: socket.socket) -> None:
     clock = SystemClock()
     db = Database(config.database_url)
     try:
@@ -57,7 +114,7 @@ async def _serve(config: ServerConfig) -> None:
             )
         )
         print(f"TokenIM {__version__} serving {config.server_name} on http://{config.host}:{config.port}", flush=True)
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         await db.close()
 
@@ -69,20 +126,41 @@ def serve(*, config_file: str | None, flags: Mapping[str, Any], env: Mapping[str
         prepare_data_dir(config)
     except TokenIMError as err:
         print(f"tokenim serve: {err.message}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
     except OSError as err:
         print(f"tokenim serve: cannot create the data directory: {err.strerror}.", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
+    try:
+        lock = lock_data_dir(config)
+    except CannotStart as err:
+        print(f"tokenim serve: {err}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except OSError as err:
+        print(f"tokenim serve: cannot lock the data directory: {err.strerror}.", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    try:
+        return _run(config)
+    finally:
+        os.close(lock)
+
+
+def _run(config: ServerConfig) -> int:
+    try:
+        sock = bind_socket(config)
+    except CannotStart as err:
+        print(f"tokenim serve: {err}", file=sys.stderr)
+        return EXIT_CANNOT_START
     logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
-        asyncio.run(_serve(config))
+        with contextlib.closing(sock):
+            asyncio.run(_serve(config, sock))
     except TokenIMError as err:
         print(f"tokenim serve: {err.message}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
     except OSError as err:
         print(f"tokenim serve: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
     except KeyboardInterrupt:
         pass
     return 0
