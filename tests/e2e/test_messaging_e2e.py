@@ -40,12 +40,25 @@ def _kill(srv: RunningServer) -> None:
 def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp_path: Path) -> None:
     data = tmp_path / "data"
     srv = start_server(data, "--registration", "open")
-    acked: list[str] = []
 
-    async def phase_one() -> tuple[str, str, dict[str, object]]:
+    async def set_up() -> str:
         alice, bob = await _register(srv, tmp_path, "alice"), await _register(srv, tmp_path, "bob")
         room = (await alice.direct_room("@bob")).room_id
+        await alice.close()
         await bob.close()
+        return room
+
+    room = asyncio.run(set_up())
+    stop_server(srv)
+    # Every commit now takes 50 ms (the server's documented test-only setting, a very slow disk): a server
+    # that answered before committing would have acknowledged messages still uncommitted when killed.
+    slow_disk = tmp_path / "slow-disk.toml"
+    slow_disk.write_text("debug_commit_delay_ms = 50\n")
+    srv = start_server(data, "--config", str(slow_disk), port=_port(srv))
+    acked: list[str] = []
+
+    async def phase_one() -> None:
+        alice = await _open(tmp_path, "alice")
 
         async def sender(worker: int) -> None:
             for i in range(1000):
@@ -59,9 +72,8 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
 
         await asyncio.gather(*(sender(w) for w in range(8)))
         await alice.close()
-        return room
 
-    room = asyncio.run(phase_one())
+    asyncio.run(phase_one())
     txn = "retry-txn-1"
     assert len(acked) >= 300
 

@@ -188,3 +188,19 @@ def test_serve_with_other_bad_settings_exits_2_with_one_line(tmp_path: Path) -> 
     assert_one_line_exit_2(serve(tmp_path, "--config", toml(tmp_path, 'server = "oops"\n')), "'server'")
     assert_one_line_exit_2(serve(tmp_path, "--config", str(tmp_path / "missing.toml")), "missing.toml")
     assert not (tmp_path / "tokenim-data").exists()
+
+
+def test_connection_limits_and_timeouts(tmp_path: Path) -> None:
+    text = (
+        "header_timeout_seconds = 0.5\nbody_timeout_seconds = 2\nmax_connections = 0\n"
+        "max_connections_per_address = 0\nmax_websockets_per_device = 3\ndebug_commit_delay_ms = 25\n"
+    )
+    cfg = load_config(config_file=toml(tmp_path, text), env={"TOKENIM_MAX_CONNECTIONS": "100"}, flags={})
+    assert (cfg.header_timeout_seconds, cfg.body_timeout_seconds) == (0.5, 2.0)
+    assert (cfg.max_connections, cfg.max_connections_per_address, cfg.max_websockets_per_device) == (100, 0, 3)
+    assert cfg.debug_commit_delay_ms == 25 and ServerConfig().debug_commit_delay_ms == 0
+    assert "header_timeout_seconds" in bad_config(flags={"header_timeout_seconds": 0})
+    assert "body_timeout_seconds" in bad_config(flags={"body_timeout_seconds": True})
+    assert "max_websockets_per_device" in bad_config(flags={"max_websockets_per_device": 0})
+    assert "max_connections" in bad_config(flags={"max_connections": -1})
+    assert "debug_commit_delay_ms" in bad_config(flags={"debug_commit_delay_ms": 1.5})

@@ -29,11 +29,23 @@ class ServerConfig:
     log_level: str = "info"
     # uvicorn's WebSocket implementation: wsproto holds an idle connection in about half the memory.
     websocket: str = "wsproto"
+    # Connections (docs/admin notes in README "Connections and overload"):
+    header_timeout_seconds: float = 20.0  # a request's head must arrive whole within this
+    body_timeout_seconds: float = 30.0  # longest silence allowed while a request body is arriving
+    max_connections: int = 0  # 0: derived from the open-file limit, with room for the database and blobs
+    max_connections_per_address: int = 512  # 0: no per-address cap (behind a proxy, every client has its address)
+    max_websockets_per_device: int = 8
+    # For tests only: every commit waits this long first, as on a very slow disk, so that a test can
+    # prove nothing is acknowledged before it is committed. Never set it in production.
+    debug_commit_delay_ms: int = 0
 
     @property
     def database_url(self) -> str:
         """The configured URL, or the embedded SQLite database inside the data directory."""
         return self.database or f"sqlite:///{(self.data_dir / 'tokenim.db').resolve()}"
+
+
+_ZERO_ALLOWED = {"max_connections", "max_connections_per_address", "debug_commit_delay_ms"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -42,13 +54,20 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "data_dir":
             return Path(str(value))
-        if name in ("port", "max_body_bytes", "max_upload_bytes"):
+        if kind == "int":
             if isinstance(value, bool | float):  # TOML `port = true` or `= 8470.5` is a mistake, not 1 or 8470
                 raise ValueError
             number = int(value)
-            if number <= 0 or (name == "port" and number > 65535):
+            if number < 0 or (number == 0 and name not in _ZERO_ALLOWED) or (name == "port" and number > 65535):
                 raise ValueError
             return number
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            seconds = float(value)
+            if not 0 < seconds <= 86_400:
+                raise ValueError
+            return seconds
         if name == "registration":
             return RegistrationMode(str(value))
         if name == "server_name":

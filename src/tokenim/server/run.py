@@ -84,7 +84,7 @@ def bind_socket(config: ServerConfig) -> socket.socket:
 
 async def _serve(config: ServerConfig, sock: socket.socket) -> None:
     clock = SystemClock()
-    db = Database(config.database_url)
+    db = Database(config.database_url, debug_commit_delay_ms=config.debug_commit_delay_ms)
     try:
         try:
             await db.migrate()

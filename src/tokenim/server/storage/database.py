@@ -99,8 +99,10 @@ def _sqlite_begin(conn: Connection) -> None:
 class Database:
     """Owns the engine. `write()` gives one transaction (serialised on SQLite); `read()` a snapshot."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, debug_commit_delay_ms: int = 0) -> None:
         self.backend, self.url = normalise_url(url)
+        # Tests only (the `debug_commit_delay_ms` setting): a slow disk, so acknowledging early would show.
+        self._commit_delay = debug_commit_delay_ms / 1000
         self.is_sqlite = self.backend == "sqlite"
         self.sync_engine: Engine | None = None
         self.engine: AsyncEngine | None = None
@@ -132,10 +134,14 @@ class Database:
                     self._write_conn = self.sync_engine.connect()
                 with self._write_conn.begin():
                     yield Tx(sync=self._write_conn)
+                    if self._commit_delay:
+                        await asyncio.sleep(self._commit_delay)
             return
         assert self.engine is not None
         async with self.engine.begin() as aconn:
             yield Tx(async_=aconn)
+            if self._commit_delay:
+                await asyncio.sleep(self._commit_delay)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
