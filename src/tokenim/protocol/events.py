@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from tokenim.core.content import check_client_json
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.keys import MEGOLM_ALGORITHM, OLM_ALGORITHM
 
@@ -14,10 +16,22 @@ NAME = "m.room.name"
 ROOM_KEY = "m.room_key"
 DEVICE_LIST = "tokenim.device_list"  # a member added or removed a device: senders must re-check who gets keys
 MAX_CONTENT_BYTES = 64 * 1024
+# An event type is an identifier (`m.room.encrypted`, `tokenim.device_list`), never free text.
+_EVENT_TYPE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def check_event_type(event_type: str) -> str:
+    """Refuse an event type that is not a plain identifier: it is relayed to other devices as it is."""
+    if not _EVENT_TYPE.fullmatch(event_type):
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, "An event type is 1 to 64 letters, digits or . _ - (like m.room.encrypted)."
+        )
+    return event_type
 
 
 def check_encrypted_content(content: dict[str, Any]) -> None:
     """A room message must be Megolm ciphertext: the server refuses anything that looks like plaintext."""
+    check_client_json(content, "message content")
     need = {"algorithm": str, "ciphertext": str, "session_id": str, "sender_key": str, "device_id": str}
     for name, kind in need.items():
         if not isinstance(content.get(name), kind):
@@ -30,8 +44,10 @@ def check_encrypted_content(content: dict[str, Any]) -> None:
 
 
 def check_olm_content(content: dict[str, Any]) -> None:
-    """A to-device message must be Olm ciphertext addressed to the recipient's Curve25519 key."""
+    """A to-device message must be Olm ciphertext (`ciphertext` maps a Curve25519 key to a message)."""
+    check_client_json(content, "to-device content")
     if content.get("algorithm") != OLM_ALGORITHM:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"To-device messages must use {OLM_ALGORITHM}.")
     if not isinstance(content.get("sender_key"), str) or not isinstance(content.get("ciphertext"), dict):
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "Olm content needs 'sender_key' and a 'ciphertext' object.")
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenim.core.content import check_client_json
 from tokenim.core.encoding import b64decode
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import DeviceId, UserId, check_device_id, check_user_id
@@ -45,6 +46,7 @@ def _check_int(value: object, what: str, field: str) -> int:
 def _require_dict(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _bad(what, "it must be a JSON object")
+    check_client_json(value, what, ErrorCode.BAD_KEY_OBJECT)  # relayed to every client: it must be servable
     return value
 
 

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import (
@@ -24,6 +24,7 @@ from tokenim.protocol.api import (
     SyncResponse,
     ToDeviceRequest,
 )
+from tokenim.server.api.encoding import content_response
 from tokenim.server.services.common import Requester
 from tokenim.server.services.files import FileService
 from tokenim.server.services.messages import MessageService
@@ -95,8 +96,8 @@ def build_messaging_router(
         room_id: RoomId,
         before: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    ) -> HistoryResponse:
-        return await messages.access_history(me, room_id, before, limit)
+    ) -> Response:
+        return content_response(await messages.access_history(me, room_id, before, limit))
 
     @router.get("/v1/sync", response_model=SyncResponse, tags=["messages"])
     async def sync(
@@ -104,8 +105,8 @@ def build_messaging_router(
         since: Position = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 500,
         to_device_after: Position = 0,
-    ) -> SyncResponse:
-        return await messages.access_sync(me, since, limit, to_device_after)
+    ) -> Response:
+        return content_response(await messages.access_sync(me, since, limit, to_device_after))
 
     @router.post("/v1/to_device", response_model=OkResponse, tags=["messages"])
     async def send_to_device(me: Me, body: ToDeviceRequest) -> OkResponse:

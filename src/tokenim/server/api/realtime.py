@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.limits import MAX_POSITION
+from tokenim.server.api.encoding import json_text
 from tokenim.server.realtime.hub import Connection, Hub
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
@@ -33,7 +34,7 @@ log = logging.getLogger("tokenim.server.realtime")
 
 
 def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    return json_text(obj)
 
 
 async def _drained(conn: Connection) -> None:

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header
+from fastapi.responses import Response
 
 from tokenim import __version__
 from tokenim.protocol.api import (
@@ -29,6 +30,7 @@ from tokenim.protocol.api import (
     TokenResponse,
     WhoAmIResponse,
 )
+from tokenim.server.api.encoding import content_response
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.auth import AuthService
@@ -98,8 +100,8 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         return await services.accounts.access_whoami(me)
 
     @router.get("/v1/devices", response_model=DevicesResponse, tags=["devices"])
-    async def devices(me: Me) -> DevicesResponse:
-        return await services.devices.access_devices(me)
+    async def devices(me: Me) -> Response:
+        return content_response(await services.devices.access_devices(me))
 
     @router.post("/v1/devices", response_model=OkResponse, tags=["devices"])
     async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:
@@ -120,12 +122,12 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         return await services.keys.access_counts(me)
 
     @router.post("/v1/keys/query", response_model=KeysQueryResponse, tags=["keys"])
-    async def query_keys(me: Me, body: KeysQueryRequest) -> KeysQueryResponse:
-        return await services.keys.access_query(body.user_ids)
+    async def query_keys(me: Me, body: KeysQueryRequest) -> Response:
+        return content_response(await services.keys.access_query(body.user_ids))
 
     @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"])
-    async def claim_keys(me: Me, body: KeysClaimRequest) -> KeysClaimResponse:
-        return await services.keys.do_claim(body.devices)
+    async def claim_keys(me: Me, body: KeysClaimRequest) -> Response:
+        return content_response(await services.keys.do_claim(body.devices))
 
     @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"])
     async def create_invite(me: Me, body: InviteCreateRequest) -> InviteResponse:

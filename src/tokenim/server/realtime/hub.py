@@ -8,11 +8,11 @@ already carried, so every event reaches the device once and in stream order.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 
 from tokenim.core.clock import Clock
+from tokenim.core.content import encode_json
 from tokenim.server.storage.events import EventRow, ToDeviceRow
 
 MAX_QUEUED_FRAMES = 10_000
@@ -136,11 +136,12 @@ class Connection:
 
 
 def event_frame(event: EventRow) -> str:
-    return json.dumps({"type": "event", "event": event.to_wire()}, separators=(",", ":"))
+    """A live event frame, written by the one encoder that writes sync responses."""
+    return encode_json({"type": "event", "event": event.to_wire()}).decode("utf-8")
 
 
 def to_device_frame(msg: ToDeviceRow) -> str:
-    return json.dumps({"type": "to_device", "message": msg.to_wire()}, separators=(",", ":"))
+    return encode_json({"type": "to_device", "message": msg.to_wire()}).decode("utf-8")
 
 
 class Hub:

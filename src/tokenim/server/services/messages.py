@@ -7,7 +7,13 @@ import re
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
 from tokenim.protocol.api import HistoryResponse, SendResponse, SyncResponse
-from tokenim.protocol.events import ENCRYPTED, MAX_CONTENT_BYTES, check_encrypted_content, check_olm_content
+from tokenim.protocol.events import (
+    ENCRYPTED,
+    MAX_CONTENT_BYTES,
+    check_encrypted_content,
+    check_event_type,
+    check_olm_content,
+)
 from tokenim.server.services.common import Context, Requester
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.writer import Batch, EventWriter
@@ -105,6 +111,7 @@ class MessageService:
         self, requester: Requester, event_type: str, messages: dict[str, dict[str, dict[str, object]]]
     ) -> int:
         """Queue Olm-encrypted messages for specific devices; they stay until each device acknowledges them."""
+        check_event_type(event_type)
         flat: list[tuple[str, str, str, str, str, dict[str, object]]] = []
         for user_id, by_device in messages.items():
             check_user_id(user_id)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, text, update
 
+from tokenim.server.storage.client_json import dump_client_json, load_client_json
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.tables import devices, master_keys, users
 
@@ -74,7 +74,7 @@ class AccountStore:
     async def insert_master_key(self, tx: Tx, user_id: str, version: int, public_key: str, key: dict[str, Any], now: int) -> None:
         await tx.execute(
             insert(master_keys).values(
-                user_id=user_id, version=version, public_key=public_key, key_json=json.dumps(key), created_at=now
+                user_id=user_id, version=version, public_key=public_key, key_json=dump_client_json(key), created_at=now
             )
         )
 
@@ -89,7 +89,7 @@ class AccountStore:
         q = select(master_keys.c.user_id, master_keys.c.key_json).join(
             newest, (master_keys.c.user_id == newest.c.user_id) & (master_keys.c.version == newest.c.v)
         )
-        return {r.user_id: json.loads(r.key_json) for r in await tx.execute(q)}
+        return {r.user_id: load_client_json(r.key_json, f"master key of {r.user_id}") for r in await tx.execute(q)}
 
     async def insert_device(self, tx: Tx, d: DeviceRow) -> None:
         await tx.execute(
@@ -99,7 +99,7 @@ class AccountStore:
                 ed25519=d.ed25519,
                 curve25519=d.curve25519,
                 master_key_version=d.master_key_version,
-                keys_json=json.dumps(d.keys),
+                keys_json=dump_client_json(d.keys),
                 created_at=d.created_at,
                 last_seen_at=d.last_seen_at,
             )
@@ -135,7 +135,7 @@ def _device(row: Any) -> DeviceRow:
         ed25519=row.ed25519,
         curve25519=row.curve25519,
         master_key_version=row.master_key_version,
-        keys=json.loads(row.keys_json),
+        keys=load_client_json(row.keys_json, f"keys of device {row.user_id} {row.device_id}"),
         created_at=row.created_at,
         last_seen_at=row.last_seen_at,
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
+from tokenim.server.storage.client_json import dump_client_json, load_client_json
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.tables import events, membership_periods, stream_positions, to_device
 
@@ -61,7 +61,16 @@ class ToDeviceRow:
 
 def _event(r: Any) -> EventRow:
     return EventRow(
-        r.pos, r.event_id, r.room_id, r.room_seq, r.type, r.sender, r.sender_device, r.txn_id, json.loads(r.content_json), r.ts
+        r.pos,
+        r.event_id,
+        r.room_id,
+        r.room_seq,
+        r.type,
+        r.sender,
+        r.sender_device,
+        r.txn_id,
+        load_client_json(r.content_json, f"content of event {r.event_id}"),
+        r.ts,
     )
 
 
@@ -94,7 +103,7 @@ class EventStore:
                     "sender": r.sender,
                     "sender_device": r.sender_device,
                     "txn_id": r.txn_id,
-                    "content_json": json.dumps(r.content, separators=(",", ":")),
+                    "content_json": dump_client_json(r.content),
                     "ts": r.ts,
                 }
                 for r in rows
@@ -150,7 +159,7 @@ class EventStore:
                     sender=sender,
                     sender_device=sender_device,
                     type=typ,
-                    content_json=json.dumps(content, separators=(",", ":")),
+                    content_json=dump_client_json(content),
                     created_at=now,
                 )
                 .returning(to_device.c.id)
@@ -166,7 +175,15 @@ class EventStore:
             .limit(limit)
         )
         return [
-            ToDeviceRow(r.id, r.user_id, r.device_id, r.sender, r.sender_device, r.type, json.loads(r.content_json))
+            ToDeviceRow(
+                r.id,
+                r.user_id,
+                r.device_id,
+                r.sender,
+                r.sender_device,
+                r.type,
+                load_client_json(r.content_json, f"content of to-device message {r.id}"),
+            )
             for r in await tx.execute(q)
         ]
 

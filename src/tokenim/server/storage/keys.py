@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, update
 
+from tokenim.server.storage.client_json import dump_client_json, load_client_json
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.tables import one_time_keys
 
@@ -42,7 +42,7 @@ class OneTimeKeyStore:
                     "user_id": user_id,
                     "device_id": device_id,
                     "key_id": key_id,
-                    "key_json": json.dumps(key),
+                    "key_json": dump_client_json(key),
                     "fallback": fallback,
                     "used": False,
                     "created_at": now,
@@ -86,7 +86,9 @@ class OneTimeKeyStore:
         q = delete(one_time_keys).where(one_time_keys.c.id == pick).returning(one_time_keys.c.key_id, one_time_keys.c.key_json)
         row = (await tx.execute(q)).first()
         if row is not None:
-            return ClaimedKeyRow(row.key_id, json.loads(row.key_json))
+            return ClaimedKeyRow(
+                row.key_id, load_client_json(row.key_json, f"one-time key {row.key_id} of {user_id} {device_id}")
+            )
         fb = and_(
             one_time_keys.c.user_id == user_id,
             one_time_keys.c.device_id == device_id,
@@ -100,4 +102,4 @@ class OneTimeKeyStore:
         if row is None:
             return None
         await tx.execute(update(one_time_keys).where(fb, one_time_keys.c.key_id == row.key_id).values(used=True))
-        return ClaimedKeyRow(row.key_id, json.loads(row.key_json))
+        return ClaimedKeyRow(row.key_id, load_client_json(row.key_json, f"one-time key {row.key_id} of {user_id} {device_id}"))
