@@ -132,7 +132,7 @@ async def test_keys_upload_query_claim(alice: Client, bob: Client, http: httpx.A
     resp = await http.post("/v1/keys/claim", json={"devices": {alice.user_id: [alice.device_id]}}, headers=_auth(bob))
     claimed = resp.json()["one_time_keys"][alice.user_id][alice.device_id]
     device = parse_device_keys((await bob.query_keys([alice.user_id]))[alice.user_id].devices[alice.device_id].raw)
-    otk = parse_one_time_keys({f"signed_curve25519:{claimed['key_id']}": claimed["key"]}, fallback=False)[0]
+    otk = parse_one_time_keys({claimed["key_id"]: claimed["key"]}, fallback=False)[0]
     verify_one_time_key(otk, device)
 
     users = await bob.query_keys([alice.user_id, "@ghost:tokenim.test"])

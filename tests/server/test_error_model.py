@@ -132,9 +132,9 @@ async def test_registration_with_bad_signatures_stores_nothing(http: httpx.Async
         "one_time_keys": upload.one_time_keys,
         "fallback_keys": upload.fallback_keys,
     }
-    tampered_master = {**good, "master_key": {**good["master_key"], "created_at": 1}}
+    tampered_master = {**good, "master_key": {**good["master_key"], "created_at": clock.now_ms() + 1}}
     _error(await http.post("/v1/register", json=tampered_master), 400, "bad_signature")
-    tampered_device = {**good, "device_keys": {**good["device_keys"], "created_at": 1}}
+    tampered_device = {**good, "device_keys": {**good["device_keys"], "created_at": clock.now_ms() + 1}}
     _error(await http.post("/v1/register", json=tampered_device), 400, "bad_signature")
     first = next(iter(good["one_time_keys"]))
     bad_otks = dict(good["one_time_keys"])

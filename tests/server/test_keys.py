@@ -89,7 +89,7 @@ async def device_keys(http: httpx.AsyncClient, asker: Client, owner_user: str, o
 def check_claimed(claimed: dict[str, Any], device: DeviceKeys) -> tuple[str, bool]:
     """Verify a claimed key's signature by its device; (key id, is it the fallback key)."""
     fallback = bool(claimed["key"].get("fallback", False))
-    (otk,) = parse_one_time_keys({f"{OTK}:{claimed['key_id']}": claimed["key"]}, fallback=fallback)
+    (otk,) = parse_one_time_keys({claimed["key_id"]: claimed["key"]}, fallback=fallback)
     verify_one_time_key(otk, device)
     return otk.key_id, fallback
 
@@ -345,8 +345,8 @@ async def concurrent_claims(
 async def test_concurrent_claims_never_hand_out_a_key_twice(http: httpx.AsyncClient, alice: Client, clock: FakeClock) -> None:
     dave, body = registration_with_keys("dave", clock, 10)
     assert (await http.post("/v1/register", json=body)).status_code == 200
-    published = {k.split(":", 1)[1] for k in body["one_time_keys"]}
-    (fallback_id,) = [k.split(":", 1)[1] for k in body["fallback_keys"]]
+    published = set(body["one_time_keys"])  # claims return ids as uploaded: signed_curve25519:<id>
+    (fallback_id,) = list(body["fallback_keys"])
 
     claimed = await concurrent_claims([http], alice, dave, 20)
     one_time = [kid for kid, fb in claimed if not fb]
@@ -372,7 +372,7 @@ async def test_claims_are_atomic_in_sql_across_two_server_instances(
         clients = [httpx.AsyncClient(transport=t, base_url="http://tokenim.test") for t in transports]
         dave, body = registration_with_keys("dave", clock, 30)
         assert (await clients[1].post("/v1/register", json=body)).status_code == 200
-        published = {k.split(":", 1)[1] for k in body["one_time_keys"]}
+        published = set(body["one_time_keys"])  # claims return ids as uploaded: signed_curve25519:<id>
 
         claimed = await concurrent_claims(clients, alice, dave, 60)
         one_time = Counter(kid for kid, fb in claimed if not fb)

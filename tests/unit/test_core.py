@@ -118,10 +118,13 @@ def test_b64_round_trip_is_unpadded(length: int) -> None:
     assert b64decode(text) == data
 
 
-def test_b64decode_also_accepts_padding() -> None:
-    assert b64decode("AQ==") == b"\x01"
+@pytest.mark.parametrize("text", ["AQ==", "AQI=", "AQ=", "AR", "AQJ"])
+def test_b64decode_accepts_only_the_unpadded_canonical_form(text: str) -> None:
+    """docs/protocol.md: keys and signatures are base64 without padding, one spelling each."""
+    with pytest.raises(ValueError):
+        b64decode(text)
     assert b64decode("AQ") == b"\x01"
-    assert b64decode("AQI=") == b"\x01\x02"
+    assert b64decode("AQI") == b"\x01\x02"
 
 
 @pytest.mark.parametrize("text", ["A", "AAAAA", "!!!!", "ab cd", "abc\n", "é", "-_-_", "A=AA"])

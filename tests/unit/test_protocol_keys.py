@@ -165,6 +165,13 @@ def _master_mutations() -> list[tuple[str, Callable[[dict[str, Any]], None]]]:
         ("no created_at", drop("created_at")),
         ("negative created_at", set_("created_at", -5)),
         ("string created_at", set_("created_at", "now")),
+        # docs/protocol.md says what a master key holds and that times are milliseconds; keys unpadded
+        ("created_at in seconds", set_("created_at", 1_800_000_000)),
+        ("created_at past year 5138", set_("created_at", 10**15)),
+        ("extra member", set_("comment", "hello")),
+        ("unsigned member", set_("unsigned", {"note": "not covered by the signature"})),
+        ("signatures not objects", set_("signatures", {"@alice:example.com": "sig"})),
+        ("padded key", key_value(b64encode(os.urandom(32)) + "=")),
     ]
 
 
@@ -272,6 +279,11 @@ def _device_mutations() -> list[tuple[str, Callable[[dict[str, Any]], None]]]:
         ("bool master_key_version", set_("master_key_version", False)),
         ("no created_at", drop("created_at")),
         ("string created_at", set_("created_at", "1800000000000")),
+        ("created_at in seconds", set_("created_at", 1_800_000_000)),
+        ("extra member", set_("display_name", "laptop")),
+        ("unsigned member", set_("unsigned", {"device_display_name": "Alice's laptop"})),
+        ("signatures a list", set_("signatures", [])),
+        ("padded curve25519", set_key("curve25519:ALICEDEV01", b64encode(os.urandom(32)) + "=")),
     ]
 
 
@@ -335,10 +347,14 @@ def test_device_keys_tampering_breaks_the_signatures(alice: User) -> None:
     _assert_bad_signature(lambda: verify_device_keys(parse_device_keys(raw), master))
 
 
-def test_device_keys_survive_unsigned_data(alice: User) -> None:
+def test_key_objects_refuse_unsigned_data(alice: User) -> None:
+    """Nothing the signatures don't cover is stored and relayed to other users (docs/protocol.md)."""
     raw = alice.device_object("ALICEDEV01")
     raw["unsigned"] = {"device_display_name": "Alice's laptop"}
-    verify_device_keys(parse_device_keys(raw), parse_master_key(alice.master_object()))
+    _assert_bad_key_object(lambda: parse_device_keys(raw))
+    master = alice.master_object()
+    master["unsigned"] = {}
+    _assert_bad_key_object(lambda: parse_master_key(master))
 
 
 # --- one-time keys ------------------------------------------------------------------------------
@@ -405,6 +421,11 @@ def _otk_mutations() -> list[tuple[str, Callable[[dict[str, Any]], Any]]]:
         ("key short", field("key", b64encode(os.urandom(31)))),
         ("key not a string", field("key", 5)),
         ("fallback flag on a one-time key", field("fallback", True)),
+        ("fallback flag not a boolean", field("fallback", 1)),
+        ("extra member", field("unsigned", {})),
+        ("padded key", field("key", b64encode(os.urandom(32)) + "=")),
+        ("id with padding", rename(f"{ONE_TIME_KEY_ALGORITHM}:AAAAAQ==")),
+        ("id with a space", rename(f"{ONE_TIME_KEY_ALGORITHM}:AAA AQ")),
     ]
 
 

@@ -196,7 +196,7 @@ class Client(AccountClient):
             if got is None:
                 continue
             try:
-                raw = {f"signed_curve25519:{got.key_id}": got.key}
+                raw = {got.key_id: got.key}  # `signed_curve25519:<id>`, as the owner uploaded it
                 otk: OneTimeKey = parse_one_time_keys(raw, fallback=bool(got.key.get("fallback")))[0]
                 self.machine.start_session(d, otk)
             except (TokenIMError, CryptoError, ValueError):

@@ -12,11 +12,19 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str) -> bytes:
-    """Decode standard base64 with or without padding; raises ValueError on bad input."""
+    """Decode standard base64 without padding; raises ValueError on anything else.
+
+    Only the one canonical form is accepted (no `=`, no stray bits in the last character), so a
+    key or signature has exactly one spelling on the wire, as docs/protocol.md says.
+    """
     if not isinstance(text, str):
         raise ValueError("base64 value must be a string")
-    padded = text + "=" * (-len(text) % 4)
+    if "=" in text:
+        raise ValueError("base64 must be unpadded")
     try:
-        return base64.b64decode(padded, validate=True)
+        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("invalid base64") from exc
+    if b64encode(data) != text:
+        raise ValueError("base64 is not in its canonical form")
+    return data

@@ -6,6 +6,7 @@ its raw JSON so it can be stored and relayed byte-for-byte as signed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,17 @@ OLM_ALGORITHM = "tokenim.olm.v1.curve25519-aes-sha2"
 MEGOLM_ALGORITHM = "tokenim.megolm.v1.aes-sha2"
 DEVICE_ALGORITHMS = [OLM_ALGORITHM, MEGOLM_ALGORITHM]
 ONE_TIME_KEY_ALGORITHM = "signed_curve25519"
+# A one-time key id: 1 to 64 base64 characters (vodozemac and libolm make ids such as "AAAAAAAAAAE").
+ONE_TIME_KEY_ID = re.compile(r"[A-Za-z0-9+/_-]{1,64}")
+# Times are milliseconds since the Unix epoch: from 2001-09-09 (10^12) to year 5138 (10^14). A time in
+# seconds (about 1.8 * 10^9 today) is refused rather than read as 1970.
+MIN_TIME_MS = 10**12
+MAX_TIME_MS = 10**14
+# The members each key object may have; anything else (`unsigned` included) is refused, so nothing the
+# signatures do not cover is ever stored and relayed to other users.
+MASTER_KEY_MEMBERS = frozenset({"user_id", "usage", "keys", "version", "created_at", "signatures"})
+DEVICE_KEYS_MEMBERS = frozenset({"user_id", "device_id", "algorithms", "keys", "master_key_version", "created_at", "signatures"})
+ONE_TIME_KEY_MEMBERS = frozenset({"key", "fallback", "signatures"})
 
 
 def _bad(what: str, why: str) -> TokenIMError:
@@ -43,11 +55,31 @@ def _check_int(value: object, what: str, field: str) -> int:
     return value
 
 
+def _check_time(value: object, what: str, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_TIME_MS <= value <= MAX_TIME_MS:
+        raise _bad(what, f"{field} must be an integer time in milliseconds since the Unix epoch")
+    return value
+
+
 def _require_dict(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _bad(what, "it must be a JSON object")
     check_client_json(value, what, ErrorCode.BAD_KEY_OBJECT)  # relayed to every client: it must be servable
     return value
+
+
+def _require_members(raw: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    """Only the documented members, and `signatures` shaped as {signer: {key id: signature}}."""
+    extra = sorted(set(raw) - allowed)
+    if extra:
+        raise _bad(what, f"it has members that are not part of it: {', '.join(repr(e[:40]) for e in extra[:5])}")
+    sigs = raw.get("signatures")
+    if sigs is None:
+        return
+    if not isinstance(sigs, dict) or not all(
+        isinstance(by, dict) and all(isinstance(v, str) for v in by.values()) for by in sigs.values()
+    ):
+        raise _bad(what, "signatures must map each signer to an object of key id -> signature strings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +120,7 @@ def parse_master_key(value: object) -> MasterKey:
     """Check the shape of a master-key object."""
     what = "master key"
     raw = _require_dict(value, what)
+    _require_members(raw, MASTER_KEY_MEMBERS, what)
     user_id = raw.get("user_id")
     try:
         uid = check_user_id(user_id)
@@ -106,7 +139,7 @@ def parse_master_key(value: object) -> MasterKey:
         user_id=uid,
         public_key=public,
         version=_check_int(raw.get("version"), what, "version"),
-        created_at=_check_int(raw.get("created_at"), what, "created_at"),
+        created_at=_check_time(raw.get("created_at"), what, "created_at"),
         raw=raw,
     )
 
@@ -120,6 +153,7 @@ def parse_device_keys(value: object) -> DeviceKeys:
     """Check the shape of a device-keys object."""
     what = "device keys object"
     raw = _require_dict(value, what)
+    _require_members(raw, DEVICE_KEYS_MEMBERS, what)
     try:
         uid = check_user_id(raw.get("user_id"))
         did = check_device_id(raw.get("device_id"))
@@ -136,7 +170,7 @@ def parse_device_keys(value: object) -> DeviceKeys:
         curve25519=_check_key_b64(keys[f"curve25519:{did}"], what, "the curve25519 key"),
         ed25519=_check_key_b64(keys[f"ed25519:{did}"], what, "the ed25519 key"),
         master_key_version=_check_int(raw.get("master_key_version"), what, "master_key_version"),
-        created_at=_check_int(raw.get("created_at"), what, "created_at"),
+        created_at=_check_time(raw.get("created_at"), what, "created_at"),
         raw=raw,
     )
 
@@ -156,11 +190,12 @@ def parse_one_time_keys(value: object, *, fallback: bool) -> list[OneTimeKey]:
     out: list[OneTimeKey] = []
     for full_id, obj in mapping.items():
         algorithm, _, key_id = full_id.partition(":")
-        if algorithm != ONE_TIME_KEY_ALGORITHM or not key_id or len(key_id) > 64:
-            raise _bad(what, f"key ids must look like {ONE_TIME_KEY_ALGORITHM}:<id>")
+        if algorithm != ONE_TIME_KEY_ALGORITHM or not ONE_TIME_KEY_ID.fullmatch(key_id):
+            raise _bad(what, f"key ids must look like {ONE_TIME_KEY_ALGORITHM}:<1 to 64 base64 characters>")
         raw = _require_dict(obj, what)
-        if bool(raw.get("fallback", False)) != fallback:
-            raise _bad(what, "the fallback flag does not match where the key was sent")
+        _require_members(raw, ONE_TIME_KEY_MEMBERS, what)
+        if raw.get("fallback", False) is not fallback:
+            raise _bad(what, 'only a fallback key has "fallback": true')
         out.append(OneTimeKey(key_id=key_id, public_key=_check_key_b64(raw.get("key"), what, "key"), fallback=fallback, raw=raw))
     return out
 

@@ -35,7 +35,9 @@ def _describe(errors: list[dict[str, Any]]) -> TokenIMError:
         elif loc == "body" and kind in ("model_attributes_type", "dict_type", "model_type"):
             parts.append("the body must be a JSON object")
         else:
-            parts.append(f"'{loc}': {e.get('msg', 'invalid').lower()}")
+            msg = str(e.get("msg", "invalid"))
+            # Lower-case only the first letter: the rest may quote a pattern or a value, case and all.
+            parts.append(f"'{loc}': {msg[:1].lower()}{msg[1:]}")
     fields = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in errors]
     return TokenIMError(
         ErrorCode.INVALID_REQUEST, "The request is invalid: " + "; ".join(parts) + ".", details={"fields": fields[:20]}

@@ -9,7 +9,13 @@ from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
 from tokenim.core.limits import MAX_DEVICES_PER_USER, MAX_ONE_TIME_KEYS_PER_UPLOAD, MAX_ONE_TIME_KEYS_STORED, ONE_TIME_KEY_TARGET
 from tokenim.protocol.api import ClaimedKey, KeyCountsResponse, KeysClaimResponse, KeysQueryResponse, UserKeys
-from tokenim.protocol.keys import parse_device_keys, parse_master_key, parse_one_time_keys, verify_one_time_key
+from tokenim.protocol.keys import (
+    ONE_TIME_KEY_ALGORITHM,
+    parse_device_keys,
+    parse_master_key,
+    parse_one_time_keys,
+    verify_one_time_key,
+)
 from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.common import Context, Requester
 from tokenim.server.storage.database import Tx
@@ -100,7 +106,9 @@ class KeyService:
             for uid, did in dict.fromkeys(wanted):
                 claimed = await self._ctx.keys.claim(tx, uid, did)
                 if claimed is not None:
-                    out.setdefault(uid, {})[did] = ClaimedKey(key_id=claimed.key_id, key=claimed.key)
+                    # The id in the form it was uploaded in: the map key `signed_curve25519:<id>`.
+                    full_id = f"{ONE_TIME_KEY_ALGORITHM}:{claimed.key_id}"
+                    out.setdefault(uid, {})[did] = ClaimedKey(key_id=full_id, key=claimed.key)
                     left, has_fallback = await self._ctx.keys.count_unclaimed(tx, uid, did)
                     if left < ONE_TIME_KEY_TARGET // 2 or not has_fallback:
                         running_low.append((uid, did))

@@ -102,6 +102,8 @@ class MessageService:
         limit = max(1, min(limit, MAX_SYNC))
         async with self._ctx.db.read() as tx:
             if await self._rooms.get_member(tx, room_id, requester.user_id) is None:
+                if await self._rooms.get_room(tx, room_id) is None:
+                    raise TokenIMError(ErrorCode.NOT_FOUND, f"There is no room {room_id}.")
                 raise TokenIMError(ErrorCode.FORBIDDEN, "You are not in this room.")
             rows = await self._events.history(tx, requester.user_id, room_id, before, limit)
         next_before = rows[-1].room_seq if len(rows) == limit else None
