@@ -411,7 +411,7 @@ class Client(AccountClient):
         return await self.send_content(room_id, {"type": "m.file", "body": path.name, "file": info})
 
     def _file_info(self, event_id: str) -> dict[str, Any] | None:
-        raw = self.store.all_records().get("file", {}).get(event_id)
+        raw = self.store.get_record("file", event_id)
         return None if raw is None else dict(json.loads(raw))
 
     async def download(self, event_id: str, out: Path) -> dict[str, Any]:
