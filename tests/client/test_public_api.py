@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import tokenim.client
 
-EXPECTED = ["Client", "KdfParams", "KeysInfo", "Message", "ProfileStore", "VerifiedUserKeys"]
+EXPECTED = [
+    "Client",
+    "ContactKeys",
+    "ExcludedDevice",
+    "KdfParams",
+    "KeyAcceptance",
+    "KeysInfo",
+    "Message",
+    "ProfileStore",
+    "SendResult",
+    "VerifiedUserKeys",
+]
 
 
 def test_public_names_are_pinned() -> None:

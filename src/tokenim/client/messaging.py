@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import websockets
 
-from tokenim.client.sdk import AccountClient
+from tokenim.client.contacts import ExcludedDevice, KeysClient, SendResult
 from tokenim.client.store import ProfileStore
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -94,31 +94,33 @@ def _to_message(result: RoomMessage | RejectedMessage) -> Message:
     )
 
 
-class Client(AccountClient):
+class Client(KeysClient):
     """A device that chats: every message is encrypted here and decrypted here."""
 
     def __init__(self, store: ProfileStore, identity: DeviceIdentity, http: httpx.AsyncClient, clock: Clock) -> None:
         super().__init__(store, identity, http, clock)
-        self._room_devices: dict[str, tuple[int, list[DeviceKeys]]] = {}
-
-    def _cached_room_devices(self, room_id: str) -> list[DeviceKeys] | None:
-        hit = self._room_devices.get(room_id)
-        if hit is None or self._clock.now_ms() - hit[0] > ROOM_DEVICES_TTL_MS:
-            return None
-        return hit[1]
+        self._room_devices: dict[str, tuple[int, list[DeviceKeys], list[ExcludedDevice]]] = {}
 
     def forget_room_devices(self, room_id: str) -> None:
         self._room_devices.pop(room_id, None)
 
-    async def room_devices(self, room_id: str) -> list[DeviceKeys]:
-        """The verified devices of the room's joined members (cached; see ROOM_DEVICES_TTL_MS)."""
-        cached = self._cached_room_devices(room_id)
-        if cached is not None:
-            return cached
+    def _trust_changed(self) -> None:
+        self._room_devices.clear()
+
+    async def room_recipients(self, room_id: str) -> tuple[list[DeviceKeys], list[ExcludedDevice]]:
+        """The verified devices of the room's joined members, and the member devices left out (cached; see
+        ROOM_DEVICES_TTL_MS)."""
+        hit = self._room_devices.get(room_id)
+        if hit is not None and self._clock.now_ms() - hit[0] <= ROOM_DEVICES_TTL_MS:
+            return hit[1], hit[2]
         members = [m.user_id for m in (await self.members(room_id)).members if m.membership == "join"]
-        devices = await self.devices_of(members)
-        self._room_devices[room_id] = (self._clock.now_ms(), devices)
-        return devices
+        devices, excluded = await self.recipients(members)
+        self._room_devices[room_id] = (self._clock.now_ms(), devices, excluded)
+        return devices, excluded
+
+    async def room_devices(self, room_id: str) -> list[DeviceKeys]:
+        """The verified devices of the room's joined members."""
+        return (await self.room_recipients(room_id))[0]
 
     # ---- rooms -------------------------------------------------------------------------------
 
@@ -152,11 +154,6 @@ class Client(AccountClient):
     async def members(self, room_id: str) -> MembersResponse:
         return await self._request("GET", f"/v1/rooms/{room_id}/members", MembersResponse)
 
-    def full_user_id(self, user: str) -> str:
-        """`bob` or `@bob` means @bob on this server."""
-        name = user.lstrip("@")
-        return user if ":" in user else f"@{name}:{self.store.get_meta('server_name')}"
-
     async def resolve_target(self, target: str) -> str:
         """A room id, a room name, or a person (`@bob`: the direct chat with them, created if needed)."""
         if target.startswith("@"):
@@ -171,17 +168,6 @@ class Client(AccountClient):
         return matches[0]
 
     # ---- keys of other devices ----------------------------------------------------------------
-
-    async def devices_of(self, user_ids: list[str]) -> list[DeviceKeys]:
-        """Verified device keys of these users; users whose master key changed are left out."""
-        wanted = set(user_ids)
-        users = await self.query_keys(sorted(wanted))
-        out: list[DeviceKeys] = []
-        for user_id, uk in users.items():
-            if user_id not in wanted:
-                continue  # never pin keys for someone we did not ask about
-            out.extend(self.machine.observe_user(user_id, uk.master.public_key, list(uk.devices.values())))
-        return out
 
     async def _ensure_sessions(self, devices: list[DeviceKeys]) -> None:
         missing = self.machine.devices_without_session(devices)
@@ -204,9 +190,11 @@ class Client(AccountClient):
 
     # ---- sending ------------------------------------------------------------------------------
 
-    async def share_room_key(self, room_id: str) -> None:
-        """Rotate if a rule says so, and give the current room key to member devices that lack it."""
-        devices = await self.room_devices(room_id)
+    async def share_room_key(self, room_id: str) -> list[ExcludedDevice]:
+        """Rotate if a rule says so, and give the current room key to member devices that lack it.
+
+        Returns the member devices left out: not trusted, or no Olm session could be made with them."""
+        devices, excluded = await self.room_recipients(room_id)
         need = self.machine.prepare_room_send(room_id, devices, self._clock.now_ms())
         if need:
             await self._ensure_sessions(need)
@@ -216,24 +204,39 @@ class Client(AccountClient):
                 await self._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
             self.machine.mark_key_shared(room_id, shared)
         self.persist_crypto()
+        has_key = self.machine.rooms.outbound[room_id].shared_with | {(self.user_id, self.device_id)}
+        unreachable = [d for d in devices if (d.user_id, d.device_id) not in has_key]
+        return excluded + [
+            ExcludedDevice(
+                user_id=d.user_id,
+                device_id=d.device_id,
+                reason="no_session",
+                message=f"no encrypted channel to device {d.device_id} of {d.user_id}: it has no one-time key left "
+                "on the server (it gets the key once it is online again).",
+            )
+            for d in unreachable
+        ]
 
-    async def send_content(self, room_id: str, plaintext: dict[str, Any]) -> SendResponse:
-        """Encrypt and send; retried with the same transaction id so a lost answer never duplicates."""
-        await self.share_room_key(room_id)
+    async def send_content(self, room_id: str, plaintext: dict[str, Any]) -> SendResult:
+        """Encrypt and send; retried with the same transaction id so a lost answer never duplicates.
+
+        The result names every member device left out of the message, and why."""
+        excluded = await self.share_room_key(room_id)
         content = self.machine.encrypt_room_message(room_id, plaintext)
         self.persist_crypto()
         txn_id = secrets.token_urlsafe(12)
         body = {"type": ENCRYPTED, "content": content}
         for attempt in range(SEND_RETRIES):
             try:
-                return await self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                sent = await self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
             except TokenIMError as err:
                 if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def send_text(self, room_id: str, text: str) -> SendResponse:
+    async def send_text(self, room_id: str, text: str) -> SendResult:
         return await self.send_content(room_id, {"type": "m.text", "body": text})
 
     # ---- receiving ----------------------------------------------------------------------------
@@ -377,7 +380,7 @@ class Client(AccountClient):
 
     # ---- files --------------------------------------------------------------------------------
 
-    async def send_file(self, room_id: str, path: Path) -> SendResponse:
+    async def send_file(self, room_id: str, path: Path) -> SendResult:
         """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
         if not path.is_file():
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
@@ -411,7 +414,7 @@ class Client(AccountClient):
         return await self.send_content(room_id, {"type": "m.file", "body": path.name, "file": info})
 
     def _file_info(self, event_id: str) -> dict[str, Any] | None:
-        raw = self.store.all_records().get("file", {}).get(event_id)
+        raw = self.store.get_record("file", event_id)
         return None if raw is None else dict(json.loads(raw))
 
     async def download(self, event_id: str, out: Path) -> dict[str, Any]:

@@ -3,11 +3,17 @@
 Private material is encrypted with AES-256-GCM under a random data key; the data key is wrapped by
 a key derived from the user's passphrase with Argon2id, whose parameters are stored beside it.
 Changing the passphrase only rewraps the data key.
+
+Record names (room ids, contacts' user ids, session and event ids) are metadata too: a record is
+filed under HMAC-SHA256 tags of its kind and name (keyed by a subkey of the data key), and its real
+kind and name travel inside its ciphertext. Lookups recompute the tags.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import sqlite3
@@ -24,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 PROFILE_FILE = "profile.db"
+RECORDS_FORMAT = "hmac-names-1"  # meta `records_format`: absent in profiles whose record names are readable
 LOCK_FILE = "profile.lock"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,7 +74,10 @@ class ProfileStore:
         self._lock = lock
         self._conn = conn
         self._aead = AESGCM(_subkey(data_key, b"secrets"))
+        self._name_key = _subkey(data_key, b"record-names")
         self.pickle_key = _subkey(data_key, b"vodozemac-pickle")
+        if self.get_meta("records_format") != RECORDS_FORMAT:
+            self._hide_record_names()
 
     @staticmethod
     def db_path(profile_dir: Path) -> Path:
@@ -151,9 +161,12 @@ class ProfileStore:
     def _connect(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None)
         conn.isolation_level = "DEFERRED"
-        # WAL: a commit per sent message stays cheap; the data survives a crash of the process.
+        # WAL keeps a commit per sent message cheap. FULL: a commit is on disk before it returns, so ratchet
+        # state saved before a message leaves survives power loss too, and no Megolm index is ever used twice.
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        # Deleted rows (old sessions, readable names of an older profile) are overwritten, not left in free pages.
+        conn.execute("PRAGMA secure_delete=ON")
         conn.executescript(_SCHEMA)
         return conn
 
@@ -222,19 +235,57 @@ class ProfileStore:
                 )
             for kind, items in (records or {}).items():
                 for name, item in items.items():
-                    if item is None:
-                        self._conn.execute("DELETE FROM records WHERE kind = ? AND name = ?", (kind, name))
-                        continue
-                    nonce = os.urandom(12)
-                    aad = f"{kind}\x00{name}".encode()
-                    self._conn.execute(
-                        "INSERT OR REPLACE INTO records(kind, name, nonce, ciphertext) VALUES (?, ?, ?, ?)",
-                        (kind, name, nonce, self._aead.encrypt(nonce, item, aad)),
-                    )
+                    self._put_record(kind, name, item)
+
+    def _tags(self, kind: str, name: str) -> tuple[str, str]:
+        """The stored (kind, name) of a record: keyed hashes, so equal names still find each other."""
+        kind_tag = hmac.new(self._name_key, b"kind\x00" + kind.encode(), hashlib.sha256).hexdigest()[:32]
+        name_tag = hmac.new(self._name_key, f"name\x00{kind}\x00{name}".encode(), hashlib.sha256).hexdigest()
+        return kind_tag, name_tag
+
+    def _put_record(self, kind: str, name: str, item: bytes | None) -> None:
+        kind_tag, name_tag = self._tags(kind, name)
+        if item is None:
+            self._conn.execute("DELETE FROM records WHERE kind = ? AND name = ?", (kind_tag, name_tag))
+            return
+        k, n = kind.encode(), name.encode()
+        framed = len(k).to_bytes(2, "big") + k + len(n).to_bytes(2, "big") + n + item
+        nonce = os.urandom(12)
+        self._conn.execute(
+            "INSERT OR REPLACE INTO records(kind, name, nonce, ciphertext) VALUES (?, ?, ?, ?)",
+            (kind_tag, name_tag, nonce, self._aead.encrypt(nonce, framed, f"{kind_tag}\x00{name_tag}".encode())),
+        )
+
+    def _open_record(self, kind_tag: str, name_tag: str, nonce: bytes, ct: bytes) -> tuple[str, str, bytes]:
+        framed = self._aead.decrypt(nonce, ct, f"{kind_tag}\x00{name_tag}".encode())
+        klen = int.from_bytes(framed[:2], "big")
+        kind = framed[2 : 2 + klen].decode()
+        nlen = int.from_bytes(framed[2 + klen : 4 + klen], "big")
+        name = framed[4 + klen : 4 + klen + nlen].decode()
+        return kind, name, framed[4 + klen + nlen :]
+
+    def get_record(self, kind: str, name: str) -> bytes | None:
+        """One record by kind and name, decrypted; None if there is none."""
+        kind_tag, name_tag = self._tags(kind, name)
+        q = "SELECT nonce, ciphertext FROM records WHERE kind = ? AND name = ?"
+        row = self._conn.execute(q, (kind_tag, name_tag)).fetchone()
+        return None if row is None else self._open_record(kind_tag, name_tag, row[0], row[1])[2]
+
+    def _hide_record_names(self) -> None:
+        """Convert records of an older profile (readable kind and name, AAD "kind NUL name") in one transaction."""
+        with self._conn:
+            old = self._conn.execute("SELECT kind, name, nonce, ciphertext FROM records").fetchall()
+            self._conn.execute("DELETE FROM records")
+            for kind, name, nonce, ct in old:
+                self._put_record(kind, name, self._aead.decrypt(nonce, ct, f"{kind}\x00{name}".encode()))
+            self._conn.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('records_format', ?)", (RECORDS_FORMAT,))
+        if old:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the old pages must not linger in the WAL
 
     def all_records(self) -> dict[str, dict[str, bytes]]:
         """Every stored record, decrypted, by kind."""
         out: dict[str, dict[str, bytes]] = {}
-        for kind, name, nonce, ct in self._conn.execute("SELECT kind, name, nonce, ciphertext FROM records"):
-            out.setdefault(kind, {})[name] = self._aead.decrypt(nonce, ct, f"{kind}\x00{name}".encode())
+        for kind_tag, name_tag, nonce, ct in self._conn.execute("SELECT kind, name, nonce, ciphertext FROM records"):
+            kind, name, item = self._open_record(kind_tag, name_tag, nonce, ct)
+            out.setdefault(kind, {})[name] = item
         return out

@@ -30,6 +30,7 @@ class ErrorCode(StrEnum):
     KEY_CONFLICT = "key_conflict"
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
+    PROFILE_FORKED = "profile_forked"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -40,6 +41,7 @@ class ErrorCode(StrEnum):
     SERVER_UNREACHABLE = "server_unreachable"
     BAD_RESPONSE = "bad_response"
     BAD_CONFIG = "bad_config"
+    FINGERPRINT_MISMATCH = "fingerprint_mismatch"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -64,6 +66,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.KEY_CONFLICT: 409,
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.PROFILE_FORKED: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,
@@ -73,6 +76,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.SERVER_UNREACHABLE: 503,
     ErrorCode.BAD_RESPONSE: 502,
     ErrorCode.BAD_CONFIG: 400,
+    ErrorCode.FINGERPRINT_MISMATCH: 400,
 }
 
 

@@ -53,6 +53,9 @@ class CryptoMachine:
         self.pinned_masters: dict[str, str] = {identity.user_id: identity.master.public_key}
         self.trusted_devices: dict[tuple[str, str], str] = {}  # (user, device) -> ed25519 when signed by the pinned master
         self.dirty_pins: set[str] = set()
+        # Users whose server-presented master key differs from the pinned one: user -> presented key. Their
+        # devices get no room keys until the pinned key comes back or the user accepts the new one.
+        self.key_changes: dict[str, str] = {}
 
     # ---- trust -------------------------------------------------------------------------------
 
@@ -67,10 +70,22 @@ class CryptoMachine:
             # Devices trusted under the pinned key are no longer shown as verified.
             for ref in [ref for ref in self.trusted_devices if ref[0] == user_id]:
                 del self.trusted_devices[ref]
+            self.key_changes[user_id] = master_key
             return []
+        self.key_changes.pop(user_id, None)  # the pinned key is back (e.g. a server's swap ended)
         for d in devices:
             self.trusted_devices[(d.user_id, d.device_id)] = d.ed25519
         return devices
+
+    def accept_master(self, user_id: str, master_key: str) -> None:
+        """Pin `master_key` for `user_id` on the user's word (after comparing fingerprints), replacing the old pin."""
+        if user_id == self.identity.user_id:
+            raise CryptoError("own_key", "Your own master key can't be replaced here.")
+        self.pinned_masters[user_id] = master_key
+        self.dirty_pins.add(user_id)
+        self.key_changes.pop(user_id, None)
+        for ref in [ref for ref in self.trusted_devices if ref[0] == user_id]:
+            del self.trusted_devices[ref]  # trusted again when next seen under the new key
 
     def is_verified(self, user_id: str, device_id: str, ed25519: str) -> bool:
         return self.trusted_devices.get((user_id, device_id)) == ed25519

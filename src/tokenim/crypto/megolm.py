@@ -15,6 +15,7 @@ from typing import Any
 import vodozemac
 
 from tokenim.crypto.olm import CryptoError
+from tokenim.crypto.padding import pad, unpad
 from tokenim.protocol.keys import MEGOLM_ALGORITHM, DeviceKeys
 
 ROTATE_AFTER_MESSAGES = 100
@@ -114,9 +115,11 @@ class RoomSessions:
         self.dirty_inbound.add(ref)
 
     def encrypt(self, room_id: str, plaintext: dict[str, Any]) -> dict[str, Any]:
-        """Encrypt an event for a room; the room id goes inside so it can't be replayed into another room."""
+        """Encrypt an event for a room; the room id goes inside so it can't be replayed into another room.
+
+        The plaintext is padded to a size bucket (see crypto/padding.py)."""
         out = self.outbound[room_id]
-        body = json.dumps({**plaintext, "room_id": room_id}, separators=(",", ":")).encode()
+        body = pad(json.dumps({**plaintext, "room_id": room_id}, separators=(",", ":")).encode())
         ciphertext = out.session.encrypt(body).to_base64()
         out.message_count += 1
         self.dirty_outbound.add(room_id)
@@ -164,7 +167,7 @@ class RoomSessions:
             ) from None
         index = int(decrypted.message_index)
         try:
-            plaintext = json.loads(bytes(decrypted.plaintext))
+            plaintext = json.loads(unpad(bytes(decrypted.plaintext)))
         except (ValueError, RecursionError):
             raise CryptoError("malformed", "The decrypted message is not JSON.") from None
         if not isinstance(plaintext, dict) or plaintext.get("room_id") != room_id:
