@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     INVITE_REQUIRED = "invite_required"
     INVITE_INVALID = "invite_invalid"
     KEY_CONFLICT = "key_conflict"
+    ROOM_NAME_TAKEN = "room_name_taken"
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal_error"
@@ -40,6 +41,7 @@ class ErrorCode(StrEnum):
     SERVER_UNREACHABLE = "server_unreachable"
     BAD_RESPONSE = "bad_response"
     BAD_CONFIG = "bad_config"
+    FILE_EXISTS = "file_exists"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -62,6 +64,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVITE_REQUIRED: 403,
     ErrorCode.INVITE_INVALID: 403,
     ErrorCode.KEY_CONFLICT: 409,
+    ErrorCode.ROOM_NAME_TAKEN: 409,
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL: 500,
@@ -73,6 +76,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.SERVER_UNREACHABLE: 503,
     ErrorCode.BAD_RESPONSE: 502,
     ErrorCode.BAD_CONFIG: 400,
+    ErrorCode.FILE_EXISTS: 409,
 }
 
 
