@@ -66,7 +66,7 @@ def test_register_login_devices_keys_and_no_secrets_on_server(server: RunningSer
     assert denied.returncode == 1 and "Only an admin" in denied.stderr
 
     # Log out, prove that the session is gone, log back in by key.
-    assert bob.json("logout") == {"logged_out": True}
+    assert bob.json("logout") == {"logged_out": True, "all": False, "sessions_ended": 1}
     out = bob.run("whoami", "--json", check=False)
     assert out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == "not_logged_in"
     assert bob.json("login")["logged_in"] is True

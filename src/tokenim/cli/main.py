@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import json
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tokenim import __version__
-from tokenim.client import Client
-from tokenim.core.clock import SystemClock
+from tokenim.cli import account, keys, messages, rooms
+from tokenim.cli.output import clean, emit, emit_json
+from tokenim.cli.prompt import PromptAborted, read_passphrase
+from tokenim.client import ProfileStore
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 Handler = Callable[[argparse.Namespace], Awaitable[Any]]
+Human = Callable[[dict[str, Any], argparse.Namespace], str]
 
 
 def default_profile() -> Path:
@@ -29,341 +29,179 @@ def default_profile() -> Path:
     return Path(base) / "tokenim" / "default"
 
 
-def read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str:
-    """From --passphrase-file, then TOKENIM_PASSPHRASE, then a prompt (twice for a new profile)."""
-    if getattr(args, "passphrase_file", None):
-        try:
-            text = Path(args.passphrase_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the passphrase file: {exc.strerror}.") from None
-        return text.rstrip("\r\n")
-    if os.environ.get("TOKENIM_PASSPHRASE"):
-        return os.environ["TOKENIM_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        raise TokenIMError(
-            ErrorCode.BAD_CONFIG, "No passphrase: use --passphrase-file or TOKENIM_PASSPHRASE when not at a terminal."
-        )
-    first = getpass.getpass("Profile passphrase: ")
-    if confirm and getpass.getpass("Repeat the passphrase: ") != first:
-        raise TokenIMError(ErrorCode.INVALID_REQUEST, "The two passphrases differ.")
-    return first
+class UsageError(Exception):
+    """A command line argparse could not make sense of; printed like any other error."""
 
 
-def parse_duration(text: str) -> int:
-    """'7d', '12h', '30m' or '90s' to seconds."""
-    m = re.fullmatch(r"(\d+)([dhms])", text.strip())
-    if not m:
-        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"'{text}' is not a duration: use forms like 7d, 12h, 30m.")
-    return int(m.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[m.group(2)]
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line raises instead of printing and exiting, so `--json` can shape it."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-async def _open(args: argparse.Namespace) -> Client:
-    return await Client.open(args.profile, read_passphrase(args), clock=SystemClock())
-
-
-async def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
-    passphrase = read_passphrase(args, confirm=True)
-    async with await Client.register(
-        args.profile,
-        passphrase,
-        server_url=args.server,
-        username=args.username,
-        email=args.email,
-        invite=args.invite,
-        clock=SystemClock(),
-    ) as client:
-        me = await client.whoami()
-        info = client.keys_info()
-        return {"user_id": me.user_id, "device_id": me.device_id, "is_admin": me.is_admin, "fingerprint": info.fingerprint}
-
-
-async def cmd_login(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        tokens = await client.login()
-        return {"user_id": tokens.user_id, "device_id": tokens.device_id, "logged_in": True}
-
-
-async def cmd_logout(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        await client.logout()
-        return {"logged_out": True}
-
-
-async def cmd_whoami(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        return (await client.whoami()).model_dump()
-
-
-async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        if args.action == "remove":
-            if not args.device_id:
-                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Say which device: tokenim devices remove DEVICE_ID.")
-            await client.remove_device(args.device_id)
-            return {"removed": args.device_id}
-        devices = await client.devices()
-        return {
-            "devices": [
-                {
-                    "device_id": d.device_id,
-                    "current": d.device_id == client.device_id,
-                    "created_at": d.created_at,
-                    "last_seen_at": d.last_seen_at,
-                    "ed25519": d.keys["keys"].get(f"ed25519:{d.device_id}"),
-                }
-                for d in devices.devices
-            ]
-        }
-
-
-async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        info = client.keys_info()
-        return {
-            "user_id": info.user_id,
-            "master_key": info.master_key,
-            "master_key_version": info.master_key_version,
-            "fingerprint": info.fingerprint,
-            "device_id": info.device_id,
-            "device_keys": {"ed25519": info.device_ed25519, "curve25519": info.device_curve25519},
-        }
-
-
-async def cmd_invite_create(args: argparse.Namespace) -> dict[str, Any]:
-    seconds = parse_duration(args.expires)
-    async with await _open(args) as client:
-        return (await client.create_invite(seconds)).model_dump()
-
-
-async def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        return {"rooms": [r.model_dump() for r in (await client.rooms()).rooms]}
-
-
-async def cmd_room(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        action = args.room_command
-        if action == "create":
-            return (await client.create_room(args.name, args.invite or [])).model_dump()
-        room_id = await client.resolve_target(args.room)
-        if action == "invite":
-            for user in args.users:
-                await client.invite(room_id, user)
-            return {"room_id": room_id, "invited": [client.full_user_id(u) for u in args.users]}
-        if action == "join":
-            return (await client.join(room_id)).model_dump()
-        if action == "leave":
-            await client.leave(room_id)
-            return {"room_id": room_id, "left": True}
-        if action == "remove":
-            for user in args.users:
-                await client.remove(room_id, user)
-            return {"room_id": room_id, "removed": [client.full_user_id(u) for u in args.users]}
-        if action == "rename":
-            await client.rename(room_id, args.name)
-            return {"room_id": room_id, "name": args.name}
-        return (await client.members(room_id)).model_dump()
-
-
-async def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        room_id = await client.resolve_target(args.target)
-        sent = await client.send_text(room_id, args.text)
-        return {"room_id": room_id, **sent.model_dump()}
-
-
-async def cmd_send_file(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        room_id = await client.resolve_target(args.target)
-        sent = await client.send_file(room_id, Path(args.path))
-        return {"room_id": room_id, **sent.model_dump()}
-
-
-async def cmd_download(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        info = await client.download(args.event, Path(args.out))
-        return {
-            "event_id": args.event,
-            "out": str(args.out),
-            "name": info["name"],
-            "size": info["size"],
-            "sha256": info["sha256"],
-        }
-
-
-async def cmd_read(args: argparse.Namespace) -> dict[str, Any]:
-    async with await _open(args) as client:
-        room_id = await client.resolve_target(args.target)
-        await client.sync()
-        messages = await client.history(room_id, args.limit)
-        return {"messages": [m.to_json() for m in messages]}
-
-
-async def cmd_listen(args: argparse.Namespace) -> None:
-    async with await _open(args) as client:
-        async for message in client.listen():
-            print(json.dumps(message.to_json()) if args.json else _message_line(message.to_json()), flush=True)
-
-
-def _message_line(m: dict[str, Any]) -> str:
-    if "warning" in m:
-        return f"[{m['room']}] {m['sender']}: !! {m['warning']}"
-    mark = "" if m["verified"] else " (unverified device)"
-    body = (
-        m["body"]
-        if "file" not in m
-        else f"[file {m['file']['name']}, {m['file']['size']} bytes: tokenim download {m['id']} --out FILE]"
+def _epilog() -> str:
+    return (
+        "The profile (this device's keys, encrypted) is --profile, else $TOKENIM_PROFILE, else "
+        f"{default_profile()}. Its passphrase comes from --passphrase-file, else $TOKENIM_PASSPHRASE, "
+        "else a prompt. With --json, results and errors are JSON objects (see docs/cli.md)."
     )
-    return f"[{m['room']}] {m['sender']}{mark}: {body}"
 
 
-def _human(command: str, result: dict[str, Any]) -> str:
-    if command == "register":
-        admin = " (organisation admin)" if result["is_admin"] else ""
-        return (
-            f"Registered {result['user_id']}{admin}, device {result['device_id']}.\nYour key fingerprint: {result['fingerprint']}"
-        )
-    if command == "login":
-        return f"Logged in as {result['user_id']} on device {result['device_id']}."
-    if command == "logout":
-        return "Logged out."
-    if command == "whoami":
-        admin = ", admin" if result["is_admin"] else ""
-        return f"{result['user_id']} (device {result['device_id']}{admin})"
-    if command == "devices":
-        if "removed" in result:
-            return f"Removed device {result['removed']}."
-        lines = []
-        for d in result["devices"]:
-            mark = "*" if d["current"] else " "
-            lines.append(f"{mark} {d['device_id']}  ed25519 {d['ed25519']}")
-        return "\n".join(lines)
-    if command == "keys":
-        fp = result["fingerprint"].split()
-        rows = [" ".join(fp[i : i + 4]) for i in range(0, len(fp), 4)]
-        return "\n".join(
-            [
-                f"User:        {result['user_id']}",
-                f"Master key:  {result['master_key']} (version {result['master_key_version']})",
-                "Fingerprint: " + ("\n             ".join(rows)),
-                f"Device:      {result['device_id']}",
-                f"  ed25519:     {result['device_keys']['ed25519']}",
-                f"  curve25519:  {result['device_keys']['curve25519']}",
-            ]
-        )
-    if command == "rooms":
-        return (
-            "\n".join(
-                f"{r['room_id']}  {r['kind']:6}  {r['name'] or ', '.join(r['members'])}  ({r['membership']})"
-                for r in result["rooms"]
-            )
-            or "No rooms yet."
-        )
-    if command == "room":
-        return json.dumps(result, indent=2)
-    if command in ("send", "send-file"):
-        return f"Sent {result['event_id']} to {result['room_id']}."
-    if command == "download":
-        return f"Saved {result['name']} ({result['size']} bytes, hash checked) to {result['out']}."
-    if command == "read":
-        return "\n".join(_message_line(m) for m in result["messages"]) or "No messages."
-    if command == "admin":
-        return f"Invite code: {result['code']}\n(one use; expires at {result['expires_at']} ms since the epoch)"
-    return json.dumps(result, indent=2)
+def _common() -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of text (default: text)"
+    )
+    common.add_argument(
+        "--profile",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"profile directory (default: $TOKENIM_PROFILE, else {default_profile()})",
+    )
+    common.add_argument(
+        "--passphrase-file",
+        default=argparse.SUPPRESS,
+        help="read the profile passphrase from this file (default: $TOKENIM_PASSPHRASE, else a prompt)",
+    )
+    return common
+
+
+def _sub(sub: Any, name: str, text: str, common: argparse.ArgumentParser, handler: Handler | None, human: Human | None) -> Any:
+    p = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", parents=[common], epilog=_epilog())
+    if handler is not None:
+        p.set_defaults(handler=handler, human=human)
+    return p
+
+
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run the server", description="Run the TokenIM server.")
+    serve.add_argument("--config", help="a TOML config file (default: $TOKENIM_CONFIG, else none)")
+    serve.add_argument("--data", dest="data_dir", help="data directory (default: ./tokenim-data)")
+    serve.add_argument("--host", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", help="port to listen on (default: 8470, or $TOKENIM_PORT)")
+    serve.add_argument("--database", help="sqlite:///PATH or postgresql://… (default: SQLite in the data directory)")
+    serve.add_argument("--registration", choices=["invite", "open"], help="who may register (default: invite)")
+    serve.add_argument("--server-name", help="the name in user ids, @user:NAME (default: localhost)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="log detail (default: info)")
+
+
+def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
+    reg = _sub(sub, "register", "create an account: keys are made here", common, account.cmd_register, _h(account.human_register))
+    reg.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8470 (required)")
+    reg.add_argument("--username", required=True, help="your user name, lower case (required)")
+    reg.add_argument("--email", help="your e-mail address (default: none)")
+    reg.add_argument("--invite", help="invite code from an admin, any case, dashes optional (default: none)")
+    _sub(sub, "login", "log in by signing a server challenge", common, account.cmd_login, _h(account.human_login))
+    out = _sub(sub, "logout", "end this session on the server", common, account.cmd_logout, _h(account.human_logout))
+    out.add_argument("--all", action="store_true", help="end every session of your account, on all devices (default: off)")
+    _sub(sub, "whoami", "show the logged-in user", common, account.cmd_whoami, _h(account.human_whoami))
+    dev = _sub(sub, "devices", "list (or remove) your devices", common, account.cmd_devices, _h(account.human_devices))
+    dev.add_argument("action", nargs="?", choices=["list", "remove"], default="list", help="list or remove (default: list)")
+    dev.add_argument("device_id", nargs="?", help="the device to remove (not the one in use)")
+    key = _sub(sub, "keys", "your keys", common, None, None)
+    key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))
+    admin = _sub(sub, "admin", "organisation administration", common, None, None)
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    invite = _sub(admin_sub, "invite", "invites", common, None, None)
+    invite_sub = invite.add_subparsers(dest="invite_command", required=True, metavar="ACTION")
+    create = _sub(invite_sub, "create", "create a one-time invite", common, account.cmd_invite_create, _h(account.human_invite))
+    create.add_argument("--expires", default="7d", help="how long it stays valid, e.g. 7d, 12h, 30m (default: 7d)")
+
+
+def _add_rooms(sub: Any, common: argparse.ArgumentParser) -> None:
+    _sub(sub, "rooms", "list your rooms", common, rooms.cmd_rooms, _h(rooms.human_rooms))
+    room = _sub(sub, "room", "create and manage rooms (ROOM: a room name or id)", common, None, None)
+    room_sub = room.add_subparsers(dest="room_command", required=True, metavar="ACTION")
+    human = _room_human
+    rc = _sub(room_sub, "create", "create a group room", common, rooms.cmd_room, human)
+    rc.add_argument("name", nargs="?", help="the room's name, distinct among your rooms")
+    rc.add_argument(
+        "--invite",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="@USER",
+        help="people to invite: repeat it, or list several (@a @b, or @a,@b) (default: nobody)",
+    )
+    for name, text in [("invite", "invite people"), ("remove", "remove people (room admins)")]:
+        p = _sub(room_sub, name, text, common, rooms.cmd_room, human)
+        p.add_argument("room", help="room name or id")
+        p.add_argument("users", nargs="+", metavar="@USER", help="one or more people")
+    for name, text in [("join", "accept an invitation"), ("leave", "leave a room"), ("members", "list members")]:
+        _sub(room_sub, name, text, common, rooms.cmd_room, human).add_argument("room", help="room name or id")
+    rn = _sub(room_sub, "rename", "rename a room (room admins)", common, rooms.cmd_room, human)
+    rn.add_argument("room", help="room name or id")
+    rn.add_argument("name", help="the new name, distinct among your rooms")
+
+
+def _add_messages(sub: Any, common: argparse.ArgumentParser) -> None:
+    send = _sub(sub, "send", "send a text message", common, messages.cmd_send, _h(messages.human_sent))
+    send.add_argument("target", help="@user (a direct chat, started if needed), a room name or a room id")
+    send.add_argument("text", nargs="?", help="the message; '-' reads it from standard input")
+    send.add_argument("--file", help="read the message text (UTF-8) from this file (default: none)")
+    sf = _sub(sub, "send-file", "send an encrypted file", common, messages.cmd_send_file, _h(messages.human_sent))
+    sf.add_argument("target", help="@user, a room name or a room id")
+    sf.add_argument("path", help="the file to send")
+    dl = _sub(
+        sub, "download", "download and decrypt a file from a message", common, messages.cmd_download, _h(messages.human_download)
+    )
+    dl.add_argument("event", help="the message id ($…), as `tokenim read` shows it")
+    dl.add_argument("--out", help="file or folder to save to (default: the file's own name, in the current folder)")
+    dl.add_argument("--force", action="store_true", help="replace an existing file (default: never replace)")
+    rd = _sub(sub, "read", "sync, then show a room's latest messages", common, messages.cmd_read, _h(messages.human_read))
+    rd.add_argument("target", help="@user (an existing direct chat), a room name or a room id")
+    rd.add_argument("--limit", type=int, default=20, help="how many messages, 1 to 1000 (default: 20)")
+    _sub(sub, "listen", "stream incoming messages until interrupted (reconnects by itself)", common, messages.cmd_listen, None)
+
+
+def _h(fn: Callable[[dict[str, Any]], str]) -> Human:
+    return lambda result, _args: fn(result)
+
+
+def _room_human(result: dict[str, Any], args: argparse.Namespace) -> str:
+    return rooms.human_room(result, args.room_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-    common.add_argument("--profile", type=Path, default=argparse.SUPPRESS, help="profile directory (default: $TOKENIM_PROFILE)")
-    common.add_argument("--passphrase-file", default=argparse.SUPPRESS, help="read the profile passphrase from this file")
-
-    parser = argparse.ArgumentParser(prog="tokenim", description="TokenIM: end-to-end encrypted messaging.", parents=[common])
+    common = _common()
+    parser = Parser(prog="tokenim", description="TokenIM: end-to-end encrypted messaging.", parents=[common], epilog=_epilog())
     parser.add_argument("--version", action="version", version=f"tokenim {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="run the server")
-    serve.add_argument("--config", help="a TOML config file")
-    serve.add_argument("--data", dest="data_dir", help="data directory (default ./tokenim-data)")
-    serve.add_argument("--host")
-    serve.add_argument("--port")
-    serve.add_argument("--database", help="sqlite:///PATH or postgresql://…")
-    serve.add_argument("--registration", choices=["invite", "open"])
-    serve.add_argument("--server-name")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-
-    reg = sub.add_parser("register", help="create an account: keys are made here", parents=[common])
-    reg.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8470")
-    reg.add_argument("--username", required=True)
-    reg.add_argument("--email")
-    reg.add_argument("--invite")
-    reg.set_defaults(handler=cmd_register)
-
-    for name, handler, text in [
-        ("login", cmd_login, "log in by signing a server challenge"),
-        ("logout", cmd_logout, "end this session"),
-        ("whoami", cmd_whoami, "show the logged-in user"),
-    ]:
-        sub.add_parser(name, help=text, parents=[common]).set_defaults(handler=handler)
-
-    dev = sub.add_parser("devices", help="list (or remove) your devices", parents=[common])
-    dev.add_argument("action", nargs="?", choices=["list", "remove"], default="list")
-    dev.add_argument("device_id", nargs="?")
-    dev.set_defaults(handler=cmd_devices)
-
-    keys = sub.add_parser("keys", help="your keys", parents=[common])
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("show", help="master key, fingerprint and device keys", parents=[common]).set_defaults(
-        handler=cmd_keys_show
-    )
-
-    admin = sub.add_parser("admin", help="organisation administration", parents=[common])
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    invite = admin_sub.add_parser("invite", help="invites", parents=[common])
-    invite_sub = invite.add_subparsers(dest="invite_command", required=True)
-    create = invite_sub.add_parser("create", help="create a one-time invite", parents=[common])
-    create.add_argument("--expires", default="7d", help="lifetime, e.g. 7d, 12h (default 7d)")
-    create.set_defaults(handler=cmd_invite_create)
-    sub.add_parser("rooms", help="list your rooms", parents=[common]).set_defaults(handler=cmd_rooms)
-    room = sub.add_parser("room", help="create and manage rooms", parents=[common])
-    room_sub = room.add_subparsers(dest="room_command", required=True)
-    rc = room_sub.add_parser("create", help="create a group room", parents=[common])
-    rc.add_argument("name")
-    rc.add_argument("--invite", nargs="*", metavar="@USER")
-    for name, text in [("invite", "invite people"), ("remove", "remove people (room admins)")]:
-        p = room_sub.add_parser(name, help=text, parents=[common])
-        p.add_argument("room")
-        p.add_argument("users", nargs="+", metavar="@USER")
-    for name, text in [("join", "accept an invitation"), ("leave", "leave a room"), ("members", "list members")]:
-        room_sub.add_parser(name, help=text, parents=[common]).add_argument("room")
-    rn = room_sub.add_parser("rename", help="rename a room (room admins)", parents=[common])
-    rn.add_argument("room")
-    rn.add_argument("name")
-    room.set_defaults(handler=cmd_room)
-
-    send = sub.add_parser("send", help="send a message: TARGET is @user, a room name or a room id", parents=[common])
-    send.add_argument("target")
-    send.add_argument("text")
-    send.set_defaults(handler=cmd_send)
-    sf = sub.add_parser("send-file", help="send an encrypted file", parents=[common])
-    sf.add_argument("target")
-    sf.add_argument("path")
-    sf.set_defaults(handler=cmd_send_file)
-    dl = sub.add_parser("download", help="download and decrypt a file from a message", parents=[common])
-    dl.add_argument("event")
-    dl.add_argument("--out", required=True)
-    dl.set_defaults(handler=cmd_download)
-    rd = sub.add_parser("read", help="sync, then show a room's latest messages", parents=[common])
-    rd.add_argument("target")
-    rd.add_argument("--limit", type=int, default=20)
-    rd.set_defaults(handler=cmd_read)
-    sub.add_parser("listen", help="stream incoming messages until interrupted", parents=[common]).set_defaults(handler=cmd_listen)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_account(sub, common)
+    _add_rooms(sub, common)
+    _add_messages(sub, common)
     return parser
+
+
+def _fail(err: TokenIMError, as_json: bool) -> int:
+    if as_json:
+        emit_json(err.to_json())
+    else:
+        emit(f"tokenim: {clean(err.message)}", sys.stderr)
+    return 1
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    """Profile and passphrase, before the event loop (so Ctrl-C at the prompt is seen at once)."""
+    args.profile = getattr(args, "profile", None) or default_profile()
+    new = args.command == "register"
+    if new and ProfileStore.exists(args.profile):
+        raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {args.profile}: use another --profile.")
+    user_inputs = [args.username, "tokenim"] if new else []
+    args.passphrase = read_passphrase(getattr(args, "passphrase_file", None), new=new, user_inputs=user_inputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tokenim` command."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(TokenIMError(ErrorCode.INVALID_REQUEST, str(exc)), as_json)
     if args.command == "serve":
         from tokenim.server.run import serve
 
@@ -372,23 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return serve(config_file=args.config, flags=flags)
     args.json = getattr(args, "json", False)
-    args.profile = getattr(args, "profile", None) or default_profile()
-    args.passphrase_file = getattr(args, "passphrase_file", None)
     try:
+        _prepare(args)
         result = asyncio.run(args.handler(args))
     except TokenIMError as err:
-        if args.json:
-            print(json.dumps(err.to_json()))
-        else:
-            print(f"tokenim: {err.message}", file=sys.stderr)
-        return 1
+        return _fail(err, args.json)
+    except PromptAborted as aborted:
+        emit("\ntokenim: cancelled." if aborted.interrupted else "\ntokenim: no passphrase given.", sys.stderr)
+        return 130 if aborted.interrupted else 1
     except KeyboardInterrupt:
         return 130
-    if result is not None:
-        if args.json and args.command == "read":
-            print(json.dumps(result["messages"]))
-        else:
-            print(json.dumps(result) if args.json else _human(args.command, result))
+    if result is None:
+        return 0
+    if args.json:
+        emit_json(result["messages"] if args.command == "read" else result)
+    else:
+        emit(args.human(result, args))
     return 0
 
 

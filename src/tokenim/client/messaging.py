@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import mimetypes
-import os
+import random
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,18 +15,16 @@ import httpx
 import websockets
 
 from tokenim.client.contacts import ExcludedDevice, KeysClient, SendResult
+from tokenim.client.files import download_file, upload_file
 from tokenim.client.store import ProfileStore
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.core.ids import parse_user_id
+from tokenim.core.ids import check_user_id
 from tokenim.core.limits import ONE_TIME_KEY_TARGET
-from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
-from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
 from tokenim.crypto.olm import CryptoError
 from tokenim.protocol.api import (
-    BlobResponse,
     HistoryResponse,
     MembersResponse,
     OkResponse,
@@ -36,10 +33,13 @@ from tokenim.protocol.api import (
     SendResponse,
     SyncResponse,
 )
-from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MEMBER
+from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MAX_CONTENT_BYTES, MEMBER
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
 
 SEND_RETRIES = 3
+RECONNECT_FIRST_S = 0.5
+RECONNECT_MAX_S = 30.0
+NOT_FILE = "not_file"  # record kind: ids of messages received that carry no file
 # Member devices of a room are cached for a long-running client; membership and device-list events seen in
 # sync drop the entry at once, so a leave, removal or removed device still rotates the key on the next send.
 ROOM_DEVICES_TTL_MS = 5 * 60 * 1000
@@ -100,6 +100,7 @@ class Client(KeysClient):
     def __init__(self, store: ProfileStore, identity: DeviceIdentity, http: httpx.AsyncClient, clock: Clock) -> None:
         super().__init__(store, identity, http, clock)
         self._room_devices: dict[str, tuple[int, list[DeviceKeys], list[ExcludedDevice]]] = {}
+        self._listen_synced = False
 
     def forget_room_devices(self, room_id: str) -> None:
         self._room_devices.pop(room_id, None)
@@ -151,21 +152,43 @@ class Client(KeysClient):
     async def rename(self, room_id: str, name: str) -> None:
         await self._post(f"/v1/rooms/{room_id}/name", {"name": name}, OkResponse)
 
+    async def room(self, room_id: str) -> RoomSummary:
+        return await self._request("GET", f"/v1/rooms/{room_id}", RoomSummary)
+
     async def members(self, room_id: str) -> MembersResponse:
         return await self._request("GET", f"/v1/rooms/{room_id}/members", MembersResponse)
 
-    async def resolve_target(self, target: str) -> str:
-        """A room id, a room name, or a person (`@bob`: the direct chat with them, created if needed)."""
+    async def resolve_target(self, target: str, *, create: bool = False) -> str:
+        """A room id, a room name, or a person (`@bob`: the direct chat with them; made only if `create`).
+
+        A name that several of your rooms share is refused with their ids listed (`details.candidates`).
+        """
         if target.startswith("@"):
-            parse_user_id(self.full_user_id(target))
-            return (await self.direct_room(target)).room_id
+            user_id = str(check_user_id(self.full_user_id(target)))
+            if create:
+                return (await self.direct_room(user_id)).room_id
+            direct = [r for r in (await self.rooms()).rooms if r.kind == "direct" and user_id in r.members]
+            if not direct:
+                raise TokenIMError(
+                    ErrorCode.NOT_FOUND, f"You have no direct chat with {user_id} yet: send them a message to start one."
+                )
+            return direct[0].room_id
         if target.startswith("!"):
             return target
-        matches = [r.room_id for r in (await self.rooms()).rooms if r.name == target]
-        if len(matches) != 1:
-            what = "no room" if not matches else "several rooms"
-            raise TokenIMError(ErrorCode.NOT_FOUND, f"You are in {what} named '{target}': use the room id (!…).")
-        return matches[0]
+        key = target.strip().casefold()
+        rooms = [r for r in (await self.rooms()).rooms if r.kind == "group" and r.name.strip().casefold() == key]
+        exact = [r for r in rooms if r.name == target]
+        matches = exact if len(exact) == 1 else rooms
+        if not matches:
+            raise TokenIMError(ErrorCode.NOT_FOUND, f"You are in no room named '{target}': see `tokenim rooms`.")
+        if len(matches) > 1:
+            listed = ", ".join(f"{r.room_id} ({r.membership})" for r in matches)
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST,
+                f"Several of your rooms are named '{target}': {listed}. Name one by its id.",
+                details={"candidates": [r.model_dump() for r in matches]},
+            )
+        return matches[0].room_id
 
     # ---- keys of other devices ----------------------------------------------------------------
 
@@ -222,6 +245,7 @@ class Client(KeysClient):
 
         The result names every member device left out of the message, and why."""
         excluded = await self.share_room_key(room_id)
+        self._check_fits(room_id, plaintext)
         content = self.machine.encrypt_room_message(room_id, plaintext)
         self.persist_crypto()
         txn_id = secrets.token_urlsafe(12)
@@ -237,7 +261,31 @@ class Client(KeysClient):
         raise AssertionError("unreachable")
 
     async def send_text(self, room_id: str, text: str) -> SendResult:
+        """Send a text message; an empty one, or one too big to fit once encrypted, is refused before sending."""
+        if not text.strip():
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "The message is empty: nothing was sent.")
         return await self.send_content(room_id, {"type": "m.text", "body": text})
+
+    def _check_fits(self, room_id: str, plaintext: dict[str, Any]) -> None:
+        """The server limits the encrypted content: say how much of this text would fit, in characters."""
+        if self.machine.encrypted_size(room_id, plaintext) <= MAX_CONTENT_BYTES:
+            return
+        body = plaintext.get("body")
+        if plaintext.get("type") != "m.text" or not isinstance(body, str):
+            raise TokenIMError(ErrorCode.BODY_TOO_LARGE, "This message is too big to send once encrypted.")
+        low, high = 0, len(body)  # the longest prefix that fits: encoded size grows with the prefix
+        while low < high:
+            mid = (low + high + 1) // 2
+            if self.machine.encrypted_size(room_id, {**plaintext, "body": body[:mid]}) <= MAX_CONTENT_BYTES:
+                low = mid
+            else:
+                high = mid - 1
+        raise TokenIMError(
+            ErrorCode.BODY_TOO_LARGE,
+            f"This text is {len(body):,} characters long; one message holds at most {low:,} characters of it "
+            f"(the limit is {MAX_CONTENT_BYTES:,} bytes once encrypted and encoded). Nothing was sent.",
+            details={"length": len(body), "max_length": low},
+        )
 
     # ---- receiving ----------------------------------------------------------------------------
 
@@ -285,6 +333,8 @@ class Client(KeysClient):
         message = _to_message(self.machine.decrypt_room_event(event))
         if message.file is not None:
             self.store.put_records({"file": {message.id: json.dumps(message.file).encode()}})
+        elif message.warning is None:
+            self.store.put_records({NOT_FILE: {message.id: b""}})  # so `download` can say it is not a file
         return message
 
     async def sync(self) -> list[Message]:
@@ -323,31 +373,53 @@ class Client(KeysClient):
         messages = await self.decrypt_events(list(reversed(events[:limit])))
         return messages
 
-    async def listen(self, *, ready: asyncio.Event | None = None) -> AsyncIterator[Message]:
-        """Stream new messages over the WebSocket, catching up first.
+    async def listen(
+        self, *, ready: asyncio.Event | None = None, on_retry: Callable[[str, float], None] | None = None
+    ) -> AsyncIterator[Message]:
+        """Stream new messages over the WebSocket, catching up first, until cancelled.
 
-        When the access token expires the server closes the socket (4401): the client refreshes and
-        reconnects from its stored position. A device that fell too far behind (1008) just reconnects.
+        A lost connection, a server restart or an unreachable server is retried with exponential backoff
+        (`on_retry(reason, delay_seconds)` is told), and each connection resumes from the stored position,
+        so nothing is missed or shown twice. When the access token expires the server closes with 4401:
+        the client refreshes and reconnects. Only a session the server no longer honours ends the stream.
         """
+        delay = RECONNECT_FIRST_S
         while True:
+            self._listen_synced = False
             try:
                 async for message in self._listen_once(ready):
                     yield message
-                return
+                reason = "the server closed the connection"
             except TokenIMError as err:
-                if err.code is not ErrorCode.TOKEN_EXPIRED:
+                if err.code is ErrorCode.TOKEN_EXPIRED:
+                    await self._refresh_or_retry()
+                    continue
+                if err.code is not ErrorCode.SERVER_UNREACHABLE:
                     raise
-                await self.refresh()
+                reason = err.message.rstrip(".")
             except websockets.ConnectionClosed as closed:
                 code = closed.rcvd.code if closed.rcvd is not None else None
                 if code == 4401:
-                    await self.refresh()  # raises if the session itself is gone (logout, removed device)
-                elif code != 1008:
-                    raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The live connection was closed ({code}).") from None
-            except (OSError, websockets.WebSocketException) as exc:
-                raise TokenIMError(
-                    ErrorCode.SERVER_UNREACHABLE, f"The live connection to the server failed: {type(exc).__name__}."
-                ) from None
+                    await self._refresh_or_retry()  # raises if the session itself is gone (logout, removed device)
+                    continue
+                reason = "the connection was lost" if code in (None, 1006) else f"the server closed the connection ({code})"
+            except (OSError, TimeoutError, websockets.WebSocketException):
+                reason = "the server cannot be reached"
+            if self._listen_synced:
+                delay = RECONNECT_FIRST_S
+            wait = delay * random.uniform(0.8, 1.2)  # noqa: S311 (jitter, not a secret)
+            if on_retry is not None:
+                on_retry(reason, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def _refresh_or_retry(self) -> None:
+        try:
+            await self.refresh()
+        except TokenIMError as err:
+            if err.code is not ErrorCode.SERVER_UNREACHABLE:
+                raise
+            await asyncio.sleep(RECONNECT_FIRST_S)
 
     async def _listen_once(self, ready: asyncio.Event | None) -> AsyncIterator[Message]:
         pos, after = self._pos()
@@ -372,6 +444,7 @@ class Client(KeysClient):
                 elif kind == "keys_low":
                     await self.replenish_keys()
                 elif kind == "synced":
+                    self._listen_synced = True
                     self.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
                     if ready is not None:
                         ready.set()
@@ -382,89 +455,32 @@ class Client(KeysClient):
 
     async def send_file(self, room_id: str, path: Path) -> SendResult:
         """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
-        if not path.is_file():
-            raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
-        key = FileKey.generate()
+        return await self.send_content(room_id, await upload_file(self, path))
 
-        def plaintext_chunks() -> Iterator[bytes]:
-            with path.open("rb") as fh:
-                yield from iter(lambda: fh.read(1 << 20), b"")
+    async def download(self, event_id: str, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+        """Fetch a file sent in a message, check its hash and decrypt it to `out`, which must not exist
+        unless `overwrite`; returns the file's description (name, size, sha256…)."""
+        info = await self.file_message(event_id)
+        await download_file(self, info, out, overwrite=overwrite)
+        return info
 
-        async def body() -> AsyncIterator[bytes]:
-            for chunk in encrypt_chunks(key, plaintext_chunks()):
-                yield chunk
-
-        headers = {"Authorization": f"Bearer {self._access_token()}", "Content-Type": "application/octet-stream"}
-        try:
-            resp = await self._http.post("/v1/blobs", content=body(), headers=headers, timeout=None)
-        except httpx.TransportError as exc:
-            raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The upload failed: {type(exc).__name__}.") from None
-        if resp.status_code >= 400:
-            raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
-        blob = BlobResponse.model_validate(resp.json())
-        info = {
-            "algorithm": FILE_ALGORITHM,
-            "blob_id": blob.blob_id,
-            "key": key.to_b64(),
-            "sha256": blob.sha256,
-            "name": path.name,
-            "size": path.stat().st_size,
-            "mimetype": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-        }
-        return await self.send_content(room_id, {"type": "m.file", "body": path.name, "file": info})
-
-    def _file_info(self, event_id: str) -> dict[str, Any] | None:
-        raw = self.store.get_record("file", event_id)
-        return None if raw is None else dict(json.loads(raw))
-
-    async def download(self, event_id: str, out: Path) -> dict[str, Any]:
-        """Fetch a file sent in a message, check its hash, decrypt it to `out` (streamed, never whole in memory)."""
+    async def file_message(self, event_id: str) -> dict[str, Any]:
+        """The description of the file a message carries (syncing first if it is not known yet)."""
         info = self._file_info(event_id)
         if info is None:
             await self.sync()
             info = self._file_info(event_id)
         if info is None:
+            if self.store.get_record(NOT_FILE, event_id) is not None:
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Message {event_id} is a text message, not a file.")
             raise TokenIMError(
-                ErrorCode.NOT_FOUND, f"No file message {event_id} is known here: run `tokenim read` on its room first."
+                ErrorCode.NOT_FOUND, f"No file message {event_id} is known here: check the id with `tokenim read`."
             )
-        tmp_cipher = out.with_name(out.name + ".download")
-        tmp_plain = out.with_name(out.name + ".partial")
-        import hashlib
-
-        digest = hashlib.sha256()
-        try:
-            async with self._http.stream(
-                "GET", f"/v1/blobs/{info['blob_id']}", headers={"Authorization": f"Bearer {self._access_token()}"}, timeout=None
-            ) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
-                with tmp_cipher.open("wb") as fh:
-                    async for chunk in resp.aiter_bytes(1 << 20):
-                        digest.update(chunk)
-                        fh.write(chunk)
-            if digest.hexdigest() != info["sha256"]:
-                raise TokenIMError(
-                    ErrorCode.BAD_RESPONSE, "The downloaded file does not match its hash: it was changed. Nothing was written."
-                )
-
-            def cipher_chunks() -> Iterator[bytes]:
-                with tmp_cipher.open("rb") as fh:
-                    yield from iter(lambda: fh.read(1 << 20), b"")
-
-            fd = os.open(tmp_plain, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                for chunk in decrypt_chunks(FileKey.from_b64(info["key"]), cipher_chunks()):
-                    fh.write(chunk)
-            tmp_plain.replace(out)
-        except CryptoError as err:
-            raise TokenIMError(ErrorCode.BAD_RESPONSE, err.message) from None
-        except httpx.TransportError as exc:
-            raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The download failed: {type(exc).__name__}.") from None
-        finally:
-            tmp_cipher.unlink(missing_ok=True)
-            tmp_plain.unlink(missing_ok=True)
         return info
+
+    def _file_info(self, event_id: str) -> dict[str, Any] | None:
+        raw = self.store.get_record("file", event_id)
+        return None if raw is None else dict(json.loads(raw))
 
 
 __all__ = ["Client", "Message"]

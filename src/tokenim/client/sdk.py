@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from tokenim.protocol.api import (
     KeyCountsResponse,
     KeysClaimResponse,
     KeysQueryResponse,
+    LogoutAllResponse,
     OkResponse,
     RegisterResponse,
     TokenResponse,
@@ -128,7 +130,7 @@ class AccountClient:
             body = {
                 "username": username,
                 "email": email,
-                "invite": invite,
+                "invite": None if invite is None else normalise_invite(invite),
                 "master_key": identity.master_key_object(),
                 "device_keys": identity.device_keys_object(now),
                 "one_time_keys": upload.one_time_keys,
@@ -146,7 +148,7 @@ class AccountClient:
             elif not registered and isinstance(exc, Exception):
                 raise TokenIMError(
                     ErrorCode.SERVER_UNREACHABLE,
-                    f"Registration may or may not have completed ({exc}). Your new keys are kept in {profile_dir}: "
+                    f"Registration may or may not have completed ({_sentence(exc)}). Your new keys are kept in {profile_dir}: "
                     "try `tokenim login`; if it says the user is unknown, remove that directory and register again.",
                 ) from exc
             raise
@@ -177,10 +179,10 @@ class AccountClient:
             except BaseException:
                 await http.aclose()
                 raise
-        except (InvalidTag, ValueError, KeyError, TypeError) as exc:
+        except (InvalidTag, ValueError, KeyError, TypeError):
             store.close()
             raise TokenIMError(
-                ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is damaged: {type(exc).__name__}."
+                ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is damaged: its records cannot be read."
             ) from None
         except BaseException:
             store.close()
@@ -240,6 +242,7 @@ class AccountClient:
 
     async def login(self) -> TokenResponse:
         """Prove this device holds its key (signed challenge) and keep the tokens, encrypted."""
+        previous = self.store.get_secret("access_token"), self.store.get_secret("refresh_token")
         ident = {"user_id": self.user_id, "device_id": self.device_id}
         challenge = await self._post("/v1/login/challenge", ident, ChallengeResponse, auth=False)
         expected = self.store.get_meta("server_name")
@@ -252,8 +255,28 @@ class AccountClient:
             "/v1/login", {**ident, "nonce": challenge.nonce, "signature": signature}, TokenResponse, auth=False
         )
         self._keep_tokens(tokens)
+        await self._end_session(*previous)  # a second login must not leave the first session alive on the server
         await self.replenish_keys()
         return tokens
+
+    async def _end_session(self, access: bytes | None, refresh: bytes | None) -> None:
+        """End a session this device held before, only once a new one is in hand (a failed login keeps it)."""
+        if access is None:
+            return
+        try:
+            await _call(self._http, "POST", "/v1/logout", OkResponse, token=access.decode())
+            return
+        except TokenIMError as err:
+            if err.code is not ErrorCode.TOKEN_EXPIRED or refresh is None:
+                if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
+                    return  # the server no longer honours it
+                raise
+        try:  # an expired access token: its refresh token still lives, so take it and end that session
+            fresh = await _call(self._http, "POST", "/v1/token/refresh", TokenResponse, body={"refresh_token": refresh.decode()})
+            await _call(self._http, "POST", "/v1/logout", OkResponse, token=fresh.access_token)
+        except TokenIMError as err:
+            if err.code not in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
+                raise
 
     def _keep_tokens(self, tokens: TokenResponse | None) -> None:
         if tokens is None:
@@ -276,12 +299,26 @@ class AccountClient:
             raise
         self._keep_tokens(tokens)
 
-    async def logout(self) -> None:
-        """End this session on the server and forget the tokens here."""
+    async def logout(self, *, everywhere: bool = False) -> int:
+        """End this session (or, `everywhere`, every session of the account) on the server, then forget the
+        tokens here; returns how many sessions the server ended (0: it had already ended this one).
+
+        If the server can't be reached or fails, the tokens are kept: the session is still valid there, and
+        forgetting it here would leave it usable for weeks with no way left to end it.
+        """
+        path = "/v1/logout/all" if everywhere else "/v1/logout"
         try:
-            await self._request("POST", "/v1/logout", OkResponse)
-        finally:
-            self._keep_tokens(None)
+            if everywhere:
+                ended = (await self._request("POST", path, LogoutAllResponse)).sessions_ended
+            else:
+                await self._request("POST", path, OkResponse)
+                ended = 1
+        except TokenIMError as err:
+            if err.code not in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
+                raise
+            ended = 0  # the server no longer honours this session: nothing is left to end there
+        self._keep_tokens(None)
+        return ended
 
     async def whoami(self) -> WhoAmIResponse:
         return await self._request("GET", "/v1/whoami", WhoAmIResponse)
@@ -338,6 +375,47 @@ class AccountClient:
         )
 
 
+def normalise_invite(code: str) -> str:
+    """An invite code as the server made it (`ABCD-EFGH-…`), whatever the case, dashes or spaces typed."""
+    chars = "".join(c for c in code if c not in "- \t").upper()
+    if len(chars) != 24 or not chars.isalnum():
+        return code.strip()  # not the server's form: sent as typed, the server says whether it is valid
+    return "-".join(chars[i : i + 4] for i in range(0, 24, 4))
+
+
+def transport_problem(exc: BaseException) -> str:
+    """What went wrong on the way to the server, in words (never an exception class name)."""
+    causes: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(causes) < 10:
+        causes.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for cause in causes:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            detail = cause.verify_message or "it could not be verified"
+            return f"its TLS certificate was refused ({detail})"
+        if isinstance(cause, ssl.SSLError):
+            return "the secure (TLS) connection could not be set up"
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return "the connection timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return "the server did not answer in time"
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "name or service" in text or "nodename" in text or "getaddrinfo" in text or "resolution" in text:
+            return "its host name could not be found"
+        return "the connection was refused (is the server running, and is the address right?)"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "the connection was cut before the server answered"
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the address is not an http:// or https:// URL"
+    return "the connection failed"
+
+
+def _sentence(exc: BaseException) -> str:
+    return exc.message.rstrip(".") if isinstance(exc, TokenIMError) else "the connection failed"
+
+
 def _refused(exc: BaseException) -> bool:
     """A definite refusal from the server (not a lost answer, a crash or an interruption)."""
     unsure = (ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.INTERNAL)
@@ -366,7 +444,7 @@ async def _call(
         resp = await http.request(method, path, json=body, headers=headers)
     except httpx.TransportError as exc:
         raise TokenIMError(
-            ErrorCode.SERVER_UNREACHABLE, f"Cannot reach the server at {http.base_url}: {type(exc).__name__}."
+            ErrorCode.SERVER_UNREACHABLE, f"Cannot reach the server at {http.base_url}: {transport_problem(exc)}."
         ) from None
     try:
         payload = resp.json()
@@ -382,4 +460,4 @@ async def _call(
         ) from None
 
 
-__all__ = ["AccountClient", "KeysInfo"]
+__all__ = ["AccountClient", "KeysInfo", "normalise_invite", "transport_problem"]

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     INVITE_REQUIRED = "invite_required"
     INVITE_INVALID = "invite_invalid"
     KEY_CONFLICT = "key_conflict"
+    ROOM_NAME_TAKEN = "room_name_taken"
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
     PROFILE_FORKED = "profile_forked"
@@ -42,6 +43,7 @@ class ErrorCode(StrEnum):
     BAD_RESPONSE = "bad_response"
     BAD_CONFIG = "bad_config"
     FINGERPRINT_MISMATCH = "fingerprint_mismatch"
+    FILE_EXISTS = "file_exists"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -64,6 +66,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVITE_REQUIRED: 403,
     ErrorCode.INVITE_INVALID: 403,
     ErrorCode.KEY_CONFLICT: 409,
+    ErrorCode.ROOM_NAME_TAKEN: 409,
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.PROFILE_FORKED: 409,
@@ -77,6 +80,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_RESPONSE: 502,
     ErrorCode.BAD_CONFIG: 400,
     ErrorCode.FINGERPRINT_MISMATCH: 400,
+    ErrorCode.FILE_EXISTS: 409,
 }
 
 

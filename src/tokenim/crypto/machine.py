@@ -125,6 +125,10 @@ class CryptoMachine:
     def encrypt_room_message(self, room_id: str, plaintext: dict[str, Any]) -> dict[str, Any]:
         return self.rooms.encrypt(room_id, plaintext)
 
+    def encrypted_size(self, room_id: str, plaintext: dict[str, Any]) -> int:
+        """What `encrypt_room_message` would weigh against the server's content limit (after `prepare_room_send`)."""
+        return self.rooms.encrypted_size(room_id, plaintext)
+
     # ---- receiving ---------------------------------------------------------------------------
 
     def receive_to_device(self, sender: str, content: dict[str, Any], sender_device: DeviceKeys | None) -> str:

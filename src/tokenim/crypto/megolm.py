@@ -25,6 +25,27 @@ DeviceRef = tuple[str, str]  # (user id, device id)
 InboundRef = tuple[str, str, str]  # (room id, session id, Curve25519 key of the device that sent the room key)
 
 
+def _plaintext_bytes(room_id: str, plaintext: dict[str, Any]) -> bytes:
+    """What Megolm encrypts: the event with its room id, padded to a size bucket (crypto/padding.py)."""
+    return pad(json.dumps({**plaintext, "room_id": room_id}, separators=(",", ":")).encode())
+
+
+def _megolm_base64_len(plaintext_len: int, message_index: int) -> int:
+    """Length of a Megolm v1 message in unpadded base64: version, index and ciphertext fields (protobuf),
+    AES-256-CBC with PKCS#7 padding, an 8-byte MAC and a 64-byte Ed25519 signature."""
+    ciphertext = 16 * (plaintext_len // 16 + 1)
+    raw = 1 + 1 + _varint_len(message_index) + 1 + _varint_len(ciphertext) + ciphertext + 8 + 64
+    return (raw * 4 + 2) // 3
+
+
+def _varint_len(n: int) -> int:
+    length = 1
+    while n >= 0x80:
+        n >>= 7
+        length += 1
+    return length
+
+
 @dataclass
 class OutboundSession:
     room_id: str
@@ -119,10 +140,12 @@ class RoomSessions:
 
         The plaintext is padded to a size bucket (see crypto/padding.py)."""
         out = self.outbound[room_id]
-        body = pad(json.dumps({**plaintext, "room_id": room_id}, separators=(",", ":")).encode())
-        ciphertext = out.session.encrypt(body).to_base64()
+        ciphertext = out.session.encrypt(_plaintext_bytes(room_id, plaintext)).to_base64()
         out.message_count += 1
         self.dirty_outbound.add(room_id)
+        return self._content(out, ciphertext)
+
+    def _content(self, out: OutboundSession, ciphertext: str) -> dict[str, Any]:
         return {
             "algorithm": MEGOLM_ALGORITHM,
             "ciphertext": ciphertext,
@@ -130,6 +153,13 @@ class RoomSessions:
             "sender_key": self._me[2],
             "device_id": self._me[1],
         }
+
+    def encrypted_size(self, room_id: str, plaintext: dict[str, Any]) -> int:
+        """The total length of the string fields `encrypt` would produce (what the server's size limit
+        counts), computed without encrypting, so nothing is spent on a message that is too big."""
+        out = self.outbound[room_id]
+        ciphertext_len = _megolm_base64_len(len(_plaintext_bytes(room_id, plaintext)), out.session.message_index)
+        return sum(len(v) for v in self._content(out, "").values() if isinstance(v, str)) + ciphertext_len
 
     def add_inbound(
         self, room_key: dict[str, Any], sender: str, sender_device: str, sender_key: str, sender_ed25519: str

@@ -142,6 +142,13 @@ class OkResponse(_Wire):
     ok: bool = True
 
 
+class LogoutAllResponse(_Wire):
+    """`POST /v1/logout/all`: every session of the account ended, on all its devices."""
+
+    ok: bool = True
+    sessions_ended: int
+
+
 class AddDeviceRequest(_Wire):
     device_keys: dict[str, Any]
     one_time_keys: dict[str, Any] = Field(default_factory=dict)

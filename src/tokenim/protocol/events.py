@@ -50,4 +50,3 @@ def check_olm_content(content: dict[str, Any]) -> None:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"To-device messages must use {OLM_ALGORITHM}.")
     if not isinstance(content.get("sender_key"), str) or not isinstance(content.get("ciphertext"), dict):
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "Olm content needs 'sender_key' and a 'ciphertext' object.")
-

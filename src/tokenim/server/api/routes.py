@@ -23,6 +23,7 @@ from tokenim.protocol.api import (
     KeysQueryResponse,
     KeysUploadRequest,
     LoginRequest,
+    LogoutAllResponse,
     OkResponse,
     RefreshRequest,
     RegisterRequest,
@@ -94,6 +95,10 @@ def build_router(services: Services, server_name: str) -> APIRouter:
     async def logout(me: Me) -> OkResponse:
         await services.auth.do_logout(me)
         return OkResponse()
+
+    @router.post("/v1/logout/all", response_model=LogoutAllResponse, tags=["auth"])
+    async def logout_all(me: Me) -> LogoutAllResponse:
+        return LogoutAllResponse(sessions_ended=await services.auth.do_logout_all(me))
 
     @router.get("/v1/whoami", response_model=WhoAmIResponse, tags=["auth"])
     async def whoami(me: Me) -> WhoAmIResponse:

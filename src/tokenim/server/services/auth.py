@@ -123,6 +123,15 @@ class AuthService:
             await self._ctx.auditor.record(tx, "logout", requester.user_id, requester.device_id)
         self._on_session_end(requester.session_id)
 
+    async def do_logout_all(self, requester: Requester) -> int:
+        """End every session of the requester's account, on all their devices; returns how many ended."""
+        async with self._ctx.db.write() as tx:
+            sessions = await self._ctx.auth.delete_user_sessions(tx, requester.user_id)
+            await self._ctx.auditor.record(tx, "logout_all", requester.user_id, requester.device_id)
+        for session_id in sessions:
+            self._on_session_end(session_id)
+        return len(sessions)
+
     async def access_requester(self, authorization: str | None) -> Requester:
         """Resolve an `Authorization: Bearer <token>` header to the requester, or raise 401."""
         if not authorization or not authorization.startswith("Bearer ") or len(authorization) > 200:

@@ -43,6 +43,18 @@ class RoomService:
             if await self._ctx.accounts.get_user(tx, uid) is None:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {uid} on this server.")
 
+    async def _require_free_name(self, tx: Tx, user_id: str, name: str, renamed: str | None = None) -> None:
+        """Names find rooms: refuse a group name already used by a room this person is in or invited to."""
+        key = name.strip().casefold()
+        for room, me in await self._rooms.rooms_of(tx, user_id):
+            mine = room.kind == "group" and me.membership in (JOIN, INVITE) and room.room_id != renamed
+            if mine and room.name.strip().casefold() == key:
+                raise TokenIMError(
+                    ErrorCode.ROOM_NAME_TAKEN,
+                    f"You are already in a room named '{room.name}' ({room.room_id}): choose another name.",
+                    details={"room_id": room.room_id},
+                )
+
     async def _member_event(
         self,
         b: Batch,
@@ -89,6 +101,7 @@ class RoomService:
 
         async def job(b: Batch) -> str:
             await self._require_users(b.tx, invitees)
+            await self._require_free_name(b.tx, requester.user_id, name)
             return await self._create(b, requester, "group", name.strip() or name, [requester.user_id], invitees)
 
         room_id = await self._writer.submit(job)
@@ -188,6 +201,7 @@ class RoomService:
                 raise TokenIMError(ErrorCode.FORBIDDEN, "Only a room admin can rename it.")
             if room.kind == "direct":
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, "Direct chats have no name.")
+            await self._require_free_name(b.tx, requester.user_id, name, renamed=room_id)
             await self._rooms.rename(b.tx, room_id, name)
             ev = await b.add_event(room_id, NAME, requester.user_id, {"name": name})
             b.publish(ev, [m.user_id for m in await self._rooms.members(b.tx, room_id)])

@@ -87,6 +87,11 @@ class AuthStore:
     async def delete_session(self, tx: Tx, session_id: str) -> None:
         await tx.execute(delete(tokens).where(tokens.c.session_id == session_id))
 
+    async def delete_user_sessions(self, tx: Tx, user_id: str) -> list[str]:
+        """End every session of a user, on every device; returns the sessions ended."""
+        q = delete(tokens).where(tokens.c.user_id == user_id).returning(tokens.c.session_id)
+        return sorted({row.session_id for row in await tx.execute(q)})
+
     async def delete_device_tokens(self, tx: Tx, user_id: str, device_id: str) -> None:
         await tx.execute(delete(tokens).where(tokens.c.user_id == user_id, tokens.c.device_id == device_id))
 

@@ -1,0 +1,161 @@
+"""Account commands: register, login, logout, whoami, devices, admin invites."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from tokenim.cli.output import clean, duration, when
+from tokenim.client import Client
+from tokenim.core.clock import SystemClock
+from tokenim.core.errors import ErrorCode, TokenIMError
+
+MIN_INVITE_S, MAX_INVITE_S = 60, 365 * 86400
+
+
+async def open_client(args: argparse.Namespace) -> Client:
+    """Unlock the profile with the passphrase read before the event loop started."""
+    return await Client.open(args.profile, args.passphrase, clock=SystemClock())
+
+
+def parse_duration(text: str) -> int:
+    """'7d', '12h', '30m' or '90s' to seconds."""
+    m = re.fullmatch(r"(\d{1,9})\s*([dhms])", text.strip().lower())
+    if not m:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"'{text}' is not a duration: use forms like 7d, 12h, 30m.")
+    return int(m.group(1)) * {"d": 86400, "h": 3600, "m": 60, "s": 1}[m.group(2)]
+
+
+async def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
+    async with await Client.register(
+        args.profile,
+        args.passphrase,
+        server_url=args.server,
+        username=args.username,
+        email=args.email,
+        invite=args.invite,
+        clock=SystemClock(),
+    ) as client:
+        me = await client.whoami()
+        info = client.keys_info()
+        return {"user_id": me.user_id, "device_id": me.device_id, "is_admin": me.is_admin, "fingerprint": info.fingerprint}
+
+
+def human_register(r: dict[str, Any]) -> str:
+    admin = " (organisation admin)" if r["is_admin"] else ""
+    return f"Registered {clean(r['user_id'])}{admin}, device {clean(r['device_id'])}.\nYour key fingerprint: {r['fingerprint']}"
+
+
+async def cmd_login(args: argparse.Namespace) -> dict[str, Any]:
+    async with await open_client(args) as client:
+        tokens = await client.login()
+        return {"user_id": tokens.user_id, "device_id": tokens.device_id, "logged_in": True}
+
+
+def human_login(r: dict[str, Any]) -> str:
+    return f"Logged in as {clean(r['user_id'])} on device {clean(r['device_id'])}."
+
+
+async def cmd_logout(args: argparse.Namespace) -> dict[str, Any]:
+    async with await open_client(args) as client:
+        try:
+            ended = await client.logout(everywhere=args.all)
+        except TokenIMError as err:
+            if err.code is ErrorCode.NOT_LOGGED_IN:
+                raise
+            raise TokenIMError(
+                err.code,
+                f"{err.message.rstrip('.')}. You are still logged in: the server still honours this session, "
+                "so it was kept here too. Try again when the server can be reached.",
+                details=err.details,
+            ) from None
+        return {"logged_out": True, "all": args.all, "sessions_ended": ended}
+
+
+def human_logout(r: dict[str, Any]) -> str:
+    if r["all"]:
+        n = r["sessions_ended"]
+        return f"Logged out everywhere: {n} session{'s' if n != 1 else ''} ended on the server."
+    if r["sessions_ended"] == 0:
+        return "Logged out (the server had already ended this session)."
+    return "Logged out."
+
+
+async def cmd_whoami(args: argparse.Namespace) -> dict[str, Any]:
+    async with await open_client(args) as client:
+        return (await client.whoami()).model_dump()
+
+
+def human_whoami(r: dict[str, Any]) -> str:
+    admin = ", admin" if r["is_admin"] else ""
+    return f"{clean(r['user_id'])} (device {clean(r['device_id'])}{admin})"
+
+
+async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
+    async with await open_client(args) as client:
+        if args.action == "remove":
+            if not args.device_id:
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Say which device: tokenim devices remove DEVICE_ID.")
+            if args.device_id == client.device_id:
+                raise TokenIMError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"{args.device_id} is this device: removing it would end this profile's access, and a removed "
+                    "device can never log in again. Remove it from another of your devices, or use `tokenim logout` "
+                    "to end this session only.",
+                )
+            await client.remove_device(args.device_id)
+            return {"removed": args.device_id}
+        elif args.device_id:
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "`tokenim devices list` takes no device id.")
+        devices = await client.devices()
+        return {
+            "devices": [
+                {
+                    "device_id": d.device_id,
+                    "current": d.device_id == client.device_id,
+                    "created_at": d.created_at,
+                    "last_seen_at": d.last_seen_at,
+                    "ed25519": d.keys["keys"].get(f"ed25519:{d.device_id}"),
+                }
+                for d in devices.devices
+            ]
+        }
+
+
+def human_devices(r: dict[str, Any]) -> str:
+    if "removed" in r:
+        return f"Removed device {clean(r['removed'])}."
+    lines = []
+    for d in r["devices"]:
+        mark = "*" if d["current"] else " "
+        seen = f", last seen {when(d['last_seen_at'])}" if d["last_seen_at"] else ""
+        lines.append(
+            f"{mark} {clean(d['device_id'])}  added {when(d['created_at'])}{seen}\n    ed25519 {clean(d['ed25519'] or '-')}"
+        )
+    return "\n".join(lines) + "\n(* this device)"
+
+
+async def cmd_invite_create(args: argparse.Namespace) -> dict[str, Any]:
+    seconds = parse_duration(args.expires)
+    if not MIN_INVITE_S <= seconds <= MAX_INVITE_S:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"An invite lasts between 1 minute and 365 days, not {duration(seconds)}.")
+    async with await open_client(args) as client:
+        invite = await client.create_invite(seconds)
+        return {"code": invite.code, "expires_at": invite.expires_at}
+
+
+def human_invite(r: dict[str, Any]) -> str:
+    return f"Invite code: {clean(r['code'])}\n(one use; valid until {when(r['expires_at'])})"
+
+
+__all__ = [
+    "cmd_devices",
+    "cmd_invite_create",
+    "cmd_login",
+    "cmd_logout",
+    "cmd_register",
+    "cmd_whoami",
+    "open_client",
+    "parse_duration",
+]

@@ -1,0 +1,102 @@
+"""Everything the CLI prints passes through here: other people's text is escaped, times and sizes are human.
+
+Message bodies, room names, file names, user ids and error sentences that quote input all come from
+someone else. `clean` turns every character that could steer a terminal (C0 and C1 controls, DEL, ESC,
+BEL, CR, line and paragraph separators, bidirectional overrides and isolates, lone surrogates) into a
+visible escape such as `\\x1b` or `\\u202e`, so a message can neither fake a line of its own nor set a
+window title or colours. A multi-line message keeps its lines, each continuation marked as part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+# Bidirectional embeddings, overrides, isolates and marks: they reorder what follows them on the line.
+_BIDI = frozenset([0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+# Categories escaped whole: controls (C0, DEL, C1), line/paragraph separators, surrogates.
+_ESCAPED_CATEGORIES = frozenset(["Cc", "Zl", "Zp", "Cs"])
+CONTINUATION = "  | "
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if code in _BIDI or unicodedata.category(ch) in _ESCAPED_CATEGORIES:
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    return ch
+
+
+def clean(text: object) -> str:
+    """One line of text that is safe to print: every control, separator and bidi character is shown escaped."""
+    s = str(text)
+    if s.isprintable() and not any(ord(c) in _BIDI for c in s):
+        return s
+    return "".join(_escape_char(c) for c in s)
+
+
+def clean_lines(text: str) -> list[str]:
+    """A multi-line text as lines that are each safe; `\\r\\n` and `\\n` end a line, anything else is escaped."""
+    return [clean(line) for line in text.replace("\r\n", "\n").split("\n")]
+
+
+def block(first: str, text: str) -> str:
+    """`first` followed by a multi-line text whose continuation lines are marked as belonging to it."""
+    lines = clean_lines(text)
+    return "\n".join([first + lines[0], *(CONTINUATION + line for line in lines[1:])])
+
+
+def emit(text: str, stream: TextIO | None = None) -> None:
+    """Print human output. A last guard: whatever reached here unescaped is escaped, line by line."""
+    out = stream or sys.stdout
+    print("\n".join(clean(line) for line in text.split("\n")), file=out, flush=True)
+
+
+def emit_json(value: object, stream: TextIO | None = None) -> None:
+    """Print JSON: ASCII only, so control characters travel as `\\u001b` escapes, never raw."""
+    print(json.dumps(value, ensure_ascii=True), file=stream or sys.stdout, flush=True)
+
+
+def when(ms: int) -> str:
+    """A time (milliseconds since the epoch) as a person reads it, in UTC."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration(seconds: int) -> str:
+    """`604800` -> `7 days`; `5400` -> `1 hour 30 minutes`."""
+    parts = []
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            parts.append(f"{n} {unit}{'s' if n != 1 else ''}")
+    return " ".join(parts[:2]) or "0 seconds"
+
+
+def size(n: int) -> str:
+    """Bytes as a person reads them: `812 bytes`, `4.2 KB`, `1.5 MB`."""
+    if n < 1000:
+        return f"{n} byte{'s' if n != 1 else ''}"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def message_text(m: dict[str, Any]) -> str:
+    """One message for the terminal: a header line, then its body with continuation lines marked."""
+    room, sender = clean(m["room"]), clean(m["sender"])
+    if "warning" in m:
+        return block(f"[{room}] {sender}: !! ", str(m["warning"]))
+    mark = "" if m["verified"] else " (unverified device)"
+    head = f"[{room}] {sender}{mark}: "
+    if "file" in m:
+        f = m["file"]
+        return f"{head}[file {clean(f['name'])}, {size(int(f['size']))}: tokenim download {clean(m['id'])}]"
+    return block(head, m["body"] or "")
+
+
+__all__ = ["CONTINUATION", "block", "clean", "clean_lines", "duration", "emit", "emit_json", "message_text", "size", "when"]

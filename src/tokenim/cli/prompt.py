@@ -1,0 +1,77 @@
+"""The profile passphrase: where it comes from, and whether a new one is strong enough."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from zxcvbn import zxcvbn
+
+from tokenim.core.errors import ErrorCode, TokenIMError
+
+# zxcvbn's scale: 3 is "safely unguessable: moderate protection from offline slow-hash scenario".
+MIN_SCORE = 3
+
+
+class PromptAborted(Exception):
+    """The person pressed Ctrl-C or Ctrl-D at a prompt."""
+
+    def __init__(self, interrupted: bool) -> None:
+        super().__init__("interrupted" if interrupted else "end of input")
+        self.interrupted = interrupted
+
+
+def ask(prompt: str) -> str:
+    """A hidden prompt; Ctrl-C and Ctrl-D end it cleanly instead of being swallowed or raising."""
+    try:
+        return getpass.getpass(prompt)
+    except KeyboardInterrupt:
+        raise PromptAborted(interrupted=True) from None
+    except EOFError:
+        raise PromptAborted(interrupted=False) from None
+
+
+def check_strength(passphrase: str, user_inputs: list[str]) -> None:
+    """Refuse a passphrase that a strength estimator finds guessable, saying why."""
+    result = zxcvbn(passphrase[:100], user_inputs=user_inputs)
+    if result["score"] >= MIN_SCORE:
+        return
+    feedback = result.get("feedback") or {}
+    reason = feedback.get("warning") or "It would be guessed quickly."
+    hints = " ".join(feedback.get("suggestions") or ["Use four or more uncommon words."])
+    reason = reason if reason.endswith(".") else reason + "."
+    raise TokenIMError(
+        ErrorCode.INVALID_REQUEST,
+        f"That passphrase is too weak: {reason} {hints} It protects your keys if this computer is lost.",
+    )
+
+
+def read_passphrase(passphrase_file: str | None, *, new: bool = False, user_inputs: list[str] | None = None) -> str:
+    """From --passphrase-file, then TOKENIM_PASSPHRASE, then a prompt (twice, and checked, for a new profile)."""
+    if passphrase_file:
+        try:
+            text = Path(passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the passphrase file: {reason}.") from None
+    elif os.environ.get("TOKENIM_PASSPHRASE"):
+        text = os.environ["TOKENIM_PASSPHRASE"]
+    elif not sys.stdin.isatty():
+        raise TokenIMError(
+            ErrorCode.BAD_CONFIG, "No passphrase: use --passphrase-file or TOKENIM_PASSPHRASE when not at a terminal."
+        )
+    else:
+        text = ask("New profile passphrase: " if new else "Profile passphrase: ")
+        if new:
+            check_strength(text, user_inputs or [])
+            if ask("Repeat the passphrase: ") != text:
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, "The two passphrases differ.")
+        return text
+    if new:
+        check_strength(text, user_inputs or [])
+    return text
+
+
+__all__ = ["MIN_SCORE", "PromptAborted", "ask", "check_strength", "read_passphrase"]

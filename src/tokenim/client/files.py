@@ -1,0 +1,146 @@
+"""Encrypted files: upload while encrypting in chunks, download to a temporary file, check, decrypt, place.
+
+A download never overwrites an existing file unless asked, and never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tokenim.client.sdk import transport_problem
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
+from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
+from tokenim.crypto.olm import CryptoError
+from tokenim.protocol.api import BlobResponse
+
+if TYPE_CHECKING:
+    from tokenim.client.sdk import AccountClient
+
+CHUNK = 1 << 20
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        yield from iter(lambda: fh.read(CHUNK), b"")
+
+
+async def upload_file(client: AccountClient, path: Path) -> dict[str, Any]:
+    """Encrypt and upload a file; returns the `m.file` message content that carries its key."""
+    if not path.is_file():
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
+    key = FileKey.generate()
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in encrypt_chunks(key, _chunks(path)):
+            yield chunk
+
+    headers = {"Authorization": f"Bearer {client._access_token()}", "Content-Type": "application/octet-stream"}
+    try:
+        resp = await client._http.post("/v1/blobs", content=body(), headers=headers, timeout=None)
+    except httpx.TransportError as exc:
+        raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The upload failed: {transport_problem(exc)}.") from None
+    except OSError as exc:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Cannot read {path}: {exc.strerror}.") from None
+    if resp.status_code >= 400:
+        raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
+    blob = BlobResponse.model_validate(resp.json())
+    info = {
+        "algorithm": FILE_ALGORITHM,
+        "blob_id": blob.blob_id,
+        "key": key.to_b64(),
+        "sha256": blob.sha256,
+        "name": path.name,
+        "size": path.stat().st_size,
+        "mimetype": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+    }
+    return {"type": "m.file", "body": path.name, "file": info}
+
+
+def check_destination(out: Path, *, overwrite: bool) -> None:
+    """Refuse, in one sentence, a place a download can't or shouldn't go, before anything is fetched."""
+    parent = out.parent
+    if not parent.is_dir():
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The folder {parent} does not exist.")
+    if out.is_dir():
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{out} is a folder.")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: choose another name, or add --force to replace it.")
+
+
+async def download_file(client: AccountClient, info: dict[str, Any], out: Path, *, overwrite: bool) -> None:
+    """Fetch the blob to a temporary file beside `out`, check its hash, decrypt, then put it in place."""
+    check_destination(out, overwrite=overwrite)
+    tmp_cipher = tmp_plain = None
+    try:
+        tmp_cipher = _temp_beside(out)
+        tmp_plain = _temp_beside(out)
+        digest = hashlib.sha256()
+        headers = {"Authorization": f"Bearer {client._access_token()}"}
+        async with client._http.stream("GET", f"/v1/blobs/{info['blob_id']}", headers=headers, timeout=None) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
+            with tmp_cipher.open("wb") as fh:
+                async for chunk in resp.aiter_bytes(CHUNK):
+                    digest.update(chunk)
+                    fh.write(chunk)
+        if digest.hexdigest() != info["sha256"]:
+            raise TokenIMError(
+                ErrorCode.BAD_RESPONSE, "The downloaded file does not match its hash: it was changed. Nothing was written."
+            )
+        with tmp_plain.open("wb") as fh:
+            for chunk in decrypt_chunks(FileKey.from_b64(info["key"]), _chunks(tmp_cipher)):
+                fh.write(chunk)
+        _place(tmp_plain, out, overwrite=overwrite)
+    except CryptoError as err:
+        raise TokenIMError(ErrorCode.BAD_RESPONSE, err.message) from None
+    except httpx.TransportError as exc:
+        raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The download failed: {transport_problem(exc)}.") from None
+    except OSError as exc:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Cannot write {out}: {exc.strerror or 'the write failed'}.") from None
+    finally:
+        for tmp in (tmp_cipher, tmp_plain):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+
+def _temp_beside(out: Path) -> Path:
+    """A new private file in the destination folder (so the final move is a rename, never a copy)."""
+    fd, name = tempfile.mkstemp(prefix=".tokenim-", suffix=".part", dir=out.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _place(tmp: Path, out: Path, *, overwrite: bool) -> None:
+    if overwrite:
+        tmp.replace(out)
+        return
+    try:
+        os.link(tmp, out)  # fails if `out` appeared meanwhile: an existing file is never replaced
+    except FileExistsError:
+        raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: choose another name, or add --force.") from None
+
+
+def safe_file_name(name: str, fallback: str = "download") -> str:
+    """A sender's file name made safe to create in a folder: no path separators, no `..`, no leading dot,
+    no control, separator or bidi characters, at most 200 bytes; `fallback` when nothing is left."""
+    kept = "".join(
+        "_" if c in "/\\" or not (c.isprintable() or c == " ") or 0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 else c
+        for c in name
+    )
+    kept = kept.strip().lstrip(".").strip()
+    while len(kept.encode("utf-8", "surrogatepass")) > 200:
+        kept = kept[:-1]
+    return kept or fallback
+
+
+__all__ = ["check_destination", "download_file", "safe_file_name", "upload_file"]
