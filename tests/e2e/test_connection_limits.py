@@ -140,7 +140,7 @@ def test_caps_per_address_and_in_total_answer_at_once(tmp_path: Path) -> None:
 
 
 def test_websockets_per_device_are_capped_with_close_code_4429(tmp_path: Path) -> None:
-    with _server(tmp_path, max_websockets_per_device=2) as srv:
+    with _server(tmp_path, max_websockets_per_device=2, max_connections=8) as srv:
 
         async def scenario() -> None:
             alice = await Client.register(
@@ -171,6 +171,12 @@ def test_websockets_per_device_are_capped_with_close_code_4429(tmp_path: Path) -
                 await asyncio.sleep(0.05)
             await again.close()
             await second.close()
+            # A closed WebSocket leaves the total count too: more sockets in turn than the cap of 8 all open.
+            for _ in range(12):
+                ws = await websockets.connect(url, additional_headers=headers)
+                await ws.send('{"type":"ping"}')
+                assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "pong"}
+                await ws.close()
             await alice.close()
 
         asyncio.run(scenario())
