@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import subprocess
@@ -52,15 +53,21 @@ class RunningServer:
         raise AssertionError(f"no bootstrap invite printed: {self.output}")
 
 
-def start_server(data_dir: Path, *extra: str, port: int | None = None) -> RunningServer:
-    """Start `tokenim serve` and wait until /health answers."""
+def start_server(data_dir: Path, *extra: str, port: int | None = None, open_files: int | None = None) -> RunningServer:
+    """Start `tokenim serve` (under an open-file limit of `open_files` if given) and wait until /health answers."""
     port = port or free_port()
+
+    def limit_open_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     proc = subprocess.Popen(
         [*TOKENIM, "serve", "--data", str(data_dir), "--port", str(port), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")},
+        preexec_fn=limit_open_files if open_files is not None else None,
     )
     server = RunningServer(f"http://127.0.0.1:{port}", data_dir, proc)
     assert proc.stdout is not None

@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
     PROFILE_FORKED = "profile_forked"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    REQUEST_TIMEOUT = "request_timeout"
+    SERVER_BUSY = "server_busy"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -70,6 +73,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.PROFILE_FORKED: 409,
+    ErrorCode.TOO_MANY_CONNECTIONS: 429,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.SERVER_BUSY: 503,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,

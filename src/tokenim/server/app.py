@@ -68,7 +68,9 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
     app.include_router(build_router(services, config.server_name))
     requester = requester_dependency(services.auth)
     app.include_router(build_messaging_router(services.rooms, services.messages, services.files, requester))
-    app.router.routes.append(build_realtime_route(services.auth, services.messages, services.hub))
+    app.router.routes.append(
+        build_realtime_route(services.auth, services.messages, services.hub, config.max_websockets_per_device)
+    )
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=config.max_body_bytes, overrides={("POST", "/v1/blobs"): config.max_upload_bytes}
     )

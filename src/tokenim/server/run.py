@@ -13,6 +13,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import socket
 import sys
 from collections.abc import Mapping
@@ -26,6 +27,7 @@ from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.limits import DEFAULT_INVITE_TTL_MS
 from tokenim.server.app import build_app, build_services
 from tokenim.server.config import ServerConfig, load_config
+from tokenim.server.connections import ConnectionGuard, ConnectionLimits, guarded_protocols, resolve_max_connections
 from tokenim.server.storage.database import Database
 
 LOCK_FILE = "tokenim.lock"
@@ -82,7 +84,20 @@ def bind_socket(config: ServerConfig) -> socket.socket:
     return sock
 
 
-async def _serve(config: ServerConfig, sock: socket.socket) -> None:
+def connection_limits(config: ServerConfig) -> ConnectionLimits:
+    """The connection caps and timeouts, the total cap below this process's open-file limit."""
+    open_files, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if open_files == resource.RLIM_INFINITY:
+        open_files = 1 << 20
+    return ConnectionLimits(
+        max_connections=resolve_max_connections(config.max_connections, open_files),
+        max_per_address=config.max_connections_per_address,
+        header_timeout=config.header_timeout_seconds,
+        body_timeout=config.body_timeout_seconds,
+    )
+
+
+async def _serve(config: ServerConfig, sock: socket.socket, limits: ConnectionLimits) -> None:
     clock = SystemClock()
     db = Database(config.database_url, debug_commit_delay_ms=config.debug_commit_delay_ms)
     try:
@@ -100,6 +115,7 @@ async def _serve(config: ServerConfig, sock: socket.socket) -> None:
             url = f"http://{config.host}:{config.port}"
             print(f"  register with: tokenim register --server {url} --username NAME --invite {invite.code}", flush=True)
         app = build_app(config, db, clock, services)
+        http_protocol, ws_protocol = guarded_protocols(ConnectionGuard(limits), config.websocket)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -108,7 +124,8 @@ async def _serve(config: ServerConfig, sock: socket.socket) -> None:
                 log_level=config.log_level,
                 access_log=False,
                 lifespan="off",
-                ws=config.websocket,
+                http=http_protocol,
+                ws=ws_protocol,
                 ws_max_size=config.max_body_bytes,
                 ws_ping_interval=None,
             )
@@ -123,6 +140,7 @@ def serve(*, config_file: str | None, flags: Mapping[str, Any], env: Mapping[str
     """Run the server until interrupted; a bad configuration fails at once with one clear line."""
     try:
         config = load_config(config_file=config_file, env=os.environ if env is None else env, flags=flags)
+        limits = connection_limits(config)
         prepare_data_dir(config)
     except TokenIMError as err:
         print(f"tokenim serve: {err.message}", file=sys.stderr)
@@ -139,12 +157,12 @@ def serve(*, config_file: str | None, flags: Mapping[str, Any], env: Mapping[str
         print(f"tokenim serve: cannot lock the data directory: {err.strerror}.", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:
-        return _run(config)
+        return _run(config, limits)
     finally:
         os.close(lock)
 
 
-def _run(config: ServerConfig) -> int:
+def _run(config: ServerConfig, limits: ConnectionLimits) -> int:
     try:
         sock = bind_socket(config)
     except CannotStart as err:
@@ -154,7 +172,7 @@ def _run(config: ServerConfig) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         with contextlib.closing(sock):
-            asyncio.run(_serve(config, sock))
+            asyncio.run(_serve(config, sock, limits))
     except TokenIMError as err:
         print(f"tokenim serve: {err.message}", file=sys.stderr)
         return EXIT_BAD_CONFIG

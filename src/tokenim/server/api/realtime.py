@@ -7,7 +7,8 @@ Frames from the client (JSON text):
   {"type": "ping"}                                        -> {"type": "pong"}
 Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message"},
 {"type": "synced", "pos"}, {"type": "keys_low"}, and {"type": "error", "error", "txn_id"?}.
-Live frames flow only after a `sync`. Close codes: 4401 when the token ends, 1008 for a reader that fell behind.
+Live frames flow only after a `sync`. Close codes: 4401 when the token ends, 1008 for a reader that fell behind,
+4429 when the device already has its maximum of open WebSockets (after an error frame `too_many_connections`).
 """
 
 import asyncio
@@ -137,18 +138,26 @@ async def _handle(frame: dict[str, Any], conn: Connection, me: Requester, messag
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {str(kind)[:40]!r}.")
 
 
-def build_realtime_route(auth: AuthService, messages: MessageService, hub: Hub) -> WebSocketRoute:
-    """A plain Starlette route (no FastAPI dependency machinery): less memory for every connected device."""
+async def _refuse(ws: WebSocket, err: TokenIMError, code: int) -> None:
+    await ws.accept()
+    await ws.send_text(_dumps(err.to_json() | {"type": "error"}))
+    await ws.close(code=code)
+
+
+def build_realtime_route(
+    auth: AuthService, messages: MessageService, hub: Hub, max_per_device: int | None = None
+) -> WebSocketRoute:
+    """A plain Starlette route (no FastAPI dependency machinery): less memory for every connected device.
+
+    A device may hold at most `max_per_device` sockets at once; one more is refused (close code 4429).
+    """
 
     async def websocket(ws: WebSocket) -> None:
         try:
             me = await auth.access_requester(ws.headers.get("authorization"))
         except TokenIMError as err:
-            await ws.accept()
-            await ws.send_text(_dumps(err.to_json() | {"type": "error"}))
-            await ws.close(code=4401)
+            await _refuse(ws, err, 4401)
             return
-        await ws.accept()
         conn = Connection(
             me.user_id,
             me.device_id,
@@ -157,8 +166,15 @@ def build_realtime_route(auth: AuthService, messages: MessageService, hub: Hub) 
             expires_at=me.expires_at,
             close=lambda code: _spawn(_close_quietly(ws, code)),
         )
-        hub.register(conn)
+        if not hub.register(conn, max_per_device=max_per_device):
+            too_many = TokenIMError(
+                ErrorCode.TOO_MANY_CONNECTIONS,
+                f"This device already has {max_per_device} WebSockets open: close one before opening another.",
+            )
+            await _refuse(ws, too_many, 4429)
+            return
         try:
+            await ws.accept()
             while not conn.closed:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":

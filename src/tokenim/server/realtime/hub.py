@@ -175,8 +175,15 @@ class Hub:
             conn.kick(4401)
             self.unregister(conn)
 
-    def register(self, conn: Connection) -> None:
-        self._by_user[conn.user_id].add(conn)
+    def register(self, conn: Connection, *, max_per_device: int | None = None) -> bool:
+        """Add a connection; False (and not added) if its device already has `max_per_device` open."""
+        conns = self._by_user[conn.user_id]
+        if max_per_device is not None and sum(c.device_id == conn.device_id for c in conns) >= max_per_device:
+            if not conns:
+                del self._by_user[conn.user_id]
+            return False
+        conns.add(conn)
+        return True
 
     def unregister(self, conn: Connection) -> None:
         conn.close()
