@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     INVITE_REQUIRED = "invite_required"
     INVITE_INVALID = "invite_invalid"
     KEY_CONFLICT = "key_conflict"
+    SENDER_MISMATCH = "sender_mismatch"
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal_error"
@@ -62,6 +63,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVITE_REQUIRED: 403,
     ErrorCode.INVITE_INVALID: 403,
     ErrorCode.KEY_CONFLICT: 409,
+    ErrorCode.SENDER_MISMATCH: 400,
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL: 500,
