@@ -3,7 +3,8 @@ either refuses it with a 4xx error body or stores it and serves it back unchange
 still sync over HTTP and the WebSocket and read history, on both databases.
 
 Routes that store client JSON: room send (HTTP and WebSocket), to-device send (content and type),
-one-time key upload, registration (key objects and e-mail address), room create and rename (names).
+one-time key upload, registration (key objects and e-mail address), adding a device (its key object), room
+create and rename (names).
 """
 
 from __future__ import annotations
@@ -26,10 +27,22 @@ from tests.server.test_errors import new_identity, registration_body
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.content import MAX_JSON_DEPTH
+from tokenim.core.ids import new_device_id
 from tokenim.core.signing import SigningKey, sign_json
+from tokenim.crypto.device import DeviceIdentity
 from tokenim.protocol.events import ENCRYPTED, MAX_CONTENT_BYTES
 
-ROUTES = ["send", "send_ws", "to_device", "to_device_type", "keys_upload", "register", "room_create", "room_rename"]
+ROUTES = [
+    "send",
+    "send_ws",
+    "to_device",
+    "to_device_type",
+    "keys_upload",
+    "register",
+    "add_device",
+    "room_create",
+    "room_rename",
+]
 
 # Every character, lone surrogates included, and the ones that have broken servers before.
 ANY_CHAR = st.characters(exclude_categories=())
@@ -121,6 +134,12 @@ async def submit(w: World, route: str, value: Any, text: str, slot: str) -> tupl
         body["device_keys"] = _signed_or_not(keys, identity, also=identity.master)
         status = _status(await raw_request(w.http, "POST", "/v1/register", body_bytes(body), None))
         return status, body["device_keys"], str(identity.user_id)
+    if route == "add_device":
+        device = DeviceIdentity.create(w.bob.identity.user_id, new_device_id(), w.clock.now_ms(), master=w.bob.identity.master)
+        keys = {k: v for k, v in device.device_keys_object(w.clock.now_ms()).items() if k != "signatures"} | {"x": put}
+        obj = _signed_or_not(keys, device, also=device.master)
+        status = _status(await raw_request(w.http, "POST", "/v1/devices", body_bytes({"device_keys": obj}), w.bob))
+        return status, obj, w.bob.user_id
     path = "/v1/rooms" if route == "room_create" else f"/v1/rooms/{w.group}/name"
     return _status(await raw_request(w.http, "POST", path, body_bytes({"name": text}), w.alice)), text, ""
 
@@ -163,12 +182,16 @@ async def check_served_back(w: World, route: str, sent: Any, owner: str, alice_p
         assert events[-1] == same_json(sent)
     elif route in ("to_device", "to_device_type"):
         assert alice_page["to_device"][-1]["content"] == same_json(sent)
-    elif route in ("keys_upload", "register"):
+    elif route in ("keys_upload", "register", "add_device"):
         resp = await w.http.post("/v1/keys/query", json={"user_ids": [owner]}, headers=auth(w.alice))
         assert resp.status_code == 200, resp.text
         devices = strict_json(resp.content)["users"][owner]["devices"]
         if route == "register":
             assert list(devices.values()) == [same_json(sent)]
+        if route == "add_device":
+            assert devices[sent["device_id"]] == same_json(sent)
+            mine = strict_json((await w.http.get("/v1/devices", headers=auth(w.bob))).content)["devices"]
+            assert [d["keys"] for d in mine if d["device_id"] == sent["device_id"]] == [same_json(sent)]
         claim = {"devices": {owner: list(devices)}}
         resp = await w.http.post("/v1/keys/claim", json=claim, headers=auth(w.alice))
         assert resp.status_code == 200 and strict_json(resp.content), resp.text
