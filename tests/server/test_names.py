@@ -68,7 +68,7 @@ async def test_room_names_with_control_or_bidi_characters_are_refused(
         refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
     assert await count_rows(database, rooms) == 1
     assert (await http.get(f"/v1/rooms/{room}", headers=auth(alice))).json()["name"] == "fine"
-    for name in ("", "   "):
+    for name in ("", "   ", "\u200b", " \u2060\ufeff "):
         refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
         refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
 

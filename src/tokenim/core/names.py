@@ -32,11 +32,11 @@ def name_problem(text: str) -> str | None:
 
 
 def check_name(text: str, what: str) -> str:
-    """A human-visible name without surrounding spaces; refuses an empty name or one with control characters."""
+    """A human-visible name without surrounding spaces; refuses control characters and a name with nothing visible."""
     problem = name_problem(text)
     if problem is not None:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The {what} can't be used: {problem}.")
     stripped = text.strip()
-    if not stripped:
-        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The {what} can't be empty or only spaces.")
+    if all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in stripped):
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The {what} can't be empty or only spaces and invisible characters.")
     return stripped
