@@ -96,13 +96,14 @@ async def register(server: Server, root: Path, name: str) -> Client:
     return await Client.register(root / name, "bench", server_url=server.url, username=name, clock=SystemClock(), kdf=FAST_KDF)
 
 
-def content(device_id: str, seq: int) -> dict[str, Any]:
+def content(sender: Client, seq: int) -> dict[str, Any]:
+    """Megolm-shaped content naming the sending device and its key, as the server requires."""
     return {
         "algorithm": MEGOLM_ALGORITHM,
         "ciphertext": f"{seq}:{PADDING}",
         "session_id": "bench",
-        "sender_key": "bench",
-        "device_id": device_id,
+        "sender_key": sender.identity.curve25519,
+        "device_id": sender.device_id,
     }
 
 
@@ -128,14 +129,14 @@ async def bench_http_sequential(server: Server, client: Client, room: str, n: in
         for i in range(n):
             r = await http.put(
                 f"/v1/rooms/{room}/send/h{secrets.token_hex(6)}",
-                json={"type": "m.room.encrypted", "content": content(client.device_id, i)},
+                json={"type": "m.room.encrypted", "content": content(client, i)},
             )
             r.raise_for_status()
         return n / (time.perf_counter() - t0)
 
 
 async def ws_sender(
-    ws: Any, room: str, device_id: str, n: int, window: int, sent_at: dict[int, float] | None = None, base: int = 0
+    ws: Any, room: str, sender: Client, n: int, window: int, sent_at: dict[int, float] | None = None, base: int = 0
 ) -> None:
     """Send n messages over one WebSocket, at most `window` unacknowledged at a time."""
     acked = 0
@@ -152,7 +153,7 @@ async def ws_sender(
                         "type": "send",
                         "room_id": room,
                         "txn_id": f"t{seq}-{secrets.token_hex(4)}",
-                        "content": content(device_id, seq),
+                        "content": content(sender, seq),
                     }
                 )
             )
@@ -169,7 +170,7 @@ async def ws_sender(
 async def bench_ws_sequential(server: Server, client: Client, room: str, n: int) -> float:
     ws = await ws_connect(server, client)
     t0 = time.perf_counter()
-    await ws_sender(ws, room, client.device_id, n, window=1)
+    await ws_sender(ws, room, client, n, window=1)
     rate = n / (time.perf_counter() - t0)
     await ws.close()
     return rate
@@ -179,7 +180,7 @@ async def bench_concurrent(server: Server, senders: list[Client], rooms: list[st
     sockets = [await ws_connect(server, c) for c in senders]
     t0 = time.perf_counter()
     await asyncio.gather(
-        *(ws_sender(ws, room, c.device_id, per_sender, window=1) for ws, c, room in zip(sockets, senders, rooms, strict=True))
+        *(ws_sender(ws, room, c, per_sender, window=1) for ws, c, room in zip(sockets, senders, rooms, strict=True))
     )
     rate = len(senders) * per_sender / (time.perf_counter() - t0)
     for ws in sockets:
@@ -234,7 +235,7 @@ async def bench_latency(server: Server, sender: Client, reader: Client, room: st
                     "type": "send",
                     "room_id": room,
                     "txn_id": f"l{i}-{secrets.token_hex(4)}",
-                    "content": content(sender.device_id, i),
+                    "content": content(sender, i),
                 }
             )
         )
@@ -260,7 +261,7 @@ async def bench_fanout(server: Server, sender: Client, members: list[Client], ro
     tx = await ws_connect(server, sender)
     sent_at: dict[int, float] = {}
     t0 = time.perf_counter()
-    await ws_sender(tx, room, sender.device_id, n, window=8, sent_at=sent_at)
+    await ws_sender(tx, room, sender, n, window=8, sent_at=sent_at)
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
     elapsed = max(max(a.values()) for a in arrivals) - t0
     worst = sorted(max(a[i] for a in arrivals) - sent_at[i] for i in range(n))

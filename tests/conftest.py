@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -21,6 +22,12 @@ from tokenim.server.services.accounts import RegistrationMode
 from tokenim.server.storage.database import Database
 
 PG_URL = os.environ.get("TOKENIM_TEST_DATABASE_URL")
+
+# Property tests: the same examples on every CI run (a failure there reproduces exactly); locally they
+# explore, and remember failures in .hypothesis/. HYPOTHESIS_PROFILE=ci runs the CI way anywhere.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("dev")
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev"))
 # Cheap Argon2id parameters keep tests fast; the default parameters are tested once on their own.
 FAST_KDF = KdfParams(time_cost=1, memory_kib=8 * 1024, parallelism=1)
 PASSPHRASE = "correct horse battery staple"

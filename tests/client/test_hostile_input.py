@@ -20,7 +20,7 @@ async def test_a_poisoned_to_device_message_is_dropped_not_retried_forever(alice
     }
     weird = {
         "algorithm": OLM_ALGORITHM,
-        "sender_key": "x",
+        "sender_key": mallory.identity.curve25519,
         "ciphertext": {alice.identity.curve25519: {"type": 0, "body": b64encode(b"\x00" * 40)}},
     }
     await mallory._post("/v1/to_device", {"type": "m.room.encrypted", "messages": {alice.user_id: {alice.device_id: bad}}}, _Ok)

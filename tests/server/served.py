@@ -72,12 +72,15 @@ async def http_history(http: httpx.AsyncClient, client: Client, room_id: str) ->
     return body
 
 
-async def websocket_session(app: FastAPI, client: Client, frames: list[dict[str, Any]], *, until: str) -> list[dict[str, Any]]:
-    """Speak raw ASGI to /v1/ws: send `frames`, collect frames until one of type `until` (deadline 10 s).
+async def websocket_session(
+    app: FastAPI, client: Client, frames: list[dict[str, Any]], *, until: str | tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Speak raw ASGI to /v1/ws: send `frames`, collect frames until one of a type in `until` (deadline 10 s).
 
     Every frame the server writes must be strict JSON.
     """
     token = auth(client)["Authorization"].removeprefix("Bearer ")
+    wanted = (until,) if isinstance(until, str) else until
     inbox: list[dict[str, Any]] = [{"type": "websocket.connect"}]
     inbox += [{"type": "websocket.receive", "text": json.dumps(f)} for f in frames]
     answers: list[dict[str, Any]] = []
@@ -94,7 +97,7 @@ async def websocket_session(app: FastAPI, client: Client, frames: list[dict[str,
             assert "text" in message and message.get("bytes") is None, message
             frame = strict_json(message["text"])
             answers.append(frame)
-            if frame.get("type") == until:
+            if frame.get("type") in wanted:
                 done.set()
         elif message["type"] == "websocket.close":
             done.set()
@@ -115,7 +118,7 @@ async def websocket_session(app: FastAPI, client: Client, frames: list[dict[str,
         "state": {},
     }
     await asyncio.wait_for(app(scope, receive, send), 10)
-    assert any(a.get("type") == until for a in answers), answers
+    assert any(a.get("type") in wanted for a in answers), answers
     return answers
 
 

@@ -127,6 +127,24 @@ async def test_a_websocket_send_with_unservable_content_gets_an_error_frame(app:
     await websocket_sync(app, alice)
 
 
+async def test_a_websocket_send_with_unservable_ids_gets_an_error_frame(app: FastAPI, alice: Client, bob: Client) -> None:
+    """Every send frame is answered with strict JSON, even when its txn_id or room_id can't be echoed or stored."""
+    room = (await alice.direct_room("@bob")).room_id
+    bad_frames: list[tuple[Any, Any]] = [
+        (room, "\ud800"),
+        (room, float("nan")),
+        (room, {"nested": [1]}),
+        ("!\ud800", "t1"),
+        ("!" + "a" * 200, "t2"),
+        ("not a room", "t3"),
+    ]
+    for room_id, txn_id in bad_frames:
+        frame = {"type": "send", "room_id": room_id, "txn_id": txn_id, "content": megolm(bob)}
+        answer = (await websocket_session(app, bob, [frame], until="error"))[-1]
+        assert answer["error"]["code"] == "invalid_request", (room_id, txn_id, answer)
+        assert answer.get("txn_id") in (None, txn_id), answer
+
+
 async def test_accepted_odd_content_comes_back_exactly_over_http_and_websocket(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client
 ) -> None:

@@ -168,7 +168,7 @@ async def test_to_device_until_acknowledged(http: httpx.AsyncClient, alice: Clie
         return {
             "algorithm": OLM_ALGORITHM,
             "sender_key": bob.identity.curve25519,
-            "ciphertext": {"k": {"type": 0, "body": f"b{n}"}},
+            "ciphertext": {alice.identity.curve25519: {"type": 0, "body": f"b{n}"}},
         }
 
     for n in range(3):

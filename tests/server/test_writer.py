@@ -7,6 +7,7 @@ import asyncio
 from sqlalchemy import text
 
 from tests.conftest import MakeUser
+from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import TokenIMError
 from tokenim.protocol.keys import MEGOLM_ALGORITHM
@@ -16,8 +17,10 @@ from tokenim.server.services.common import Requester
 from tokenim.server.storage.database import Database
 
 
-def _content(device_id: str, n: int) -> dict[str, object]:
-    return {"algorithm": MEGOLM_ALGORITHM, "ciphertext": f"c{n}", "session_id": "s", "sender_key": "k", "device_id": device_id}
+def _content(sender: Client | None, n: int) -> dict[str, object]:
+    """Megolm-shaped content from `sender`'s device (None: from a stranger's device the server doesn't know)."""
+    device_id, key = (sender.device_id, sender.identity.curve25519) if sender else ("NOBODY1", "k")
+    return {"algorithm": MEGOLM_ALGORITHM, "ciphertext": f"c{n}", "session_id": "s", "sender_key": key, "device_id": device_id}
 
 
 async def test_counters_are_stored_so_a_restarted_writer_continues(
@@ -32,7 +35,7 @@ async def test_counters_are_stored_so_a_restarted_writer_continues(
     room = (await alice.direct_room("@bob")).room_id
     services = app.state.services
     me = Requester(alice.user_id, alice.device_id, "s", False)
-    await asyncio.gather(*(services.messages.do_send(me, room, f"a{i}", _content(alice.device_id, i)) for i in range(40)))
+    await asyncio.gather(*(services.messages.do_send(me, room, f"a{i}", _content(alice, i)) for i in range(40)))
 
     async with database.read() as tx:
         stored = (await tx.execute(text("SELECT pos FROM stream_positions"))).scalar_one()
@@ -42,7 +45,7 @@ async def test_counters_are_stored_so_a_restarted_writer_continues(
     assert stored == top and last_seq == max_seq
 
     fresh = build_services(config, database, clock)  # a new process on the same database
-    sent = await fresh.messages.do_send(me, room, "after-restart", _content(alice.device_id, 99))
+    sent = await fresh.messages.do_send(me, room, "after-restart", _content(alice, 99))
     assert sent.pos == top + 1 and sent.seq == max_seq + 1
     await fresh.writer.close()
 
@@ -54,8 +57,8 @@ async def test_a_failing_job_does_not_fail_its_batch(make_user: MakeUser, app) -
     services = app.state.services
     me = Requester(alice.user_id, alice.device_id, "s", False)
     stranger = Requester("@nobody:tokenim.test", "NOBODY1", "s", False)
-    jobs = [services.messages.do_send(me, room, f"ok{i}", _content(alice.device_id, i)) for i in range(10)]
-    jobs.insert(5, services.messages.do_send(stranger, room, "bad", _content("NOBODY1", 0)))
+    jobs = [services.messages.do_send(me, room, f"ok{i}", _content(alice, i)) for i in range(10)]
+    jobs.insert(5, services.messages.do_send(stranger, room, "bad", _content(None, 0)))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     assert len(errors) == 1 and isinstance(errors[0], TokenIMError) and errors[0].code.value == "forbidden"
@@ -63,8 +66,8 @@ async def test_a_failing_job_does_not_fail_its_batch(make_user: MakeUser, app) -
     assert seqs == list(range(seqs[0], seqs[0] + 10))
     # A repeated transaction id in the same batch as new ones returns the original event.
     again = await asyncio.gather(
-        services.messages.do_send(me, room, "ok3", _content(alice.device_id, 3)),
-        services.messages.do_send(me, room, "new", _content(alice.device_id, 11)),
+        services.messages.do_send(me, room, "ok3", _content(alice, 3)),
+        services.messages.do_send(me, room, "new", _content(alice, 11)),
     )
     original = {r.event_id for r in results if not isinstance(r, BaseException)}
     assert again[0].event_id in original
@@ -88,8 +91,8 @@ async def test_a_refused_job_leaves_its_batch_in_one_commit(make_user: MakeUser,
         publish(items)
 
     services.hub.publish_events = counting
-    jobs = [services.messages.do_send(me, room, f"b{i}", _content(alice.device_id, i)) for i in range(10)]
-    jobs.insert(3, services.messages.do_send(stranger, room, "bad", _content("NOBODY1", 0)))  # refused in memory
+    jobs = [services.messages.do_send(me, room, f"b{i}", _content(alice, i)) for i in range(10)]
+    jobs.insert(3, services.messages.do_send(stranger, room, "bad", _content(None, 0)))  # refused in memory
     jobs.insert(7, services.rooms.do_invite(me, group, "@ghost:tokenim.test"))  # refused inside a savepoint
     results = await asyncio.gather(*jobs, return_exceptions=True)
     refused = [r for r in results if isinstance(r, BaseException)]

@@ -278,6 +278,7 @@ def test_every_code_has_an_http_error_status() -> None:
         (ErrorCode.CHALLENGE_EXPIRED, 401),
         (ErrorCode.USERNAME_TAKEN, 409),
         (ErrorCode.KEY_CONFLICT, 409),
+        (ErrorCode.SENDER_MISMATCH, 400),
         (ErrorCode.RATE_LIMITED, 429),
         (ErrorCode.INTERNAL, 500),
         (ErrorCode.BAD_RESPONSE, 502),

@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     INVITE_INVALID = "invite_invalid"
     KEY_CONFLICT = "key_conflict"
     ROOM_NAME_TAKEN = "room_name_taken"
+    SENDER_MISMATCH = "sender_mismatch"
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
     PROFILE_FORKED = "profile_forked"
@@ -70,6 +71,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVITE_INVALID: 403,
     ErrorCode.KEY_CONFLICT: 409,
     ErrorCode.ROOM_NAME_TAKEN: 409,
+    ErrorCode.SENDER_MISMATCH: 400,
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.PROFILE_FORKED: 409,

@@ -17,6 +17,7 @@ _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._=-]{0,63}$")
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?$")
 _DEVICE_ID = re.compile(r"^[A-Z0-9]{6,32}$")
 _USER_ID = re.compile(r"^@([a-z0-9][a-z0-9._=-]{0,63}):([A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?)$")
+_ROOM_ID = re.compile(r"^![A-Za-z0-9_-]{1,63}$")
 _DEVICE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
@@ -61,6 +62,13 @@ def check_device_id(value: object) -> DeviceId:
     if not isinstance(value, str) or not _DEVICE_ID.fullmatch(value):
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{value!r} is not a device id (6 to 32 upper-case letters and digits).")
     return DeviceId(value)
+
+
+def check_room_id(value: object) -> str:
+    """Validate a room id as the server makes them: `!` and up to 63 URL-safe characters."""
+    if not isinstance(value, str) or not _ROOM_ID.fullmatch(value):
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{value!r} is not a room id (! and up to 63 letters, digits, _ or -).")
+    return value
 
 
 def new_device_id() -> DeviceId:

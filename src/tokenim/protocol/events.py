@@ -50,3 +50,25 @@ def check_olm_content(content: dict[str, Any]) -> None:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"To-device messages must use {OLM_ALGORITHM}.")
     if not isinstance(content.get("sender_key"), str) or not isinstance(content.get("ciphertext"), dict):
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "Olm content needs 'sender_key' and a 'ciphertext' object.")
+
+
+def check_megolm_sender(content: dict[str, Any], device_id: str, curve25519: str) -> None:
+    """A room message names its sending device and that device's Curve25519 key: both must be the sender's own."""
+    if content.get("device_id") != device_id:
+        raise TokenIMError(ErrorCode.SENDER_MISMATCH, f"The content's device_id must be the sending device's, {device_id}.")
+    if content.get("sender_key") != curve25519:
+        raise TokenIMError(ErrorCode.SENDER_MISMATCH, "The content's sender_key must be the sending device's Curve25519 key.")
+
+
+def check_olm_sender(content: dict[str, Any], curve25519: str) -> None:
+    """A to-device message's `sender_key` must be the sending device's Curve25519 key."""
+    if content.get("sender_key") != curve25519:
+        raise TokenIMError(ErrorCode.SENDER_MISMATCH, "The to-device sender_key must be the sending device's Curve25519 key.")
+
+
+def check_olm_recipient(content: dict[str, Any], device_id: str, curve25519: str) -> None:
+    """An Olm ciphertext holds exactly one message, for the recipient device's Curve25519 key."""
+    if list(content["ciphertext"]) != [curve25519]:
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"The ciphertext for device {device_id} must be for that device's Curve25519 key only."
+        )

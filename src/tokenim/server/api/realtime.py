@@ -22,12 +22,13 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import check_room_id
 from tokenim.core.limits import MAX_POSITION
 from tokenim.server.api.encoding import json_text
 from tokenim.server.realtime.hub import Connection, Hub
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
-from tokenim.server.services.messages import MessageService
+from tokenim.server.services.messages import MessageService, check_txn_id
 
 MAX_IN_FLIGHT = 256
 CATCH_UP_WINDOW = 1000  # frames queued at most while sending a backlog
@@ -92,25 +93,31 @@ def _error(conn: Connection, err: TokenIMError, **extra: Any) -> None:
     conn.push(_dumps({"type": "error", **extra, **err.to_json()}))
 
 
+def _txn_echo(txn_id: object) -> dict[str, str]:
+    """The txn id to name in the answer, when it is one: anything else (NaN, a lone surrogate) may not be encodable."""
+    try:
+        return {"txn_id": check_txn_id(txn_id)} if isinstance(txn_id, str) else {}
+    except TokenIMError:
+        return {}
+
+
 async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages: MessageService) -> None:
-    """One send frame: committed, then answered with `sent` (or an error naming the txn id)."""
+    """One send frame: committed, then answered with `sent` (or an error naming the txn id, when it is one)."""
     txn_id = frame.get("txn_id")
+    echo = _txn_echo(txn_id)
     try:
         room_id, content = frame.get("room_id"), frame.get("content")
         if not isinstance(room_id, str) or not isinstance(txn_id, str) or not isinstance(content, dict):
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
+        check_room_id(room_id)  # as the HTTP path checks it: nothing else can name a room
         messages.check_send("m.room.encrypted", content, txn_id)
         sent = await messages.do_send(me, room_id, txn_id, content)
         conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
     except TokenIMError as err:
-        _error(conn, err, txn_id=txn_id)
+        _error(conn, err, **echo)
     except Exception:  # every send gets an answer, even when something unexpected failed
         log.exception("send over WebSocket failed")
-        _error(
-            conn,
-            TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."),
-            txn_id=txn_id,
-        )
+        _error(conn, TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."), **echo)
     finally:
         conn.in_flight -= 1
 

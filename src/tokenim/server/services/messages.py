@@ -12,7 +12,10 @@ from tokenim.protocol.events import (
     MAX_CONTENT_BYTES,
     check_encrypted_content,
     check_event_type,
+    check_megolm_sender,
     check_olm_content,
+    check_olm_recipient,
+    check_olm_sender,
 )
 from tokenim.server.services.common import Context, Requester
 from tokenim.server.services.membership import MembershipCache
@@ -50,7 +53,10 @@ class MessageService:
             raise TokenIMError(ErrorCode.BODY_TOO_LARGE, f"A message may be at most {MAX_CONTENT_BYTES} bytes.")
 
     async def do_send(self, requester: Requester, room_id: str, txn_id: str, content: dict[str, object]) -> SendResponse:
-        """Store the event and return once it is committed; a repeated transaction id returns the first result."""
+        """Store the event and return once it is committed; a repeated transaction id returns the first result.
+
+        The content must name the sending device and its Curve25519 key: the server relays no spoofed sender.
+        """
 
         async def job(b: Batch) -> SendResponse:
             # Fast path: trust the unique (sender, device, txn id) index to catch a repeat; if it does,
@@ -66,6 +72,7 @@ class MessageService:
                 if await self._rooms.get_room(b.tx, room_id) is None:
                     raise TokenIMError(ErrorCode.NOT_FOUND, f"There is no room {room_id}.")
                 raise TokenIMError(ErrorCode.FORBIDDEN, "You are not in this room.")
+            check_megolm_sender(content, requester.device_id, await self._sender_curve25519(b, requester))
             ev = await b.add_event(
                 room_id, ENCRYPTED, requester.user_id, dict(content), sender_device=requester.device_id, txn_id=txn_id
             )
@@ -73,6 +80,12 @@ class MessageService:
             return SendResponse(event_id=ev.event_id, pos=ev.pos, seq=ev.room_seq)
 
         return await self._writer.submit(job, pure=True)
+
+    async def _sender_curve25519(self, b: Batch, requester: Requester) -> str:
+        device = await self._ctx.accounts.get_device(b.tx, requester.user_id, requester.device_id)
+        if device is None:
+            raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, "This device has been removed.")
+        return device.curve25519
 
     async def access_sync(self, requester: Requester, since: int, limit: int, to_device_after: int = 0) -> SyncResponse:
         """Everything the device missed since `since`, in order; pending to-device messages until acknowledged."""
@@ -112,7 +125,10 @@ class MessageService:
     async def do_send_to_device(
         self, requester: Requester, event_type: str, messages: dict[str, dict[str, dict[str, object]]]
     ) -> int:
-        """Queue Olm-encrypted messages for specific devices; they stay until each device acknowledges them."""
+        """Queue Olm-encrypted messages for specific devices; they stay until each device acknowledges them.
+
+        Each must come from the sending device's key and be addressed to its recipient device's key.
+        """
         check_event_type(event_type)
         flat: list[tuple[str, str, str, str, str, dict[str, object]]] = []
         for user_id, by_device in messages.items():
@@ -125,9 +141,13 @@ class MessageService:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Send to at most {MAX_TO_DEVICE_BATCH} devices at once.")
 
         async def job(b: Batch) -> int:
+            sender_key = await self._sender_curve25519(b, requester)
             known = []
             for row in flat:
-                if await self._ctx.accounts.get_device(b.tx, row[0], row[1]) is not None:
+                check_olm_sender(row[5], sender_key)
+                recipient = await self._ctx.accounts.get_device(b.tx, row[0], row[1])
+                if recipient is not None:
+                    check_olm_recipient(row[5], recipient.device_id, recipient.curve25519)
                     known.append(row)
             stored: list[ToDeviceRow] = await self._events.insert_to_device(b.tx, known, b.now)
             b.to_device.extend(stored)

@@ -1,0 +1,100 @@
+"""Names other people see (room names, usernames, e-mail addresses) hold no control or bidirectional-override
+characters: the server refuses them with `invalid_request` and a sentence, and stores nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.served import auth, strict_json
+from tests.server.test_errors import count_rows, new_identity, registration_body
+from tokenim.client import Client
+from tokenim.core.clock import FakeClock
+from tokenim.core.names import check_name, name_problem
+from tokenim.server.storage.database import Database
+from tokenim.server.storage.tables import rooms, users
+
+# Each would change what a terminal shows: colours or window titles (ESC, CSI), a bell, an overwritten
+# line (CR), a fake second line (LF, U+2028, U+0085), or reversed text (the bidi overrides and isolates).
+BAD_NAMES = [
+    "evil\x1b]0;owned\x07",
+    "\x1b[31mred",
+    "bell\x07",
+    "over\rwrite",
+    "two\nlines",
+    "tab\there",
+    "del\x7f",
+    "csi\x9b31m",
+    "nel\x85",
+    "line\u2028sep",
+    "para\u2029sep",
+    "txt.exe\u202egnp",
+    "lro\u202dx",
+    "lre\u202ax",
+    "pdf\u202cx",
+    "iso\u2066x\u2069",
+    "fsi\u2068x",
+    "mark\u200fx",
+    "alm\u061cx",
+]
+GOOD_NAMES = ["Team", "Équipe été", "チーム", "family \U0001f468\u200d\U0001f469\u200d\U0001f467", "a-b_c.d (2)", "עברית"]
+
+
+def refused(resp: httpx.Response) -> str:
+    assert resp.status_code == 400, resp.text
+    err = strict_json(resp.content)["error"]
+    assert err["code"] == "invalid_request", err
+    assert "\n" not in err["message"] and "\x1b" not in err["message"]
+    return str(err["message"])
+
+
+def test_the_name_rule() -> None:
+    for name in BAD_NAMES:
+        assert name_problem(name) is not None, repr(name)
+    for name in GOOD_NAMES:
+        assert name_problem(name) is None, repr(name)
+        assert check_name(f"  {name} ", "room name") == name
+
+
+async def test_room_names_with_control_or_bidi_characters_are_refused(
+    http: httpx.AsyncClient, alice: Client, database: Database
+) -> None:
+    room = (await alice.create_room("fine")).room_id
+    for name in BAD_NAMES:
+        message = refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
+        assert "room name" in message, message
+        refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
+    assert await count_rows(database, rooms) == 1
+    assert (await http.get(f"/v1/rooms/{room}", headers=auth(alice))).json()["name"] == "fine"
+    for name in ("", "   ", "\u200b", " \u2060\ufeff "):
+        refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
+        refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
+
+
+async def test_ordinary_names_in_any_script_are_kept(http: httpx.AsyncClient, alice: Client) -> None:
+    room = (await alice.create_room("fine")).room_id
+    for name in GOOD_NAMES:
+        resp = await http.post("/v1/rooms", json={"name": f" {name} "}, headers=auth(alice))
+        assert resp.status_code == 200 and resp.json()["name"] == name, resp.text
+        resp = await http.post(f"/v1/rooms/{room}/name", json={"name": f"{name}  "}, headers=auth(alice))
+        assert resp.status_code == 200, resp.text
+        assert (await http.get(f"/v1/rooms/{room}", headers=auth(alice))).json()["name"] == name
+
+
+@pytest.mark.parametrize("field", ["username", "email"])
+async def test_usernames_and_email_addresses_with_control_or_bidi_characters_are_refused(
+    http: httpx.AsyncClient, clock: FakeClock, database: Database, field: str
+) -> None:
+    for n, bad in enumerate(BAD_NAMES):
+        body: dict[str, Any] = registration_body(new_identity(f"erin{n}", clock), f"erin{n}", clock.now_ms())
+        if field == "username":
+            body["username"] = f"erin{bad}"
+        else:
+            body["email"] = f"erin{bad}@example.com"
+        message = refused(await http.post("/v1/register", json=body))
+        assert field in message, message
+    assert await count_rows(database, users) == 0
+    ok = registration_body(new_identity("erin", clock), "erin", clock.now_ms()) | {"email": "erin@example.com"}
+    assert (await http.post("/v1/register", json=ok)).status_code == 200
