@@ -7,6 +7,7 @@ Everything the independent side does follows a section of docs/protocol.md, cite
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
@@ -155,3 +156,11 @@ async def test_a_client_written_from_the_docs_shares_a_room_key_the_sdk_accepts(
         (ivan.user_id, ivan.device_id, "hello from a client written from the docs", None)
     ]
     assert messages[0].verified  # the key came over Olm from a device signed by ivan's (first-seen) master key
+
+
+async def test_the_fingerprint_is_computed_as_the_docs_say(bob: Client) -> None:
+    """docs/protocol.md "Master key": SHA-512("tokenim-fingerprint-v1" || key), 12 groups of 5 bytes mod 100,000."""
+    info = bob.keys_info()
+    digest = hashlib.sha512(b"tokenim-fingerprint-v1" + unb64(info.master_key)).digest()
+    groups = [int.from_bytes(digest[5 * i : 5 * i + 5], "big") % 100_000 for i in range(12)]
+    assert info.fingerprint == " ".join(f"{g:05d}" for g in groups)
