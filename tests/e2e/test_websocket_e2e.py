@@ -64,3 +64,28 @@ def test_logout_and_device_removal_close_live_sockets_and_frames_are_checked(ope
         await alice.close()
 
     asyncio.run(scenario())
+
+
+def test_a_browser_authenticates_the_websocket_with_subprotocols(open_server: RunningServer, tmp_path: Path) -> None:
+    """Browsers cannot set Authorization on a WebSocket: `tokenim.v1, tokenim.bearer.<token>` does the same."""
+    url = open_server.url.replace("http", "ws", 1) + "/v1/ws"
+
+    async def scenario() -> None:
+        alice = await Client.register(
+            tmp_path / "alice", PASSPHRASE, server_url=open_server.url, username="alice", clock=SystemClock(), kdf=FAST_KDF
+        )
+        protocols = ["tokenim.v1", f"tokenim.bearer.{alice._access_token()}"]
+        ws = await websockets.connect(url, subprotocols=protocols)  # type: ignore[list-item]
+        assert ws.subprotocol == "tokenim.v1"  # the token is never echoed back
+        await ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(await ws.recv()) == {"type": "pong"}
+        await ws.close()
+
+        bad = await websockets.connect(url, subprotocols=["tokenim.v1", "tokenim.bearer.not-a-token"])  # type: ignore[list-item]
+        assert bad.subprotocol == "tokenim.v1"
+        frame = json.loads(await bad.recv())
+        assert frame["type"] == "error" and frame["error"]["code"] == "unauthorized"
+        assert await _closed_code(bad) == 4401
+        await alice.close()
+
+    asyncio.run(scenario())

@@ -13,10 +13,13 @@ DeviceId = NewType("DeviceId", str)
 KeyId = NewType("KeyId", str)
 
 # fullmatch, not match: `$` alone also matches before a trailing newline, so "alice\n" would pass.
-_USERNAME = re.compile(r"^[a-z0-9][a-z0-9._=-]{0,63}$")
+USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._=-]{0,63}$"
+DEVICE_ID_PATTERN = r"^[A-Z0-9]{6,32}$"
+USER_ID_PATTERN = r"^@([a-z0-9][a-z0-9._=-]{0,63}):([A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?)$"
+_USERNAME = re.compile(USERNAME_PATTERN)
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?$")
-_DEVICE_ID = re.compile(r"^[A-Z0-9]{6,32}$")
-_USER_ID = re.compile(r"^@([a-z0-9][a-z0-9._=-]{0,63}):([A-Za-z0-9.-]{1,255}(:[0-9]{1,5})?)$")
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+_USER_ID = re.compile(USER_ID_PATTERN)
 _ROOM_ID = re.compile(r"^![A-Za-z0-9_-]{1,63}$")
 _DEVICE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 

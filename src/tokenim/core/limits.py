@@ -10,5 +10,6 @@ CHALLENGE_TTL_MS = 60_000
 ACCESS_TOKEN_TTL_MS = 60 * 60 * 1000
 REFRESH_TOKEN_TTL_MS = 30 * 24 * 60 * 60 * 1000
 DEFAULT_INVITE_TTL_MS = 7 * 24 * 60 * 60 * 1000
-# The largest stream position or id a client may name: what a database BIGINT holds.
-MAX_POSITION = 2**63 - 1
+# The largest stream position or id a client may name: 2^53 - 1, the largest integer every JSON
+# implementation (JavaScript's numbers, JSON Schema validators using doubles) holds exactly; a BIGINT holds it.
+MAX_POSITION = 2**53 - 1

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from tokenim.core.limits import MAX_POSITION
+from tokenim.protocol.wire import (
+    DeviceIdStr,
+    DeviceKeysJson,
+    EventJson,
+    MasterKeyJson,
+    MegolmContentJson,
+    OlmContentJson,
+    OneTimeKeyJson,
+    OneTimeKeysJson,
+    ToDeviceJson,
+    UserIdStr,
+)
 
 
 class _Wire(BaseModel):
@@ -31,10 +43,10 @@ class RegisterRequest(_Wire):
     username: str = Field(min_length=1, max_length=64)
     email: str | None = Field(default=None, max_length=254)
     invite: str | None = Field(default=None, max_length=128)
-    master_key: dict[str, Any]
-    device_keys: dict[str, Any]
-    one_time_keys: dict[str, Any] = Field(default_factory=dict)
-    fallback_keys: dict[str, Any] = Field(default_factory=dict)
+    master_key: MasterKeyJson
+    device_keys: DeviceKeysJson
+    one_time_keys: OneTimeKeysJson = Field(default_factory=dict)
+    fallback_keys: OneTimeKeysJson = Field(default_factory=dict)
 
 
 class RegisterResponse(_Wire):
@@ -44,8 +56,8 @@ class RegisterResponse(_Wire):
 
 
 class ChallengeRequest(_Wire):
-    user_id: str = Field(max_length=320)
-    device_id: str = Field(max_length=32)
+    user_id: UserIdStr = Field(max_length=320)
+    device_id: DeviceIdStr = Field(max_length=32)
 
 
 class ChallengeResponse(_Wire):
@@ -55,8 +67,8 @@ class ChallengeResponse(_Wire):
 
 
 class LoginRequest(_Wire):
-    user_id: str = Field(max_length=320)
-    device_id: str = Field(max_length=32)
+    user_id: UserIdStr = Field(max_length=320)
+    device_id: DeviceIdStr = Field(max_length=32)
     nonce: str = Field(max_length=128)
     signature: str = Field(max_length=128)
 
@@ -85,7 +97,7 @@ class DeviceInfo(_Wire):
     device_id: str
     created_at: int
     last_seen_at: int | None
-    keys: dict[str, Any]
+    keys: DeviceKeysJson
 
 
 class DevicesResponse(_Wire):
@@ -93,8 +105,8 @@ class DevicesResponse(_Wire):
 
 
 class KeysUploadRequest(_Wire):
-    one_time_keys: dict[str, Any] = Field(default_factory=dict)
-    fallback_keys: dict[str, Any] = Field(default_factory=dict)
+    one_time_keys: OneTimeKeysJson = Field(default_factory=dict)
+    fallback_keys: OneTimeKeysJson = Field(default_factory=dict)
 
 
 class KeyCountsResponse(_Wire):
@@ -103,12 +115,12 @@ class KeyCountsResponse(_Wire):
 
 
 class KeysQueryRequest(_Wire):
-    user_ids: list[str] = Field(min_length=1, max_length=100)
+    user_ids: list[UserIdStr] = Field(min_length=1, max_length=100)
 
 
 class UserKeys(_Wire):
-    master_key: dict[str, Any]
-    devices: dict[str, dict[str, Any]]
+    master_key: MasterKeyJson
+    devices: dict[str, DeviceKeysJson]
 
 
 class KeysQueryResponse(_Wire):
@@ -117,12 +129,12 @@ class KeysQueryResponse(_Wire):
 
 
 class KeysClaimRequest(_Wire):
-    devices: dict[str, list[str]] = Field(min_length=1)
+    devices: dict[UserIdStr, list[DeviceIdStr]] = Field(min_length=1)
 
 
 class ClaimedKey(_Wire):
-    key_id: str
-    key: dict[str, Any]
+    key_id: str = Field(description="signed_curve25519:<key id>, as the owner uploaded it")
+    key: OneTimeKeyJson
 
 
 class KeysClaimResponse(_Wire):
@@ -150,9 +162,9 @@ class LogoutAllResponse(_Wire):
 
 
 class AddDeviceRequest(_Wire):
-    device_keys: dict[str, Any]
-    one_time_keys: dict[str, Any] = Field(default_factory=dict)
-    fallback_keys: dict[str, Any] = Field(default_factory=dict)
+    device_keys: DeviceKeysJson
+    one_time_keys: OneTimeKeysJson = Field(default_factory=dict)
+    fallback_keys: OneTimeKeysJson = Field(default_factory=dict)
 
 
 # ---- messaging -------------------------------------------------------------------------------
@@ -160,15 +172,15 @@ class AddDeviceRequest(_Wire):
 
 class RoomCreateRequest(_Wire):
     name: str = Field(min_length=1, max_length=255)
-    invite: list[str] = Field(default_factory=list, max_length=100)
+    invite: list[UserIdStr] = Field(default_factory=list, max_length=100)
 
 
 class DirectRoomRequest(_Wire):
-    user_id: str = Field(max_length=320)
+    user_id: UserIdStr = Field(max_length=320)
 
 
 class MemberRequest(_Wire):
-    user_id: str = Field(max_length=320)
+    user_id: UserIdStr = Field(max_length=320)
 
 
 class RenameRequest(_Wire):
@@ -200,8 +212,9 @@ class MembersResponse(_Wire):
 
 
 class SendRequest(_Wire):
-    type: str = Field(max_length=64)
-    content: dict[str, Any]
+    # Checked by the service, which says why ("encrypt first"); the schema names the one accepted type.
+    type: Annotated[str, Field(max_length=64), WithJsonSchema({"type": "string", "const": "m.room.encrypted"})]
+    content: MegolmContentJson
 
 
 class SendResponse(_Wire):
@@ -211,8 +224,8 @@ class SendResponse(_Wire):
 
 
 class SyncResponse(_Wire):
-    events: list[dict[str, Any]]
-    to_device: list[dict[str, Any]]
+    events: list[EventJson]
+    to_device: list[ToDeviceJson]
     next_pos: int
     limited: bool
     one_time_keys: int  # left on the server for this device: the client tops up when low
@@ -220,13 +233,13 @@ class SyncResponse(_Wire):
 
 
 class HistoryResponse(_Wire):
-    events: list[dict[str, Any]]
+    events: list[EventJson]
     next_before: int | None
 
 
 class ToDeviceRequest(_Wire):
-    type: str = Field(max_length=64)
-    messages: dict[str, dict[str, dict[str, Any]]]
+    type: Literal["m.room.encrypted"]
+    messages: dict[UserIdStr, dict[DeviceIdStr, OlmContentJson]]
 
 
 class AckRequest(_Wire):

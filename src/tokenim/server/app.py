@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from tokenim import __version__
 from tokenim.core.clock import Clock
-from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers
+from tokenim.server.api.contract import install_openapi
+from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
@@ -65,9 +66,15 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
     services = services or build_services(config, db, clock)
     app = FastAPI(title="TokenIM", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
     install_error_handlers(app)
-    app.include_router(build_router(services, config.server_name))
+    install_openapi(app)
     requester = requester_dependency(services.auth)
-    app.include_router(build_messaging_router(services.rooms, services.messages, services.files, requester))
+    routers = [
+        build_router(services, config.server_name),
+        build_messaging_router(services.rooms, services.messages, services.files, requester),
+    ]
+    for router in routers:
+        app.include_router(router)
+    remember_routes(app, routers)
     app.router.routes.append(
         build_realtime_route(services.auth, services.messages, services.hub, config.max_websockets_per_device)
     )

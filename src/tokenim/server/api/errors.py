@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -44,6 +46,22 @@ def _describe(errors: list[dict[str, Any]]) -> TokenIMError:
     )
 
 
+def remember_routes(app: FastAPI, routers: list[APIRouter]) -> None:
+    """Keep each HTTP route's path pattern and methods, for the `Allow` header of a 405."""
+    app.state.route_methods = [
+        (route.path_regex, frozenset(route.methods or ()))
+        for router in routers
+        for route in router.routes
+        if isinstance(route, Route)
+    ]
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route accepts at this path (Starlette's own 405 names only the first route's)."""
+    table: list[tuple[re.Pattern[str], frozenset[str]]] = getattr(request.app.state, "route_methods", [])
+    return sorted({m for regex, methods in table if regex.match(request.url.path) for m in methods})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map our errors, validation errors, unknown routes and crashes to `{"error": {...}}`."""
 
@@ -63,6 +81,9 @@ def install_error_handlers(app: FastAPI) -> None:
             err = TokenIMError(ErrorCode.NOT_FOUND, "There is nothing at this address.")
         elif exc.status_code == 405:
             err = TokenIMError(ErrorCode.METHOD_NOT_ALLOWED, "This address does not accept that method.")
+            response = error_response(err)
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+            return response
         else:
             err = TokenIMError(ErrorCode.INVALID_REQUEST, str(exc.detail))
         return error_response(err)

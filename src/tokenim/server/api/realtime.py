@@ -1,5 +1,8 @@
 """The WebSocket: pushes room events and to-device messages, and takes sends and acknowledgements.
 
+Authentication: `Authorization: Bearer <token>` on the upgrade request or, from a browser, the subprotocols
+`tokenim.v1, tokenim.bearer.<token>` (answered with `tokenim.v1`).
+
 Frames from the client (JSON text):
   {"type": "sync", "since": POS, "to_device_after": ID}   catch up, then receive live
   {"type": "send", "room_id", "txn_id", "content"}        -> {"type": "sent", "txn_id", "event_id", "pos", "seq"}
@@ -145,10 +148,29 @@ async def _handle(frame: dict[str, Any], conn: Connection, me: Requester, messag
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {str(kind)[:40]!r}.")
 
 
-async def _refuse(ws: WebSocket, err: TokenIMError, code: int) -> None:
-    await ws.accept()
+async def _refuse(ws: WebSocket, err: TokenIMError, code: int, subprotocol: str | None = None) -> None:
+    await ws.accept(subprotocol=subprotocol)
     await ws.send_text(_dumps(err.to_json() | {"type": "error"}))
     await ws.close(code=code)
+
+
+WS_PROTOCOL = "tokenim.v1"
+WS_BEARER_PREFIX = "tokenim.bearer."
+
+
+def ws_credentials(authorization: str | None, offered: list[str]) -> tuple[str | None, str | None]:
+    """(the Authorization value to check, the subprotocol to answer with).
+
+    A browser cannot set headers on a WebSocket, so it may offer the subprotocols `tokenim.v1` and
+    `tokenim.bearer.<access token>` instead; the server answers `tokenim.v1` (a browser insists that the
+    answer is one it offered) and never echoes the token. An Authorization header, when present, wins.
+    """
+    protocols = [p.strip() for p in offered]
+    answer = WS_PROTOCOL if WS_PROTOCOL in protocols else None
+    if authorization is not None:
+        return authorization, answer
+    tokens = [p[len(WS_BEARER_PREFIX) :] for p in protocols if p.startswith(WS_BEARER_PREFIX)]
+    return (f"Bearer {tokens[0]}" if tokens and answer else None), answer
 
 
 def build_realtime_route(
@@ -160,10 +182,13 @@ def build_realtime_route(
     """
 
     async def websocket(ws: WebSocket) -> None:
+        # ASGI servers hand the offered subprotocols over in the scope (wsproto drops them from the headers).
+        offered = list(ws.scope.get("subprotocols") or [])
+        authorization, subprotocol = ws_credentials(ws.headers.get("authorization"), offered)
         try:
-            me = await auth.access_requester(ws.headers.get("authorization"))
+            me = await auth.access_requester(authorization)
         except TokenIMError as err:
-            await _refuse(ws, err, 4401)
+            await _refuse(ws, err, 4401, subprotocol)
             return
         conn = Connection(
             me.user_id,
@@ -178,10 +203,10 @@ def build_realtime_route(
                 ErrorCode.TOO_MANY_CONNECTIONS,
                 f"This device already has {max_per_device} WebSockets open: close one before opening another.",
             )
-            await _refuse(ws, too_many, 4429)
+            await _refuse(ws, too_many, 4429, subprotocol)
             return
         try:
-            await ws.accept()
+            await ws.accept(subprotocol=subprotocol)
             while not conn.closed:
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":

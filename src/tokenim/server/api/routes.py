@@ -4,10 +4,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header
+from fastapi import APIRouter, Depends, Path, Request, Security
 from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tokenim import __version__
+from tokenim.core.errors import ErrorCode as E
 from tokenim.protocol.api import (
     AddDeviceRequest,
     ChallengeRequest,
@@ -31,6 +33,8 @@ from tokenim.protocol.api import (
     TokenResponse,
     WhoAmIResponse,
 )
+from tokenim.protocol.wire import DEVICE_ID_SCHEMA
+from tokenim.server.api.contract import errors
 from tokenim.server.api.encoding import content_response
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
@@ -42,6 +46,8 @@ from tokenim.server.services.keys import KeyService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
+
+DeviceIdPath = Annotated[str, Path(max_length=32, json_schema_extra=DEVICE_ID_SCHEMA)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +65,14 @@ class Services:
     writer: EventWriter
 
 
+# Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,
+# so a missing or malformed header gets our 401 error body, not FastAPI's).
+BEARER = HTTPBearer(auto_error=False, description="An access token from POST /v1/login or /v1/token/refresh.")
+
+
 def requester_dependency(auth: AuthService) -> Callable[..., Awaitable[Requester]]:
-    async def requester(authorization: Annotated[str | None, Header()] = None) -> Requester:
-        return await auth.access_requester(authorization)
+    async def requester(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> Requester:
+        return await auth.access_requester(request.headers.get("authorization"))
 
     return requester
 
@@ -71,70 +82,104 @@ def build_router(services: Services, server_name: str) -> APIRouter:
     router = APIRouter()
     Me = Annotated[Requester, Depends(requester_dependency(services.auth))]
 
-    @router.get("/health", response_model=HealthResponse, tags=["server"])
+    @router.get("/health", response_model=HealthResponse, tags=["server"], responses=errors(body=False, auth=False))
     async def health() -> HealthResponse:
         return HealthResponse(status="ok", version=__version__, server_name=server_name)
 
-    @router.post("/v1/register", response_model=RegisterResponse, tags=["accounts"])
+    @router.post(
+        "/v1/register",
+        response_model=RegisterResponse,
+        tags=["accounts"],
+        responses=errors(
+            E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.INVITE_REQUIRED, E.INVITE_INVALID, E.USERNAME_TAKEN, auth=False
+        ),
+    )
     async def register(body: RegisterRequest) -> RegisterResponse:
         return await services.accounts.do_register(services.accounts.check_register(body))
 
-    @router.post("/v1/login/challenge", response_model=ChallengeResponse, tags=["auth"])
+    @router.post(
+        "/v1/login/challenge",
+        response_model=ChallengeResponse,
+        tags=["auth"],
+        responses=errors(E.UNKNOWN_USER, E.UNKNOWN_DEVICE, auth=False),
+    )
     async def challenge(body: ChallengeRequest) -> ChallengeResponse:
         return await services.auth.do_challenge(body.user_id, body.device_id)
 
-    @router.post("/v1/login", response_model=TokenResponse, tags=["auth"])
+    @router.post(
+        "/v1/login",
+        response_model=TokenResponse,
+        tags=["auth"],
+        responses=errors(E.UNKNOWN_USER, E.UNKNOWN_DEVICE, E.CHALLENGE_INVALID, E.CHALLENGE_EXPIRED, E.BAD_SIGNATURE, auth=False),
+    )
     async def login(body: LoginRequest) -> TokenResponse:
         return await services.auth.do_login(body)
 
-    @router.post("/v1/token/refresh", response_model=TokenResponse, tags=["auth"])
+    @router.post(
+        "/v1/token/refresh",
+        response_model=TokenResponse,
+        tags=["auth"],
+        responses=errors(E.UNAUTHORIZED, E.TOKEN_EXPIRED, auth=False),
+    )
     async def refresh(body: RefreshRequest) -> TokenResponse:
         return await services.auth.do_refresh(body.refresh_token)
 
-    @router.post("/v1/logout", response_model=OkResponse, tags=["auth"])
+    @router.post("/v1/logout", response_model=OkResponse, tags=["auth"], responses=errors(body=False))
     async def logout(me: Me) -> OkResponse:
         await services.auth.do_logout(me)
         return OkResponse()
 
-    @router.post("/v1/logout/all", response_model=LogoutAllResponse, tags=["auth"])
+    @router.post("/v1/logout/all", response_model=LogoutAllResponse, tags=["auth"], responses=errors(body=False))
     async def logout_all(me: Me) -> LogoutAllResponse:
         return LogoutAllResponse(sessions_ended=await services.auth.do_logout_all(me))
 
-    @router.get("/v1/whoami", response_model=WhoAmIResponse, tags=["auth"])
+    @router.get("/v1/whoami", response_model=WhoAmIResponse, tags=["auth"], responses=errors(body=False))
     async def whoami(me: Me) -> WhoAmIResponse:
         return await services.accounts.access_whoami(me)
 
-    @router.get("/v1/devices", response_model=DevicesResponse, tags=["devices"])
+    @router.get("/v1/devices", response_model=DevicesResponse, tags=["devices"], responses=errors(body=False))
     async def devices(me: Me) -> Response:
         return content_response(await services.devices.access_devices(me))
 
-    @router.post("/v1/devices", response_model=OkResponse, tags=["devices"])
+    @router.post(
+        "/v1/devices",
+        response_model=OkResponse,
+        tags=["devices"],
+        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_EXISTS),
+    )
     async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:
         await services.keys.do_add_device(me, body.device_keys, body.one_time_keys, body.fallback_keys)
         return OkResponse()
 
-    @router.delete("/v1/devices/{device_id}", response_model=OkResponse, tags=["devices"])
-    async def remove_device(me: Me, device_id: str) -> OkResponse:
+    @router.delete(
+        "/v1/devices/{device_id}", response_model=OkResponse, tags=["devices"], responses=errors(E.UNKNOWN_DEVICE, body=False)
+    )
+    async def remove_device(me: Me, device_id: DeviceIdPath) -> OkResponse:
         await services.devices.do_remove(me, device_id)
         return OkResponse()
 
-    @router.post("/v1/keys/upload", response_model=KeyCountsResponse, tags=["keys"])
+    @router.post(
+        "/v1/keys/upload",
+        response_model=KeyCountsResponse,
+        tags=["keys"],
+        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.KEY_CONFLICT, E.UNKNOWN_DEVICE),
+    )
     async def upload_keys(me: Me, body: KeysUploadRequest) -> KeyCountsResponse:
         return await services.keys.do_upload(me, body.one_time_keys, body.fallback_keys)
 
-    @router.get("/v1/keys/counts", response_model=KeyCountsResponse, tags=["keys"])
+    @router.get("/v1/keys/counts", response_model=KeyCountsResponse, tags=["keys"], responses=errors(body=False))
     async def key_counts(me: Me) -> KeyCountsResponse:
         return await services.keys.access_counts(me)
 
-    @router.post("/v1/keys/query", response_model=KeysQueryResponse, tags=["keys"])
+    @router.post("/v1/keys/query", response_model=KeysQueryResponse, tags=["keys"], responses=errors())
     async def query_keys(me: Me, body: KeysQueryRequest) -> Response:
         return content_response(await services.keys.access_query(body.user_ids))
 
-    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"])
+    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"], responses=errors())
     async def claim_keys(me: Me, body: KeysClaimRequest) -> Response:
         return content_response(await services.keys.do_claim(body.devices))
 
-    @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"])
+    @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"], responses=errors(E.FORBIDDEN))
     async def create_invite(me: Me, body: InviteCreateRequest) -> InviteResponse:
         return await services.accounts.do_create_invite(me, body.expires_in_seconds)
 
