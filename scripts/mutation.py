@@ -2,8 +2,9 @@
 the tests that guard it (mutmut narrows further to the tests that reach each mutated function).
 
 Each group runs in a fresh directory under build/mutation/ (a copy of src/ and tests/ with a pyproject.toml
-naming that group's modules and tests), so groups never share mutmut's state and no stale result is reused. Tests run on SQLite only. Prints the surviving mutants and a summary line per
-group; the known survivors, and why each is harmless, are listed in docs/testing.md.
+naming that group's modules and tests), so groups never share mutmut's state and no stale result is reused.
+Tests run on SQLite only. Prints the surviving mutants and a summary line per group; the known survivors,
+and why each is harmless, are listed in docs/testing.md.
 
     python scripts/mutation.py            # every group
     python scripts/mutation.py login      # one group (while developing)
