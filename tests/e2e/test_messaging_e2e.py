@@ -124,9 +124,9 @@ def test_offline_device_catches_up_on_1000_messages_in_order_exactly_once(tmp_pa
             # Bob goes offline while 1,000 messages arrive.
             sent = [(await alice.send_text(room, f"n{i}")).event_id for i in range(1000)]
 
-            async def collect(n: int) -> list[str]:
+            async def collect(n: int, ready: asyncio.Event | None = None) -> list[str]:
                 got: list[str] = []
-                async for message in bob.listen():
+                async for message in bob.listen(ready=ready):
                     assert message.warning is None, message.warning
                     got.append(message.id)
                     if len(got) == n:
@@ -136,8 +136,9 @@ def test_offline_device_catches_up_on_1000_messages_in_order_exactly_once(tmp_pa
             got = await asyncio.wait_for(collect(1000), 60)
             assert got == sent
             # Live delivery after catching up; a reconnect repeats nothing.
-            live = asyncio.create_task(collect(1))
-            await asyncio.sleep(0.3)
+            ready = asyncio.Event()
+            live = asyncio.create_task(collect(1, ready))
+            await asyncio.wait_for(ready.wait(), 20)  # caught up and live: the next message arrives live
             last = (await alice.send_text(room, "live")).event_id
             assert await asyncio.wait_for(live, 20) == [last]
             assert await bob.sync() == []
