@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench mutation clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ test: lint
 	url="$$(scripts/postgres-for-tests.sh)" || exit 1; \
 	TOKENIM_TEST_DATABASE_URL="$$url" $(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
 
+# Mutation testing of the security-critical modules (see docs/testing.md); not part of `make test`.
+# One group while developing: make mutation GROUPS=login
+mutation: $(STAMP)
+	$(BIN)/python scripts/mutation.py $(GROUPS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build/mutation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import resource
 import signal
@@ -44,6 +45,7 @@ class RunningServer:
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    printed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def bootstrap_invite(self) -> str:
@@ -52,9 +54,30 @@ class RunningServer:
                 return line.rsplit(" ", 1)[1].strip()
         raise AssertionError(f"no bootstrap invite printed: {self.output}")
 
+    def wait_for_output(self, text: str, timeout: float = 30, *, after: int = 0) -> str:
+        """The first line (from line `after` on) printed so far or within `timeout` seconds that contains
+        `text`; fails after that, or as soon as the server has exited and everything it printed was read."""
+        deadline = time.monotonic() + timeout
+        with self.printed:
+            while True:
+                for line in self.output[after:]:
+                    if text in line:
+                        return line
+                if self.reader is not None and not self.reader.is_alive():
+                    try:
+                        code = self.process.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        raise AssertionError(f"server closed its output without {text!r}: {self.output}") from None
+                    raise AssertionError(f"server exited ({code}) without printing {text!r}: {self.output}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"server printed no {text!r} within {timeout} s: {self.output}")
+                self.printed.wait(min(left, 1.0))
+
 
 def start_server(data_dir: Path, *extra: str, port: int | None = None, open_files: int | None = None) -> RunningServer:
-    """Start `tokenim serve` (under an open-file limit of `open_files` if given) and wait until /health answers."""
+    """Start `tokenim serve` (under an open-file limit of `open_files` if given) and wait (30 s at most) until
+    it says it is serving and /health answers."""
     port = port or free_port()
 
     def limit_open_files() -> None:
@@ -69,19 +92,13 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None, open_file
         env={k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")},
         preexec_fn=limit_open_files if open_files is not None else None,
     )
-    server = RunningServer(f"http://127.0.0.1:{port}", data_dir, proc)
-    assert proc.stdout is not None
+    server = watch_output(RunningServer(f"http://127.0.0.1:{port}", data_dir, proc))
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"server exited early: {server.output}")
-        server.output.append(line.rstrip("\n"))
-        if "serving" in line:
-            break
-    # Keep draining the output so a chatty server never blocks on a full pipe.
-    server.reader = threading.Thread(target=_drain, args=(proc, server.output), daemon=True)
-    server.reader.start()
+    try:
+        server.wait_for_output("serving", timeout=30)
+    except AssertionError:
+        proc.kill()
+        raise
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
@@ -92,11 +109,24 @@ def start_server(data_dir: Path, *extra: str, port: int | None = None, open_file
     raise AssertionError(f"server did not come up: {server.output}")
 
 
-def _drain(proc: subprocess.Popen[str], output: list[str]) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        output.append(line.rstrip("\n"))
-    proc.stdout.close()
+def watch_output(server: RunningServer) -> RunningServer:
+    """Read the process's output in a thread from the start: a test never blocks on a silent server,
+    and a chatty one never blocks on a full pipe."""
+    server.reader = threading.Thread(target=_drain, args=(server,), daemon=True)
+    server.reader.start()
+    return server
+
+
+def _drain(server: RunningServer) -> None:
+    stdout = server.process.stdout
+    assert stdout is not None
+    for line in stdout:
+        with server.printed:
+            server.output.append(line.rstrip("\n"))
+            server.printed.notify_all()
+    stdout.close()
+    with server.printed:
+        server.printed.notify_all()
 
 
 def kill_server(server: RunningServer, sig: int = signal.SIGTERM) -> str:
@@ -144,3 +174,28 @@ class Cli:
     def json(self, *args: str) -> dict[str, object]:
         out = self.run(*args, "--json").stdout
         return json.loads(out)  # type: ignore[no-any-return]
+
+
+class LineReader:
+    """Reads a process's stdout in a thread, so every read has a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def line(self, timeout: float = 30) -> str:
+        """The next line, or fail after `timeout` seconds or when the output ends."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line printed within {timeout} s") from None
+        if line is None:
+            raise AssertionError("the process closed its output")
+        return line

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import TOKENIM, Cli, RunningServer, start_server, stop_server
+from tests.e2e.conftest import TOKENIM, Cli, LineReader, RunningServer, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +42,7 @@ def test_chat_from_the_command_line(open_server: RunningServer, tmp_path: Path) 
 
     # listen streams JSON lines as messages arrive.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")} | {"TOKENIM_PASSPHRASE": bob.passphrase}
+    sockets_before = len(open_server.output)
     listener = subprocess.Popen(
         [*TOKENIM, "--profile", str(bob.profile), "listen", "--json"],
         stdout=subprocess.PIPE,
@@ -51,11 +51,12 @@ def test_chat_from_the_command_line(open_server: RunningServer, tmp_path: Path) 
         env=env,
     )
     try:
-        time.sleep(1.5)
+        # Wait until the server has accepted the listener's socket: a message sent from then on reaches it,
+        # live or in its catch-up.
+        open_server.wait_for_output('"WebSocket /v1/ws" [accepted]', after=sockets_before)
+        lines = LineReader(listener)
         alice.json("send", "plans", "kick-off on Monday")
-        assert listener.stdout is not None
-        line = listener.stdout.readline()
-        live = json.loads(line)
+        live = json.loads(lines.line(timeout=60))
         assert live["body"] == "kick-off on Monday" and live["sender"] == "@alice:localhost" and live["verified"] is True
     finally:
         listener.terminate()

@@ -407,6 +407,13 @@ def test_sign_json_round_trip_and_leaves_input_alone(master: SigningKey) -> None
     assert get_signature(signed, ALICE, "KEY1") == signed["signatures"][ALICE]["ed25519:KEY1"]
 
 
+def test_a_second_signature_leaves_the_once_signed_object_alone(master: SigningKey) -> None:
+    once = sign_json(_key_object(), ALICE, "KEY1", master)
+    before = json.dumps(once, sort_keys=True)
+    sign_json(once, ALICE, "KEY2", SigningKey.generate())
+    assert json.dumps(once, sort_keys=True) == before
+
+
 def test_second_signer_keeps_the_first_signature(master: SigningKey) -> None:
     device = SigningKey.generate()
     bob_master = SigningKey.generate()
@@ -489,7 +496,9 @@ def test_tampered_or_missing_signature_fails(master: SigningKey) -> None:
     _assert_bad_signature(signed, ALICE, "KEY1", SigningKey.generate().public_key)
 
 
-@pytest.mark.parametrize("sigs", [None, "x", [], {ALICE: "x"}, {ALICE: []}])
+@pytest.mark.parametrize(
+    "sigs", [None, "x", [], {ALICE: "x"}, {ALICE: []}, {ALICE: {"ed25519:KEY1": 5}}, {ALICE: {"ed25519:KEY1": ["x"]}}]
+)
 def test_malformed_signatures_member_is_not_signed(master: SigningKey, sigs: Any) -> None:
     obj = {**_key_object(), "signatures": sigs}
     assert get_signature(obj, ALICE, "KEY1") is None
@@ -516,6 +525,7 @@ def test_signing_an_unsignable_object_is_a_bad_key_object(master: SigningKey) ->
     with pytest.raises(TokenIMError) as exc:
         sign_json({"ts": 1.5}, ALICE, "KEY1", master)
     assert exc.value.code is ErrorCode.BAD_KEY_OBJECT
+    assert exc.value.message.startswith("The object cannot be signed: ")
 
 
 @pytest.mark.parametrize(
@@ -543,6 +553,13 @@ def test_fingerprint_format_and_determinism(master: SigningKey) -> None:
     assert re.fullmatch(r"\d{5}( \d{5}){11}", fp)
     assert fingerprint(master.public_key) == fp
     assert fingerprint(SigningKey.from_seed(master.seed()).public_key) == fp
+
+
+def test_fingerprint_known_answer() -> None:
+    """Fingerprints are compared between people and between versions: the recipe must never drift."""
+    key = SigningKey.from_seed(bytes(range(32))).public_key
+    assert key == "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
+    assert fingerprint(key) == "93924 89393 34095 31168 44425 38299 88329 97799 97441 43766 11569 66722"
 
 
 def test_fingerprints_differ_between_keys() -> None:

@@ -3,6 +3,7 @@ login challenge signatures and pickling."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -183,6 +184,13 @@ def test_one_time_keys_do_not_verify_for_another_device(identity: DeviceIdentity
 
 
 # --- login --------------------------------------------------------------------------------------
+
+
+def test_login_challenge_payload_is_the_documented_canonical_json() -> None:
+    """docs/protocol.md, login by key, step 2: the exact bytes another implementation must sign."""
+    payload = login_challenge_payload(server_name="example.com", user_id=ALICE, device_id=DEVICE, nonce="n0nce")
+    expected = {"device_id": DEVICE, "nonce": "n0nce", "server_name": "example.com", "type": "tokenim.login.v1", "user_id": ALICE}
+    assert payload == json.dumps(expected, separators=(",", ":")).encode()
 
 
 def test_sign_login_challenge(identity: DeviceIdentity) -> None:
