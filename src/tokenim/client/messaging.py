@@ -7,10 +7,10 @@ import json
 import mimetypes
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -39,6 +39,7 @@ from tokenim.protocol.api import (
 from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MEMBER
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
 
+M = TypeVar("M")
 SEND_RETRIES = 3
 # Member devices of a room are cached for a long-running client; membership and device-list events seen in
 # sync drop the entry at once, so a leave, removal or removed device still rotates the key on the next send.
@@ -199,9 +200,11 @@ class Client(KeysClient):
         if need:
             await self._ensure_sessions(need)
             messages, shared = self.machine.room_key_messages(room_id, need)
-            self.persist_crypto()
+            seq = self.next_send_seq() if messages else None
+            self.persist_crypto(send_seq=seq)
             if messages:
-                await self._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+                body = {"type": ENCRYPTED, "messages": messages, "device_seq": seq}
+                await self._sending(self._post("/v1/to_device", body, OkResponse))
             self.machine.mark_key_shared(room_id, shared)
         self.persist_crypto()
         has_key = self.machine.rooms.outbound[room_id].shared_with | {(self.user_id, self.device_id)}
@@ -221,20 +224,32 @@ class Client(KeysClient):
         """Encrypt and send; retried with the same transaction id so a lost answer never duplicates.
 
         The result names every member device left out of the message, and why."""
+        self.next_send_seq()  # a stale copy stops before it encrypts anything
         excluded = await self.share_room_key(room_id)
         content = self.machine.encrypt_room_message(room_id, plaintext)
-        self.persist_crypto()
+        seq = self.next_send_seq()
+        self.persist_crypto(send_seq=seq)  # saved before the ciphertext leaves: no index or number is used twice
         txn_id = secrets.token_urlsafe(12)
-        body = {"type": ENCRYPTED, "content": content}
+        body = {"type": ENCRYPTED, "content": content, "device_seq": seq}
         for attempt in range(SEND_RETRIES):
             try:
-                sent = await self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                put = self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                sent = await self._sending(put)
                 return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
             except TokenIMError as err:
                 if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
                     raise
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def _sending(self, request: Awaitable[M]) -> M:
+        """A send to the server; a `profile_forked` refusal marks this copy stale before it is raised."""
+        try:
+            return await request
+        except TokenIMError as err:
+            if err.code is ErrorCode.PROFILE_FORKED:
+                raise self.profile_forked() from None
+            raise
 
     async def send_text(self, room_id: str, text: str) -> SendResult:
         return await self.send_content(room_id, {"type": "m.text", "body": text})

@@ -195,6 +195,7 @@ class MembersResponse(_Wire):
 class SendRequest(_Wire):
     type: str = Field(max_length=64)
     content: dict[str, Any]
+    device_seq: int | None = Field(default=None, ge=1, le=MAX_POSITION)  # see docs/protocol.md, "Forked profiles"
 
 
 class SendResponse(_Wire):
@@ -220,6 +221,7 @@ class HistoryResponse(_Wire):
 class ToDeviceRequest(_Wire):
     type: str = Field(max_length=64)
     messages: dict[str, dict[str, dict[str, Any]]]
+    device_seq: int | None = Field(default=None, ge=1, le=MAX_POSITION)
 
 
 class AckRequest(_Wire):

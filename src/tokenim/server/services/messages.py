@@ -9,6 +9,7 @@ from tokenim.core.ids import check_device_id, check_user_id
 from tokenim.protocol.api import HistoryResponse, SendResponse, SyncResponse
 from tokenim.protocol.events import ENCRYPTED, MAX_CONTENT_BYTES, check_encrypted_content, check_olm_content
 from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.forks import forked, take_device_seq
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.writer import Batch, EventWriter
 from tokenim.server.storage.events import EventStore, ToDeviceRow
@@ -43,8 +44,12 @@ class MessageService:
         if sum(len(v) for v in content.values() if isinstance(v, str)) > MAX_CONTENT_BYTES:
             raise TokenIMError(ErrorCode.BODY_TOO_LARGE, f"A message may be at most {MAX_CONTENT_BYTES} bytes.")
 
-    async def do_send(self, requester: Requester, room_id: str, txn_id: str, content: dict[str, object]) -> SendResponse:
-        """Store the event and return once it is committed; a repeated transaction id returns the first result."""
+    async def do_send(
+        self, requester: Requester, room_id: str, txn_id: str, content: dict[str, object], device_seq: int | None = None
+    ) -> SendResponse:
+        """Store the event and return once it is committed; a repeated transaction id returns the first result.
+
+        A `device_seq` the device already used is refused (a forked profile), unless it is a retry of that send."""
 
         async def job(b: Batch) -> SendResponse:
             # Fast path: trust the unique (sender, device, txn id) index to catch a repeat; if it does,
@@ -60,6 +65,12 @@ class MessageService:
                 if await self._rooms.get_room(b.tx, room_id) is None:
                     raise TokenIMError(ErrorCode.NOT_FOUND, f"There is no room {room_id}.")
                 raise TokenIMError(ErrorCode.FORBIDDEN, "You are not in this room.")
+            last = await take_device_seq(b.tx, self._ctx.accounts, requester, device_seq)
+            if last is not None:
+                seen = await self._events.find_txn(b.tx, requester.user_id, requester.device_id, txn_id)
+                if seen is None or seen.room_id != room_id:
+                    raise forked(device_seq or 0, last)
+                return SendResponse(event_id=seen.event_id, pos=seen.pos, seq=seen.room_seq)  # a retry
             ev = await b.add_event(
                 room_id, ENCRYPTED, requester.user_id, dict(content), sender_device=requester.device_id, txn_id=txn_id
             )
@@ -102,7 +113,11 @@ class MessageService:
         return HistoryResponse(events=[r.to_wire() for r in rows], next_before=next_before)
 
     async def do_send_to_device(
-        self, requester: Requester, event_type: str, messages: dict[str, dict[str, dict[str, object]]]
+        self,
+        requester: Requester,
+        event_type: str,
+        messages: dict[str, dict[str, dict[str, object]]],
+        device_seq: int | None = None,
     ) -> int:
         """Queue Olm-encrypted messages for specific devices; they stay until each device acknowledges them."""
         flat: list[tuple[str, str, str, str, str, dict[str, object]]] = []
@@ -116,6 +131,9 @@ class MessageService:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Send to at most {MAX_TO_DEVICE_BATCH} devices at once.")
 
         async def job(b: Batch) -> int:
+            last = await take_device_seq(b.tx, self._ctx.accounts, requester, device_seq)
+            if last is not None:
+                raise forked(device_seq or 0, last)
             known = []
             for row in flat:
                 if await self._ctx.accounts.get_device(b.tx, row[0], row[1]) is not None:

@@ -111,6 +111,20 @@ class AccountStore:
             update(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id).values(last_seen_at=now)
         )
 
+    async def advance_send_seq(self, tx: Tx, user_id: str, device_id: str, seq: int) -> int | None:
+        """Record `seq` as the device's last send number if it is higher than the last one.
+
+        Returns None when it was, else the last number already used (the send must be refused)."""
+        q = (
+            update(devices)
+            .where(devices.c.user_id == user_id, devices.c.device_id == device_id, devices.c.send_seq < seq)
+            .values(send_seq=seq)
+        )
+        if (await tx.execute(q)).rowcount == 1:
+            return None
+        last = select(devices.c.send_seq).where(devices.c.user_id == user_id, devices.c.device_id == device_id)
+        return int((await tx.execute(last)).scalar_one_or_none() or 0)
+
     async def delete_device(self, tx: Tx, user_id: str, device_id: str) -> bool:
         q = delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id)
         return (await tx.execute(q)).rowcount > 0

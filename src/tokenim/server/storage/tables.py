@@ -51,6 +51,8 @@ devices = Table(
     Column("keys_json", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("last_seen_at", BigInteger, nullable=True),
+    # The highest send sequence number this device has used (docs/protocol.md, "Forked profiles").
+    Column("send_seq", BigInteger, nullable=False, server_default="0"),
     ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
 )
 
