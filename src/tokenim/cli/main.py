@@ -117,6 +117,8 @@ async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "user", None):
+        return await cmd_contact_keys(args)
     async with await _open(args) as client:
         info = client.keys_info()
         return {
@@ -127,6 +129,85 @@ async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
             "device_id": info.device_id,
             "device_keys": {"ed25519": info.device_ed25519, "curve25519": info.device_curve25519},
         }
+
+
+async def cmd_contact_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys show @user`: their master key and fingerprint as the server shows it, against the pinned one."""
+    async with await _open(args) as client:
+        return (await client.contact_keys(args.user)).to_json()
+
+
+async def cmd_keys_accept(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys accept @user`: pin their new master key, only for the fingerprint compared with them."""
+    async with await _open(args) as client:
+        expected = args.fingerprint
+        if expected is None:
+            shown = await client.contact_keys(args.user)
+            if shown.status != "changed":
+                return (await client.accept_contact_key(args.user, "")).to_json()  # raises: says there is nothing to accept
+            if not sys.stdin.isatty():
+                raise TokenIMError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"Not at a terminal: pass --fingerprint with {shown.user_id}'s new fingerprint as they read it to you "
+                    f"(see `tokenim keys show {shown.user_id}`).",
+                )
+            print(_contact_keys_text(shown.to_json()))
+            try:
+                question = f"Accept the new key of {shown.user_id}? Only if they read you the same fingerprint [y/N]: "
+                answer = await asyncio.to_thread(input, question)
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Nothing was accepted.")
+            expected = shown.current_fingerprint
+        return (await client.accept_contact_key(args.user, expected)).to_json()
+
+
+def _fingerprint_rows(fp: str, indent: str) -> str:
+    groups = fp.split()
+    return ("\n" + indent).join(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4))
+
+
+def _contact_keys_text(r: dict[str, Any]) -> str:
+    status = {
+        "trusted": "the pinned key: their devices get your messages",
+        "pinned_now": "seen for the first time and pinned now: compare the fingerprint with them",
+        "changed": "CHANGED: their devices get no messages until you compare the new fingerprint with them "
+        f"and run `tokenim keys accept {r['user_id']}`",
+    }[r["status"]]
+    lines = [f"User:        {r['user_id']}", f"Status:      {status}"]
+    pad = " " * 13
+    if r["status"] == "changed":
+        lines.append("Pinned:      " + _fingerprint_rows(r["pinned_fingerprint"], pad))
+        lines.append("New key:     " + _fingerprint_rows(r["current_fingerprint"], pad))
+    else:
+        lines.append("Fingerprint: " + _fingerprint_rows(r["current_fingerprint"], pad))
+    lines.append(f"Master key:  {r['current_master']}")
+    lines += [f"Device:      {d['device_id']}  {d.get('ed25519', '')}  ({d['status']})" for d in r["devices"]]
+    return "\n".join(lines)
+
+
+def _key_accepted_text(r: dict[str, Any]) -> str:
+    pad = " " * 17
+    return "\n".join(
+        [
+            f"Accepted the new master key of {r['user_id']}; their devices get your messages again.",
+            "Old fingerprint: " + _fingerprint_rows(r["old_fingerprint"], pad),
+            "New fingerprint: " + _fingerprint_rows(r["new_fingerprint"], pad),
+        ]
+    )
+
+
+def _left_out_text(result: dict[str, Any]) -> str:
+    """After "Sent …": every member device that did not get the message, and why."""
+    excluded = result.get("excluded") or []
+    if not excluded:
+        return ""
+    lines = [f"\nWarning: {len(excluded)} member device(s) left out; they cannot read this message:"]
+    for e in excluded:
+        who = e["user_id"] + (f" device {e['device_id']}" if e.get("device_id") else " (all devices)")
+        lines.append(f"  {who}: {e['message']}")
+    return "\n".join(lines)
 
 
 async def cmd_invite_create(args: argparse.Namespace) -> dict[str, Any]:
@@ -238,6 +319,10 @@ def _human(command: str, result: dict[str, Any]) -> str:
             mark = "*" if d["current"] else " "
             lines.append(f"{mark} {d['device_id']}  ed25519 {d['ed25519']}")
         return "\n".join(lines)
+    if command == "keys" and "new_fingerprint" in result:
+        return _key_accepted_text(result)
+    if command == "keys" and "current_fingerprint" in result:
+        return _contact_keys_text(result)
     if command == "keys":
         fp = result["fingerprint"].split()
         rows = [" ".join(fp[i : i + 4]) for i in range(0, len(fp), 4)]
@@ -262,7 +347,7 @@ def _human(command: str, result: dict[str, Any]) -> str:
     if command == "room":
         return json.dumps(result, indent=2)
     if command in ("send", "send-file"):
-        return f"Sent {result['event_id']} to {result['room_id']}."
+        return f"Sent {result['event_id']} to {result['room_id']}." + _left_out_text(result)
     if command == "download":
         return f"Saved {result['name']} ({result['size']} bytes, hash checked) to {result['out']}."
     if command == "read":
@@ -270,6 +355,15 @@ def _human(command: str, result: dict[str, Any]) -> str:
     if command == "admin":
         return f"Invite code: {result['code']}\n(one use; expires at {result['expires_at']} ms since the epoch)"
     return json.dumps(result, indent=2)
+
+
+def _add_keys_accept(keys_sub: Any, common: argparse.ArgumentParser) -> None:
+    accept = keys_sub.add_parser("accept", help="accept a contact's new master key, after comparing it", parents=[common])
+    accept.add_argument("user", metavar="@USER")
+    accept.add_argument(
+        "--fingerprint", help="the new key's fingerprint as they read it to you (asked for at a terminal if left out)"
+    )
+    accept.set_defaults(handler=cmd_keys_accept)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -313,9 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="your keys", parents=[common])
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    keys_sub.add_parser("show", help="master key, fingerprint and device keys", parents=[common]).set_defaults(
-        handler=cmd_keys_show
-    )
+    keys_show = keys_sub.add_parser("show", help="master key, fingerprint and device keys", parents=[common])
+    keys_show.add_argument("user", nargs="?", metavar="@USER", help="a contact's keys instead of yours")
+    keys_show.set_defaults(handler=cmd_keys_show)
+    _add_keys_accept(keys_sub, common)
 
     admin = sub.add_parser("admin", help="organisation administration", parents=[common])
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
