@@ -399,6 +399,7 @@ class Client(KeysClient):
         """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
         if not path.is_file():
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
+        self.next_send_seq()  # a stale copy of the profile uploads nothing
         key = FileKey.generate()
 
         def plaintext_chunks() -> Iterator[bytes]:
