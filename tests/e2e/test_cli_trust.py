@@ -4,6 +4,7 @@ is refused instead of sending with the same keys twice."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
@@ -12,8 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import websockets
 
+from tests.conftest import FAST_KDF, PASSPHRASE
 from tests.e2e.conftest import Cli, RunningServer, start_server, stop_server
+from tokenim.client import Client
+from tokenim.core.clock import SystemClock
 from tokenim.core.ids import DeviceId, UserId
 from tokenim.core.signing import fingerprint
 from tokenim.crypto.device import DeviceIdentity
@@ -104,3 +109,37 @@ def test_a_copied_profile_is_refused(open_server: RunningServer, tmp_path: Path)
     alice.json("send", "@bob", "two")
     read = json.loads(bob.run("read", "@alice", "--json").stdout)
     assert [(m.get("body"), m.get("warning")) for m in read] == [("one", None), ("from the original", None), ("two", None)]
+
+
+def test_the_websocket_send_checks_the_send_number_too(open_server: RunningServer, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        clients = [
+            await Client.register(
+                tmp_path / name, PASSPHRASE, server_url=open_server.url, username=name, clock=SystemClock(), kdf=FAST_KDF
+            )
+            for name in ("alice", "bob")
+        ]
+        alice = clients[0]
+        room = (await alice.direct_room("@bob")).room_id
+        alice.machine.prepare_room_send(room, [], 0)
+        content = alice.machine.encrypt_room_message(room, {"type": "m.text", "body": "over the socket"})
+        url = open_server.url.replace("http", "ws", 1) + "/v1/ws"
+        headers = {"Authorization": f"Bearer {alice._access_token()}"}
+        async with websockets.connect(url, additional_headers=headers) as ws:
+
+            async def send(txn: str, seq: object) -> dict[str, object]:
+                await ws.send(json.dumps({"type": "send", "room_id": room, "txn_id": txn, "content": content, "device_seq": seq}))
+                return json.loads(await asyncio.wait_for(ws.recv(), 10))  # type: ignore[no-any-return]
+
+            first = await send("w1", 7)
+            assert first["type"] == "sent"
+            assert (await send("w1", 7))["event_id"] == first["event_id"]  # a retry: the first answer
+            refused = await send("w2", 7)
+            assert refused["txn_id"] == "w2" and refused["error"]["code"] == "profile_forked"  # type: ignore[index]
+            bad = await send("w3", "7")
+            assert bad["error"]["code"] == "invalid_request"  # type: ignore[index]
+            assert (await send("w4", 8))["type"] == "sent"
+        for c in clients:
+            await c.close()
+
+    asyncio.run(scenario())
