@@ -183,7 +183,9 @@ def _contact_keys_text(r: dict[str, Any]) -> str:
     else:
         lines.append("Fingerprint: " + _fingerprint_rows(r["current_fingerprint"], pad))
     lines.append(f"Master key:  {r['current_master']}")
-    lines += [f"Device:      {d['device_id']}  {d.get('ed25519', '')}  ({d['status']})" for d in r["devices"]]
+    for d in r["devices"]:
+        key = f"  ed25519 {d['ed25519']}" if d.get("ed25519") else ""
+        lines.append(f"Device:      {d['device_id']}{key}  ({d['status']})")
     return "\n".join(lines)
 
 
