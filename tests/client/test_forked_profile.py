@@ -4,13 +4,14 @@ and a profile file that moved rotates its outbound sessions before using them.""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import PASSPHRASE
+from tests.conftest import FAST_KDF, PASSPHRASE
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -116,3 +117,66 @@ async def test_the_server_refuses_a_used_send_number_but_answers_a_retry(alice: 
     await alice._request("POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": seq + 5})
     await alice._request("PUT", f"/v1/rooms/{room}/send/t3", SendResponse, body={"type": ENCRYPTED, "content": content})
     await bob._request("POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": 1})
+
+
+class Reordering(httpx.AsyncBaseTransport):
+    """Delivers room sends in the reverse of the order they were made (the first one waits longest)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, spread: int) -> None:
+        self.inner = inner
+        self.spread = spread
+        self.made = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PUT" and "/send/" in request.url.path:
+            self.made += 1
+            await asyncio.sleep(max(0, self.spread - self.made) * 0.004)
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("count", [20, 80])
+async def test_concurrent_sends_from_one_device_arriving_out_of_order_are_not_a_fork(
+    bob: Client, clock: FakeClock, transport: httpx.ASGITransport, tmp_path: Path, count: int
+) -> None:
+    """Numbers in flight together may arrive in any order; the client keeps them within the server's window."""
+    alice = await Client.register(
+        tmp_path / "alice",
+        PASSPHRASE,
+        server_url="http://tokenim.test",
+        username="alice",
+        clock=clock,
+        kdf=FAST_KDF,
+        transport=Reordering(transport, count),
+    )
+    try:
+        room = (await alice.direct_room("@bob")).room_id
+        await alice.send_text(room, "first")
+        sent = await asyncio.gather(*(alice.send_text(room, f"m{i}") for i in range(count)))
+        assert len({s.event_id for s in sent}) == count
+        got = await bob.sync()
+        assert sorted(m.body or "" for m in got) == sorted(["first", *(f"m{i}" for i in range(count))])
+        assert all(m.warning is None for m in got)
+    finally:
+        await alice.close()
+
+
+async def test_the_server_accepts_numbers_out_of_order_once_each(alice: Client, bob: Client) -> None:
+    room = (await alice.direct_room("@bob")).room_id
+    await alice.send_text(room, "sets up the session")
+    base = alice.next_send_seq()
+
+    async def to_device(seq: int) -> None:
+        await alice._request("POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": seq})
+
+    for seq in (base + 5, base + 3, base + 1, base + 4):  # late ones below the highest: each once
+        await to_device(seq)
+    for seq in (base + 3, base + 5, base + 1, base - 1):  # used, or below the highest before these
+        with pytest.raises(TokenIMError) as err:
+            await to_device(seq)
+        assert err.value.code is ErrorCode.PROFILE_FORKED
+    await to_device(base + 2)
+    await to_device(base + 100)
+    with pytest.raises(TokenIMError) as too_old:  # further below the highest than the server remembers
+        await to_device(base + 100 - 63)
+    assert too_old.value.code is ErrorCode.PROFILE_FORKED
+    await to_device(base + 100 - 62)

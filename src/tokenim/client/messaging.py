@@ -200,11 +200,10 @@ class Client(KeysClient):
         if need:
             await self._ensure_sessions(need)
             messages, shared = self.machine.room_key_messages(room_id, need)
-            seq = self.next_send_seq() if messages else None
-            self.persist_crypto(send_seq=seq)
             if messages:
-                body = {"type": ENCRYPTED, "messages": messages, "device_seq": seq}
-                await self._sending(self._post("/v1/to_device", body, OkResponse))
+                async with self.numbered_send() as seq:
+                    body = {"type": ENCRYPTED, "messages": messages, "device_seq": seq}
+                    await self._sending(self._post("/v1/to_device", body, OkResponse))
             self.machine.mark_key_shared(room_id, shared)
         self.persist_crypto()
         has_key = self.machine.rooms.outbound[room_id].shared_with | {(self.user_id, self.device_id)}
@@ -227,19 +226,19 @@ class Client(KeysClient):
         self.next_send_seq()  # a stale copy stops before it encrypts anything
         excluded = await self.share_room_key(room_id)
         content = self.machine.encrypt_room_message(room_id, plaintext)
-        seq = self.next_send_seq()
-        self.persist_crypto(send_seq=seq)  # saved before the ciphertext leaves: no index or number is used twice
-        txn_id = secrets.token_urlsafe(12)
-        body = {"type": ENCRYPTED, "content": content, "device_seq": seq}
-        for attempt in range(SEND_RETRIES):
-            try:
-                put = self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
-                sent = await self._sending(put)
-                return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
-            except TokenIMError as err:
-                if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        # The number and the advanced ratchet are saved before the ciphertext leaves: neither is used twice.
+        async with self.numbered_send() as seq:
+            txn_id = secrets.token_urlsafe(12)
+            body = {"type": ENCRYPTED, "content": content, "device_seq": seq}
+            for attempt in range(SEND_RETRIES):
+                try:
+                    put = self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                    sent = await self._sending(put)
+                    return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
+                except TokenIMError as err:
+                    if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
 
     async def _sending(self, request: Awaitable[M]) -> M:

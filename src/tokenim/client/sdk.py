@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +38,9 @@ from tokenim.protocol.api import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# Send numbers in flight at once stay closer together than this, so none arrives further below the
+# highest one than the server remembers (62 numbers; docs/protocol.md, "Forked profiles").
+SEND_WINDOW = 32
 C = TypeVar("C", bound="AccountClient")
 
 
@@ -63,6 +68,8 @@ class AccountClient:
         self.machine = CryptoMachine(identity)
         load_records(self.machine, store.all_records(), store.pickle_key)
         self._rotate_if_copied()
+        self._in_flight: set[int] = set()
+        self._window = asyncio.Condition()
 
     def persist_crypto(self, *, send_seq: int | None = None) -> None:
         """Write what changed in the crypto state (sessions, keys, seen indexes, the account) to the profile,
@@ -93,6 +100,25 @@ class AccountClient:
         if self.store.get_meta("forked"):
             raise TokenIMError(ErrorCode.PROFILE_FORKED, _FORKED_MESSAGE.format(device=self.device_id))
         return int(self.store.get_meta("send_seq") or 0) + 1
+
+    def _window_has_room(self) -> bool:
+        return not self._in_flight or self.next_send_seq() - min(self._in_flight) < SEND_WINDOW
+
+    @contextlib.asynccontextmanager
+    async def numbered_send(self) -> AsyncIterator[int]:
+        """Take the next send number and save it with the crypto state (before anything leaves), then hold it
+        while the request is in flight. Waits while the oldest number in flight is SEND_WINDOW behind."""
+        async with self._window:
+            await self._window.wait_for(self._window_has_room)
+            seq = self.next_send_seq()
+            self.persist_crypto(send_seq=seq)
+            self._in_flight.add(seq)
+        try:
+            yield seq
+        finally:
+            self._in_flight.discard(seq)
+            async with self._window:
+                self._window.notify_all()
 
     def profile_forked(self) -> TokenIMError:
         """The server refused a send number already used: this copy is stale. It stops sending for good, and

@@ -1,5 +1,7 @@
 """Forked profiles: every send of a device carries its next sequence number, and a number already used
 (by another copy of the same profile, copied or restored from a backup) is refused with `profile_forked`.
+Sends may arrive a little out of order (a client sends several at once): the server remembers which of
+the 62 numbers below the highest were used.
 
 Two copies of one profile share their Megolm and Olm ratchets: both would encrypt with the same key and
 index. Only the first send of each number is accepted, so the stale copy learns it is stale on its first
@@ -30,4 +32,7 @@ async def take_device_seq(tx: Tx, accounts: AccountStore, requester: Requester, 
     clients) are not checked."""
     if seq is None:
         return None
-    return await accounts.advance_send_seq(tx, requester.user_id, requester.device_id, seq)
+    last = await accounts.take_send_seq(tx, requester.user_id, requester.device_id, seq)
+    if last == -1:
+        raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, "This device no longer exists: nothing was sent.")
+    return last

@@ -16,8 +16,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("devices") as batch:
         batch.add_column(sa.Column("send_seq", sa.BigInteger(), server_default="0", nullable=False))
+        batch.add_column(sa.Column("send_seen", sa.BigInteger(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("devices") as batch:
+        batch.drop_column("send_seen")
         batch.drop_column("send_seq")
