@@ -213,8 +213,8 @@ class Client(KeysClient):
                 user_id=d.user_id,
                 device_id=d.device_id,
                 reason="no_session",
-                message=f"no encrypted channel to device {d.device_id} of {d.user_id}: it has no one-time key left "
-                "on the server (it gets the key once it is online again).",
+                message=f"no encrypted channel to device {d.device_id} of {d.user_id}: the server had no valid "
+                "one-time key for it (it gets the key with a later message once it has uploaded new ones).",
             )
             for d in unreachable
         ]
