@@ -138,6 +138,8 @@ async def test_a_device_without_a_valid_signature_or_a_session_is_named(
     forged = DeviceIdentity.create(UserId(bob.user_id), DeviceId("FORGEDDEV1"), now)
     # A genuine second device of Bob's whose one-time keys are all used up (none were ever uploaded).
     second = DeviceIdentity.create(UserId(bob.user_id), DeviceId("BOBSECOND1"), now, master=bob.identity.master)
+    # And one whose id is built to take over a terminal.
+    evil = "EVIL\x1b]0;owned\x07"
     async with database.write() as tx:
         store = AccountStore()
         for ident in (forged, second):
@@ -145,8 +147,15 @@ async def test_a_device_without_a_valid_signature_or_a_session_is_named(
             await store.insert_device(
                 tx, DeviceRow(bob.user_id, ident.device_id, ident.ed25519, ident.curve25519, 1, keys, now, None)
             )
+        keys = {**forged.device_keys_object(now), "device_id": evil}
+        await store.insert_device(tx, DeviceRow(bob.user_id, evil, forged.ed25519, forged.curve25519, 1, keys, now, None))
     sent = await alice.send_text(room, "hello")
     reasons = sorted((e.device_id, e.reason) for e in sent.excluded)
-    assert reasons == [("BOBSECOND1", "no_session"), ("FORGEDDEV1", "bad_device_signature")]
+    assert reasons == [
+        ("'EVIL\\x1b]0;owned\\x07'", "bad_device_signature"),
+        ("BOBSECOND1", "no_session"),
+        ("FORGEDDEV1", "bad_device_signature"),
+    ]
+    assert not any(c in e.message for e in sent.excluded for c in "\x1b\x07")
     assert all(isinstance(e, ExcludedDevice) and e.message for e in sent.excluded)
     assert [m.body for m in await bob.sync()] == ["hello"]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
 from typing import Any
 
 from tokenim.cli.account import open_client
 from tokenim.cli.output import clean
+from tokenim.core.errors import ErrorCode, TokenIMError
 
 
 async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "user", None):
+        return await cmd_contact_keys(args)
     async with await open_client(args) as client:
         info = client.keys_info()
         return {
@@ -22,7 +27,82 @@ async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
         }
 
 
+async def cmd_contact_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys show @user`: their master key and fingerprint as the server shows it, against the pinned one."""
+    async with await open_client(args) as client:
+        return (await client.contact_keys(args.user)).to_json()
+
+
+async def cmd_keys_accept(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys accept @user`: pin their new master key, only for the fingerprint compared with them."""
+    async with await open_client(args) as client:
+        expected = args.fingerprint
+        if expected is None:
+            shown = await client.contact_keys(args.user)
+            if shown.status != "changed":
+                return (await client.accept_contact_key(args.user, "")).to_json()  # raises: says there is nothing to accept
+            if not sys.stdin.isatty():
+                raise TokenIMError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"Not at a terminal: pass --fingerprint with {clean(shown.user_id)}'s new fingerprint as they read it "
+                    f"to you (see `tokenim keys show {clean(shown.user_id)}`).",
+                )
+            print(contact_keys_text(shown.to_json()))
+            try:
+                question = f"Accept the new key of {clean(shown.user_id)}? Only if they read you the same fingerprint [y/N]: "
+                answer = await asyncio.to_thread(input, question)
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Nothing was accepted.")
+            expected = shown.current_fingerprint
+        return (await client.accept_contact_key(args.user, expected)).to_json()
+
+
+def _fingerprint_rows(fp: str, indent: str) -> str:
+    groups = clean(fp).split()
+    return ("\n" + indent).join(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4))
+
+
+def contact_keys_text(r: dict[str, Any]) -> str:
+    """A contact's keys: pinned or changed, fingerprints, devices."""
+    user = clean(r["user_id"])
+    status = {
+        "trusted": "the pinned key: their devices get your messages",
+        "pinned_now": "seen for the first time and pinned now: compare the fingerprint with them",
+        "changed": "CHANGED: their devices get no messages until you compare the new fingerprint with them "
+        f"and run `tokenim keys accept {user}`",
+    }.get(r["status"], clean(r["status"]))
+    lines = [f"User:        {user}", f"Status:      {status}"]
+    pad = " " * 13
+    if r["status"] == "changed":
+        lines.append("Pinned:      " + _fingerprint_rows(r["pinned_fingerprint"], pad))
+        lines.append("New key:     " + _fingerprint_rows(r["current_fingerprint"], pad))
+    else:
+        lines.append("Fingerprint: " + _fingerprint_rows(r["current_fingerprint"], pad))
+    lines.append(f"Master key:  {clean(r['current_master'])}")
+    for d in r["devices"]:
+        key = f"  ed25519 {clean(d['ed25519'])}" if d.get("ed25519") else ""
+        lines.append(f"Device:      {clean(d['device_id'])}{key}  ({clean(d['status'])})")
+    return "\n".join(lines)
+
+
+def key_accepted_text(r: dict[str, Any]) -> str:
+    pad = " " * 17
+    return "\n".join(
+        [
+            f"Accepted the new master key of {clean(r['user_id'])}; their devices get your messages again.",
+            "Old fingerprint: " + _fingerprint_rows(r["old_fingerprint"], pad),
+            "New fingerprint: " + _fingerprint_rows(r["new_fingerprint"], pad),
+        ]
+    )
+
+
 def human_keys(r: dict[str, Any]) -> str:
+    if "new_fingerprint" in r:
+        return key_accepted_text(r)
+    if "current_fingerprint" in r:
+        return contact_keys_text(r)
     fp = r["fingerprint"].split()
     rows = [" ".join(fp[i : i + 4]) for i in range(0, len(fp), 4)]
     return "\n".join(
@@ -37,4 +117,4 @@ def human_keys(r: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["cmd_keys_show", "human_keys"]
+__all__ = ["cmd_contact_keys", "cmd_keys_accept", "cmd_keys_show", "contact_keys_text", "human_keys", "key_accepted_text"]

@@ -101,7 +101,21 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     dev.add_argument("device_id", nargs="?", help="the device to remove (not the one in use)")
     key = _sub(sub, "keys", "your keys", common, None, None)
     key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))
+    show = _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))
+    show.add_argument("user", nargs="?", metavar="@USER", help="a contact's keys instead of yours (default: yours)")
+    accept = _sub(
+        key_sub,
+        "accept",
+        "accept a contact's new master key, after comparing it",
+        common,
+        keys.cmd_keys_accept,
+        _h(keys.human_keys),
+    )
+    accept.add_argument("user", metavar="@USER", help="the contact whose new key you compared with them")
+    accept.add_argument(
+        "--fingerprint",
+        help="the new key's fingerprint as they read it to you (default: asked for at a terminal)",
+    )
     admin = _sub(sub, "admin", "organisation administration", common, None, None)
     admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
     invite = _sub(admin_sub, "invite", "invites", common, None, None)

@@ -80,7 +80,19 @@ async def cmd_send_file(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def human_sent(r: dict[str, Any]) -> str:
-    return f"Sent {clean(r['event_id'])} to {clean(r['room_id'])}."
+    return f"Sent {clean(r['event_id'])} to {clean(r['room_id'])}." + _left_out_text(r)
+
+
+def _left_out_text(result: dict[str, Any]) -> str:
+    """After "Sent …": every member device that did not get the message, and why."""
+    excluded = result.get("excluded") or []
+    if not excluded:
+        return ""
+    lines = [f"\nWarning: {len(excluded)} member device(s) left out; they cannot read this message:"]
+    for e in excluded:
+        who = clean(e["user_id"]) + (f" device {clean(e['device_id'])}" if e.get("device_id") else " (all devices)")
+        lines.append(f"  {who}: {clean(e['message'])}")
+    return "\n".join(lines)
 
 
 def destination(out: str | None, name: str) -> Path:

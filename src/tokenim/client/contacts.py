@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenim.client.keys import VerifiedUserKeys, verify_query_response
 from tokenim.client.sdk import AccountClient
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.core.ids import parse_user_id
+from tokenim.core.ids import check_device_id, parse_user_id
 from tokenim.core.signing import fingerprint
 from tokenim.protocol.api import KeysQueryResponse, SendResponse
 from tokenim.protocol.keys import DeviceKeys
@@ -69,6 +69,23 @@ class KeyAcceptance:
         return asdict(self)
 
 
+def _safe_user(user_id: str) -> str:
+    """A user id as the server gave it, escaped unless well-formed: it ends up on people's terminals."""
+    try:
+        parse_user_id(user_id)
+    except TokenIMError:
+        return ascii(user_id)
+    return user_id
+
+
+def _safe_device(device_id: str) -> str:
+    try:
+        check_device_id(device_id)
+    except TokenIMError:
+        return ascii(device_id)
+    return device_id
+
+
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
@@ -104,14 +121,14 @@ class KeysClient(AccountClient):
         for user_id in wanted:
             uk = users.get(user_id)  # only users we asked about are looked at, let alone pinned
             if uk is None:
-                bad = user_id in dropped
+                bad, who = user_id in dropped, _safe_user(user_id)
                 excluded.append(
                     ExcludedDevice(
-                        user_id=user_id,
+                        user_id=who,
                         reason="bad_master_key" if bad else "no_keys",
-                        message=f"the server gave a master key for {user_id} that does not verify."
+                        message=f"the server gave a master key for {who} that does not verify."
                         if bad
-                        else f"the server has no keys for {user_id}.",
+                        else f"the server has no keys for {who}.",
                     )
                 )
                 continue
@@ -126,9 +143,9 @@ class KeysClient(AccountClient):
             excluded.extend(
                 ExcludedDevice(
                     user_id=user_id,
-                    device_id=device_id,
+                    device_id=_safe_device(device_id),
                     reason="bad_device_signature",
-                    message=f"device {device_id} of {user_id} is not signed by their master key.",
+                    message=f"device {_safe_device(device_id)} of {user_id} is not signed by their master key.",
                 )
                 for device_id in uk.rejected_devices
             )
@@ -158,7 +175,8 @@ class KeysClient(AccountClient):
             {"device_id": d.device_id, "ed25519": d.ed25519, "curve25519": d.curve25519, "status": device_status}
             for d in uk.devices.values()
         ]
-        devices += [{"device_id": d, "status": "refused: not signed by the master key"} for d in uk.rejected_devices]
+        refused = "refused: not signed by the master key"
+        devices += [{"device_id": _safe_device(d), "status": refused} for d in uk.rejected_devices]
         return ContactKeys(user_id, status, pinned, fingerprint(pinned), current, fingerprint(current), devices)
 
     async def accept_contact_key(self, user: str, expected_fingerprint: str) -> KeyAcceptance:

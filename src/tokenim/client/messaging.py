@@ -6,10 +6,10 @@ import asyncio
 import json
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -36,6 +36,7 @@ from tokenim.protocol.api import (
 from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MAX_CONTENT_BYTES, MEMBER
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
 
+M = TypeVar("M")
 SEND_RETRIES = 3
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 30.0
@@ -222,9 +223,10 @@ class Client(KeysClient):
         if need:
             await self._ensure_sessions(need)
             messages, shared = self.machine.room_key_messages(room_id, need)
-            self.persist_crypto()
             if messages:
-                await self._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+                async with self.numbered_send() as seq:
+                    body = {"type": ENCRYPTED, "messages": messages, "device_seq": seq}
+                    await self._sending(self._post("/v1/to_device", body, OkResponse))
             self.machine.mark_key_shared(room_id, shared)
         self.persist_crypto()
         has_key = self.machine.rooms.outbound[room_id].shared_with | {(self.user_id, self.device_id)}
@@ -234,8 +236,8 @@ class Client(KeysClient):
                 user_id=d.user_id,
                 device_id=d.device_id,
                 reason="no_session",
-                message=f"no encrypted channel to device {d.device_id} of {d.user_id}: it has no one-time key left "
-                "on the server (it gets the key once it is online again).",
+                message=f"no encrypted channel to device {d.device_id} of {d.user_id}: the server had no valid "
+                "one-time key for it (it gets the key with a later message once it has uploaded new ones).",
             )
             for d in unreachable
         ]
@@ -244,21 +246,33 @@ class Client(KeysClient):
         """Encrypt and send; retried with the same transaction id so a lost answer never duplicates.
 
         The result names every member device left out of the message, and why."""
+        self.next_send_seq()  # a stale copy stops before it encrypts anything
         excluded = await self.share_room_key(room_id)
         self._check_fits(room_id, plaintext)
         content = self.machine.encrypt_room_message(room_id, plaintext)
-        self.persist_crypto()
-        txn_id = secrets.token_urlsafe(12)
-        body = {"type": ENCRYPTED, "content": content}
-        for attempt in range(SEND_RETRIES):
-            try:
-                sent = await self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
-                return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
-            except TokenIMError as err:
-                if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        # The number and the advanced ratchet are saved before the ciphertext leaves: neither is used twice.
+        async with self.numbered_send() as seq:
+            txn_id = secrets.token_urlsafe(12)
+            body = {"type": ENCRYPTED, "content": content, "device_seq": seq}
+            for attempt in range(SEND_RETRIES):
+                try:
+                    put = self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                    sent = await self._sending(put)
+                    return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
+                except TokenIMError as err:
+                    if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
+                        raise
+                    await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def _sending(self, request: Awaitable[M]) -> M:
+        """A send to the server; a `profile_forked` refusal marks this copy stale before it is raised."""
+        try:
+            return await request
+        except TokenIMError as err:
+            if err.code is ErrorCode.PROFILE_FORKED:
+                raise self.profile_forked() from None
+            raise
 
     async def send_text(self, room_id: str, text: str) -> SendResult:
         """Send a text message; an empty one, or one too big to fit once encrypted, is refused before sending."""
@@ -455,6 +469,7 @@ class Client(KeysClient):
 
     async def send_file(self, room_id: str, path: Path) -> SendResult:
         """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
+        self.next_send_seq()  # a stale copy of the profile uploads nothing
         return await self.send_content(room_id, await upload_file(self, path))
 
     async def download(self, event_id: str, out: Path, *, overwrite: bool = False) -> dict[str, Any]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +40,9 @@ from tokenim.protocol.api import (
 )
 
 M = TypeVar("M", bound=BaseModel)
+# Send numbers in flight at once stay closer together than this, so none arrives further below the
+# highest one than the server remembers (62 numbers; docs/protocol.md, "Forked profiles").
+SEND_WINDOW = 32
 C = TypeVar("C", bound="AccountClient")
 
 
@@ -64,15 +69,66 @@ class AccountClient:
         self._clock = clock
         self.machine = CryptoMachine(identity)
         load_records(self.machine, store.all_records(), store.pickle_key)
+        self._rotate_if_copied()
+        self._in_flight: set[int] = set()
+        self._window = asyncio.Condition()
 
-    def persist_crypto(self) -> None:
-        """Write what changed in the crypto state (sessions, keys, seen indexes, the account) to the profile."""
+    def persist_crypto(self, *, send_seq: int | None = None) -> None:
+        """Write what changed in the crypto state (sessions, keys, seen indexes, the account) to the profile,
+        with the send number about to be used, in one durable transaction."""
         records = export_changes(self.machine, self.store.pickle_key)
         secrets: dict[str, bytes | None] = {}
         if self.machine.olm.account_dirty:
             self.machine.olm.account_dirty = False
             secrets["olm_account"] = self.identity.pickle_account(self.store.pickle_key).encode()
-        self.store.save(secrets=secrets, records=records)
+        meta = {} if send_seq is None else {"send_seq": str(send_seq)}
+        self.store.save(secrets=secrets, records=records, meta=meta)
+
+    # ---- forked profiles (docs/protocol.md, "Forked profiles") --------------------------------
+
+    def _rotate_if_copied(self) -> None:
+        """A profile file that is not where it was last opened may be a copy (or a restored backup) of one that
+        lives on: its outbound sessions may be used by the other copy too, so none of them is used again."""
+        here, before = self.store.location(), self.store.get_meta("location")
+        if here == before:
+            return
+        if before is not None:
+            self.machine.rooms.discard_outbound("copied")
+            self.persist_crypto()
+        self.store.set_meta({"location": here})
+
+    def next_send_seq(self) -> int:
+        """The number for the next send of this device; refused at once if this copy is known to be stale."""
+        if self.store.get_meta("forked"):
+            raise TokenIMError(ErrorCode.PROFILE_FORKED, _FORKED_MESSAGE.format(device=self.device_id))
+        return int(self.store.get_meta("send_seq") or 0) + 1
+
+    def _window_has_room(self) -> bool:
+        return not self._in_flight or self.next_send_seq() - min(self._in_flight) < SEND_WINDOW
+
+    @contextlib.asynccontextmanager
+    async def numbered_send(self) -> AsyncIterator[int]:
+        """Take the next send number and save it with the crypto state (before anything leaves), then hold it
+        while the request is in flight. Waits while the oldest number in flight is SEND_WINDOW behind."""
+        async with self._window:
+            await self._window.wait_for(self._window_has_room)
+            seq = self.next_send_seq()
+            self.persist_crypto(send_seq=seq)
+            self._in_flight.add(seq)
+        try:
+            yield seq
+        finally:
+            self._in_flight.discard(seq)
+            async with self._window:
+                self._window.notify_all()
+
+    def profile_forked(self) -> TokenIMError:
+        """The server refused a send number already used: this copy is stale. It stops sending for good, and
+        drops its outbound sessions (the other copy holds them too)."""
+        self.machine.rooms.discard_outbound("forked")
+        self.persist_crypto()
+        self.store.set_meta({"forked": "1"})
+        return TokenIMError(ErrorCode.PROFILE_FORKED, _FORKED_MESSAGE.format(device=self.device_id))
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -414,6 +470,13 @@ def transport_problem(exc: BaseException) -> str:
 
 def _sentence(exc: BaseException) -> str:
     return exc.message.rstrip(".") if isinstance(exc, TokenIMError) else "the connection failed"
+
+
+_FORKED_MESSAGE = (
+    "This profile is an out-of-date copy of device {device} (copied or restored from a backup): another copy "
+    "has sent messages since. It can still read, but it will not send, so that no encryption key is used twice: "
+    "send from the up-to-date copy."
+)
 
 
 def _refused(exc: BaseException) -> bool:

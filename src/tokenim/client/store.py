@@ -170,6 +170,11 @@ class ProfileStore:
         conn.executescript(_SCHEMA)
         return conn
 
+    def location(self) -> str:
+        """Where the profile file is (device, inode, path): it changes when the profile is copied, restored or moved."""
+        st = self.path.stat()
+        return f"{st.st_dev}:{st.st_ino}:{self.path.resolve()}"
+
     def close(self) -> None:
         self._conn.close()
         if self._lock >= 0:
@@ -219,11 +224,16 @@ class ProfileStore:
         self.save(records=records)
 
     def save(
-        self, *, secrets: dict[str, bytes | None] | None = None, records: dict[str, dict[str, bytes | None]] | None = None
+        self,
+        *,
+        secrets: dict[str, bytes | None] | None = None,
+        records: dict[str, dict[str, bytes | None]] | None = None,
+        meta: dict[str, str] | None = None,
     ) -> None:
-        """Secrets and records in ONE transaction: e.g. an Olm account whose one-time key was used, and the
-        session made from it, are stored together or not at all."""
+        """Secrets, records and meta in ONE transaction: e.g. an Olm account whose one-time key was used, and the
+        session made from it, are stored together or not at all; so are a ratchet's advance and the send number."""
         with self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)", list((meta or {}).items()))
             for name, value in (secrets or {}).items():
                 if value is None:
                     self._conn.execute("DELETE FROM secrets WHERE name = ?", (name,))

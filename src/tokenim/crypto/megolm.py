@@ -124,6 +124,14 @@ class RoomSessions:
         need = [d for d in devices if (d.user_id, d.device_id) not in out.shared_with and (d.user_id, d.device_id) != me]
         return out, need
 
+    def discard_outbound(self, reason: str) -> None:
+        """Stop using every outbound session (the next send in each room starts a new one), e.g. when another
+        copy of this profile may hold the same sessions. Our own inbound copies stay, so history still reads."""
+        for room_id in list(self.outbound):
+            del self.outbound[room_id]
+            self.rotations.append((room_id, reason))
+            self.dirty_outbound.add(room_id)
+
     def mark_shared(self, room_id: str, devices: list[DeviceKeys]) -> None:
         self.outbound[room_id].shared_with.update((d.user_id, d.device_id) for d in devices)
         self.dirty_outbound.add(room_id)

@@ -31,7 +31,10 @@ def export_changes(m: CryptoMachine, key: bytes) -> Records:
                 out["olm_session"][s.session_id] = _j({"sender_key": sender_key, "pickle": s.pickle(key)})
     m.olm.dirty.clear()
     for room_id in m.rooms.dirty_outbound:
-        o = m.rooms.outbound[room_id]
+        o = m.rooms.outbound.get(room_id)
+        if o is None:  # discarded
+            out["outbound"][room_id] = None
+            continue
         out["outbound"][room_id] = _j(
             {
                 "pickle": o.session.pickle(key),

@@ -215,6 +215,7 @@ class SendRequest(_Wire):
     # Checked by the service, which says why ("encrypt first"); the schema names the one accepted type.
     type: Annotated[str, Field(max_length=64), WithJsonSchema({"type": "string", "const": "m.room.encrypted"})]
     content: MegolmContentJson
+    device_seq: int | None = Field(default=None, ge=1, le=MAX_POSITION)  # see docs/protocol.md, "Forked profiles"
 
 
 class SendResponse(_Wire):
@@ -240,6 +241,7 @@ class HistoryResponse(_Wire):
 class ToDeviceRequest(_Wire):
     type: Literal["m.room.encrypted"]
     messages: dict[UserIdStr, dict[DeviceIdStr, OlmContentJson]]
+    device_seq: int | None = Field(default=None, ge=1, le=MAX_POSITION)
 
 
 class AckRequest(_Wire):

@@ -146,7 +146,7 @@ def build_messaging_router(
     )
     async def send(me: Me, room_id: RoomId, txn_id: TxnId, body: SendRequest) -> SendResponse:
         messages.check_send(body.type, body.content, txn_id)
-        return await messages.do_send(me, room_id, txn_id, body.content)
+        return await messages.do_send(me, room_id, txn_id, body.content, body.device_seq)
 
     @router.get(
         "/v1/rooms/{room_id:room}/history",
@@ -173,7 +173,7 @@ def build_messaging_router(
 
     @router.post("/v1/to_device", response_model=OkResponse, tags=["messages"], responses=errors())
     async def send_to_device(me: Me, body: ToDeviceRequest) -> OkResponse:
-        await messages.do_send_to_device(me, body.type, body.messages)
+        await messages.do_send_to_device(me, body.type, body.messages, body.device_seq)
         return OkResponse()
 
     @router.post("/v1/to_device/ack", response_model=OkResponse, tags=["messages"], responses=errors())

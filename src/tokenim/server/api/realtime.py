@@ -109,12 +109,14 @@ async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages
     txn_id = frame.get("txn_id")
     echo = _txn_echo(txn_id)
     try:
-        room_id, content = frame.get("room_id"), frame.get("content")
+        room_id, content, seq = frame.get("room_id"), frame.get("content"), frame.get("device_seq")
         if not isinstance(room_id, str) or not isinstance(txn_id, str) or not isinstance(content, dict):
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
         check_room_id(room_id)  # as the HTTP path checks it: nothing else can name a room
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_POSITION):
+            raise TokenIMError(ErrorCode.INVALID_REQUEST, "device_seq must be a positive integer.")
         messages.check_send("m.room.encrypted", content, txn_id)
-        sent = await messages.do_send(me, room_id, txn_id, content)
+        sent = await messages.do_send(me, room_id, txn_id, content, seq)
         conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
     except TokenIMError as err:
         _error(conn, err, **echo)

@@ -18,6 +18,7 @@ from tokenim.protocol.events import (
     check_olm_sender,
 )
 from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.forks import forked, take_device_seq
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.writer import Batch, EventWriter
 from tokenim.server.storage.events import EventStore, ToDeviceRow
@@ -52,10 +53,13 @@ class MessageService:
         if sum(len(v) for v in content.values() if isinstance(v, str)) > MAX_CONTENT_BYTES:
             raise TokenIMError(ErrorCode.BODY_TOO_LARGE, f"A message may be at most {MAX_CONTENT_BYTES} bytes.")
 
-    async def do_send(self, requester: Requester, room_id: str, txn_id: str, content: dict[str, object]) -> SendResponse:
+    async def do_send(
+        self, requester: Requester, room_id: str, txn_id: str, content: dict[str, object], device_seq: int | None = None
+    ) -> SendResponse:
         """Store the event and return once it is committed; a repeated transaction id returns the first result.
 
         The content must name the sending device and its Curve25519 key: the server relays no spoofed sender.
+        A `device_seq` the device already used is refused (a forked profile), unless it is a retry of that send.
         """
 
         async def job(b: Batch) -> SendResponse:
@@ -73,6 +77,12 @@ class MessageService:
                     raise TokenIMError(ErrorCode.NOT_FOUND, f"There is no room {room_id}.")
                 raise TokenIMError(ErrorCode.FORBIDDEN, "You are not in this room.")
             check_megolm_sender(content, requester.device_id, await self._sender_curve25519(b, requester))
+            last = await take_device_seq(b.tx, self._ctx.accounts, requester, device_seq)
+            if last is not None:
+                seen = await self._events.find_txn(b.tx, requester.user_id, requester.device_id, txn_id)
+                if seen is None or seen.room_id != room_id:
+                    raise forked(device_seq or 0, last)
+                return SendResponse(event_id=seen.event_id, pos=seen.pos, seq=seen.room_seq)  # a retry
             ev = await b.add_event(
                 room_id, ENCRYPTED, requester.user_id, dict(content), sender_device=requester.device_id, txn_id=txn_id
             )
@@ -123,7 +133,11 @@ class MessageService:
         return HistoryResponse(events=[r.to_wire() for r in rows], next_before=next_before)
 
     async def do_send_to_device(
-        self, requester: Requester, event_type: str, messages: dict[str, dict[str, dict[str, object]]]
+        self,
+        requester: Requester,
+        event_type: str,
+        messages: dict[str, dict[str, dict[str, object]]],
+        device_seq: int | None = None,
     ) -> int:
         """Queue Olm-encrypted messages for specific devices; they stay until each device acknowledges them.
 
@@ -142,6 +156,9 @@ class MessageService:
 
         async def job(b: Batch) -> int:
             sender_key = await self._sender_curve25519(b, requester)
+            last = await take_device_seq(b.tx, self._ctx.accounts, requester, device_seq)
+            if last is not None:
+                raise forked(device_seq or 0, last)
             known = []
             for row in flat:
                 check_olm_sender(row[5], sender_key)

@@ -35,6 +35,10 @@ class DeviceRow:
     last_seen_at: int | None
 
 
+SEND_WINDOW = 62  # how far below its highest number a device's send may still arrive (a BIGINT bitmap)
+_WINDOW_MASK = (1 << SEND_WINDOW) - 1
+
+
 class AccountStore:
     """Reads and writes accounts; every method runs inside the caller's transaction."""
 
@@ -122,6 +126,25 @@ class AccountStore:
         await tx.execute(
             update(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id).values(last_seen_at=now)
         )
+
+    async def take_send_seq(self, tx: Tx, user_id: str, device_id: str, seq: int) -> int | None:
+        """Record `seq` as used by the device if it never was: higher than its highest number, or one of the
+        SEND_WINDOW numbers below that not yet used. Returns None when recorded, else the highest number used
+        (-1 if the device does not exist); a refusal writes nothing."""
+        where = (devices.c.user_id == user_id, devices.c.device_id == device_id)
+        row = (await tx.execute(select(devices.c.send_seq, devices.c.send_seen).where(*where).with_for_update())).first()
+        if row is None:
+            return -1
+        last, seen = int(row.send_seq), int(row.send_seen)
+        if seq > last:  # bit i stands for number last - 1 - i: shift, and mark the old highest one
+            shift = seq - last
+            last, seen = seq, ((seen << shift) | (1 << (shift - 1))) & _WINDOW_MASK
+        elif last - SEND_WINDOW <= seq < last and not seen >> (last - 1 - seq) & 1:
+            seen |= 1 << (last - 1 - seq)
+        else:
+            return last
+        await tx.execute(update(devices).where(*where).values(send_seq=last, send_seen=seen))
+        return None
 
     async def delete_device(self, tx: Tx, user_id: str, device_id: str) -> bool:
         q = delete(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id)

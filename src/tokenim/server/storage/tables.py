@@ -51,6 +51,10 @@ devices = Table(
     Column("keys_json", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("last_seen_at", BigInteger, nullable=True),
+    # The highest send number this device has used, and which of the 62 below it were used too (bit i:
+    # send_seq - 1 - i), so sends may arrive a little out of order (docs/protocol.md, "Forked profiles").
+    Column("send_seq", BigInteger, nullable=False, server_default="0"),
+    Column("send_seen", BigInteger, nullable=False, server_default="0"),
     ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
 )
 
