@@ -37,9 +37,7 @@ async def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
         invite=args.invite,
         clock=SystemClock(),
     ) as client:
-        me = await client.whoami()
-        info = client.keys_info()
-        return {"user_id": me.user_id, "device_id": me.device_id, "is_admin": me.is_admin, "fingerprint": info.fingerprint}
+        return {**(await client.whoami()).model_dump(), "fingerprint": client.keys_info().fingerprint}
 
 
 def human_register(r: dict[str, Any]) -> str:
@@ -49,8 +47,8 @@ def human_register(r: dict[str, Any]) -> str:
 
 async def cmd_login(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        tokens = await client.login()
-        return {"user_id": tokens.user_id, "device_id": tokens.device_id, "logged_in": True}
+        await client.login()
+        return {**(await client.whoami()).model_dump(), "logged_in": True}
 
 
 def human_login(r: dict[str, Any]) -> str:

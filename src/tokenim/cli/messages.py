@@ -110,7 +110,7 @@ def destination(out: str | None, name: str) -> Path:
 async def cmd_download(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
         info = await client.file_message(args.event)
-        out = destination(args.out, info["name"])
+        out = destination(args.out, info["name"]).absolute()
         await client.download(args.event, out, overwrite=args.force)
         return {
             "event_id": args.event,

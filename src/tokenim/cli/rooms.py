@@ -50,7 +50,7 @@ async def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
 def human_rooms(r: dict[str, Any]) -> str:
     lines = []
     for room in r["rooms"]:
-        name = clean(room["name"]) if room["kind"] == "group" else "@ " + ", ".join(clean(m) for m in room["members"])
+        name = clean(room["name"]) if room["kind"] == "group" else "with " + ", ".join(clean(m) for m in room["members"])
         lines.append(f"{clean(room['room_id'])}  {room['kind']:6}  {room['membership']:6}  {name}")
     return "\n".join(lines) or "No rooms yet."
 
