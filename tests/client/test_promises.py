@@ -97,16 +97,20 @@ async def test_a_one_time_key_signed_by_another_device_is_refused(alice: Client,
 # ---- to-device: what the client drops as malformed is acknowledged, once ------------------------------
 
 
-def _poisoned(client: Client, sender: Client) -> list[dict[str, Any]]:
-    mine = client.identity.curve25519
+def _poisoned(mine: str, sender: Client) -> list[dict[str, Any]]:
+    """Olm content the server relays (right sender key, addressed to the key `mine`) that is no Olm message."""
     return [
         {
             "algorithm": OLM_ALGORITHM,
             "sender_key": sender.identity.curve25519,
             "ciphertext": {mine: {"type": -1, "body": "AAAA"}},
         },
-        {"algorithm": OLM_ALGORITHM, "sender_key": "x", "ciphertext": {mine: {"type": 0, "body": b64encode(b"\x00" * 40)}}},
-        {"algorithm": OLM_ALGORITHM, "sender_key": sender.identity.curve25519, "ciphertext": {"someone else": {"type": 0}}},
+        {
+            "algorithm": OLM_ALGORITHM,
+            "sender_key": sender.identity.curve25519,
+            "ciphertext": {mine: {"type": 0, "body": b64encode(b"\x00" * 40)}},
+        },
+        {"algorithm": OLM_ALGORITHM, "sender_key": sender.identity.curve25519, "ciphertext": {mine: {"type": 0}}},
     ]
 
 
@@ -122,8 +126,8 @@ async def test_dropped_to_device_messages_are_acknowledged_on_that_device_only(
     mallory = await make_user("mallory")
     second = await add_device(alice, clock)
     second_headers = bearer(await login_token(http, second))
-    for content in _poisoned(alice, mallory):
-        messages = {alice.user_id: {alice.device_id: content, second.device_id: content}}
+    for content, other in zip(_poisoned(alice.identity.curve25519, mallory), _poisoned(second.curve25519, mallory)):
+        messages = {alice.user_id: {alice.device_id: content, second.device_id: other}}
         await mallory._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
     assert len(await _queued(http, client_auth(alice))) == 3
 

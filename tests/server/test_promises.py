@@ -81,11 +81,12 @@ async def test_a_challenge_is_usable_until_just_before_it_expires_and_only_once(
 # ---- to-device: per device, kept until that device acknowledges -------------------------------------
 
 
-def _olm(sender: Client, n: int) -> dict[str, Any]:
+def _olm(sender: Client, n: int, to: str) -> dict[str, Any]:
+    """Olm-shaped content from `sender`'s device for the device whose Curve25519 key is `to`."""
     return {
         "algorithm": OLM_ALGORITHM,
         "sender_key": sender.identity.curve25519,
-        "ciphertext": {"k": {"type": 0, "body": f"b{n}"}},
+        "ciphertext": {to: {"type": 0, "body": f"b{n}"}},
     }
 
 
@@ -108,15 +109,23 @@ async def test_acknowledging_on_one_device_keeps_the_other_devices_messages(
     twin = await add_device(bob, clock, device_id=alice.device_id)
     tokens = {"first": _token(alice), "second": await login_token(http, second), "twin": await login_token(http, twin)}
     for n in range(2):
-        messages = {alice.user_id: {alice.device_id: _olm(bob, n), second.device_id: _olm(bob, 10 + n)}}
+        messages = {
+            alice.user_id: {
+                alice.device_id: _olm(bob, n, alice.identity.curve25519),
+                second.device_id: _olm(bob, 10 + n, second.curve25519),
+            }
+        }
         resp = await http.post("/v1/to_device", json={"type": ENCRYPTED, "messages": messages}, headers=client_auth(bob))
         assert resp.status_code == 200, resp.text
     first_msgs, second_msgs = await _pending(http, tokens["first"]), await _pending(http, tokens["second"])
-    assert [m["content"] for m in first_msgs] == [_olm(bob, 0), _olm(bob, 1)]
-    assert [m["content"] for m in second_msgs] == [_olm(bob, 10), _olm(bob, 11)]
+    assert [m["content"] for m in first_msgs] == [
+        _olm(bob, 0, alice.identity.curve25519),
+        _olm(bob, 1, alice.identity.curve25519),
+    ]
+    assert [m["content"] for m in second_msgs] == [_olm(bob, 10, second.curve25519), _olm(bob, 11, second.curve25519)]
     # Bob's device of the same id sees none of them, and acknowledging "everything" touches only its own queue.
     assert await _pending(http, tokens["twin"]) == []
-    await _ack(http, tokens["twin"], 2**62)
+    await _ack(http, tokens["twin"], 2**53 - 1)
     assert await _pending(http, tokens["first"]) == first_msgs
     assert await _pending(http, tokens["second"]) == second_msgs
     # The first device acknowledges everything it holds, and more: the second device's queue is untouched.
@@ -134,9 +143,9 @@ async def test_to_device_messages_reach_only_the_device_they_name(
     second = await add_device(alice, clock)
     twin = await add_device(bob, clock, device_id=second.device_id)
     second_token, twin_token = await login_token(http, second), await login_token(http, twin)
-    messages = {alice.user_id: {second.device_id: _olm(bob, 7)}}
+    messages = {alice.user_id: {second.device_id: _olm(bob, 7, second.curve25519)}}
     assert (await http.post("/v1/to_device", json={"type": ENCRYPTED, "messages": messages}, headers=client_auth(bob))).is_success
-    assert [m["content"] for m in await _pending(http, second_token)] == [_olm(bob, 7)]
+    assert [m["content"] for m in await _pending(http, second_token)] == [_olm(bob, 7, second.curve25519)]
     assert await _pending(http, _token(alice)) == []
     assert await _pending(http, _token(bob)) == []
     assert await _pending(http, twin_token) == []
@@ -165,7 +174,7 @@ async def test_a_frame_after_the_token_expired_is_not_served(app: FastAPI, alice
 async def test_a_sync_frame_after_the_token_expired_sends_no_backlog(
     app: FastAPI, http: httpx.AsyncClient, alice: Client, bob: Client, clock: FakeClock
 ) -> None:
-    messages = {alice.user_id: {alice.device_id: _olm(bob, 1)}}
+    messages = {alice.user_id: {alice.device_id: _olm(bob, 1, alice.identity.curve25519)}}
     assert (await http.post("/v1/to_device", json={"type": ENCRYPTED, "messages": messages}, headers=client_auth(bob))).is_success
     async with WebSocketSession(app, _token(alice)) as ws:
         await ws.send({"type": "ping"})

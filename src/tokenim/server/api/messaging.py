@@ -69,7 +69,7 @@ def build_messaging_router(
     async def list_rooms(me: Me) -> RoomsResponse:
         return await rooms.access_rooms(me)
 
-    @router.post("/v1/rooms", response_model=RoomSummary, tags=["rooms"], responses=errors(E.UNKNOWN_USER))
+    @router.post("/v1/rooms", response_model=RoomSummary, tags=["rooms"], responses=errors(E.UNKNOWN_USER, E.ROOM_NAME_TAKEN))
     async def create_room(me: Me, body: RoomCreateRequest) -> RoomSummary:
         return await rooms.do_create_group(me, body.name, body.invite)
 
@@ -132,7 +132,10 @@ def build_messaging_router(
         return OkResponse()
 
     @router.post(
-        "/v1/rooms/{room_id:room}/name", response_model=OkResponse, tags=["rooms"], responses=errors(E.NOT_FOUND, E.FORBIDDEN)
+        "/v1/rooms/{room_id:room}/name",
+        response_model=OkResponse,
+        tags=["rooms"],
+        responses=errors(E.NOT_FOUND, E.FORBIDDEN, E.ROOM_NAME_TAKEN),
     )
     async def rename(me: Me, room_id: RoomId, body: RenameRequest) -> OkResponse:
         await rooms.do_rename(me, room_id, body.name)
@@ -142,7 +145,7 @@ def build_messaging_router(
         "/v1/rooms/{room_id:room}/send/{txn_id}",
         response_model=SendResponse,
         tags=["messages"],
-        responses=errors(E.NOT_FOUND, E.FORBIDDEN),
+        responses=errors(E.NOT_FOUND, E.FORBIDDEN, E.SENDER_MISMATCH, E.PROFILE_FORKED),
     )
     async def send(me: Me, room_id: RoomId, txn_id: TxnId, body: SendRequest) -> SendResponse:
         messages.check_send(body.type, body.content, txn_id)
@@ -171,7 +174,9 @@ def build_messaging_router(
     ) -> Response:
         return content_response(await messages.access_sync(me, since, limit, to_device_after))
 
-    @router.post("/v1/to_device", response_model=OkResponse, tags=["messages"], responses=errors())
+    @router.post(
+        "/v1/to_device", response_model=OkResponse, tags=["messages"], responses=errors(E.SENDER_MISMATCH, E.PROFILE_FORKED)
+    )
     async def send_to_device(me: Me, body: ToDeviceRequest) -> OkResponse:
         await messages.do_send_to_device(me, body.type, body.messages, body.device_seq)
         return OkResponse()
