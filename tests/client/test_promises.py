@@ -126,7 +126,7 @@ async def test_dropped_to_device_messages_are_acknowledged_on_that_device_only(
     mallory = await make_user("mallory")
     second = await add_device(alice, clock)
     second_headers = bearer(await login_token(http, second))
-    for content, other in zip(_poisoned(alice.identity.curve25519, mallory), _poisoned(second.curve25519, mallory)):
+    for content, other in zip(_poisoned(alice.identity.curve25519, mallory), _poisoned(second.curve25519, mallory), strict=True):
         messages = {alice.user_id: {alice.device_id: content, second.device_id: other}}
         await mallory._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
     assert len(await _queued(http, client_auth(alice))) == 3
