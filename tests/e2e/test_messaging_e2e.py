@@ -51,10 +51,10 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
 
     room = asyncio.run(set_up())
     stop_server(srv)
-    # Every commit now takes 50 ms (the server's documented test-only setting, a very slow disk): a server
+    # Every commit now takes 100 ms (the server's documented test-only setting, a very slow disk): a server
     # that answered before committing would have acknowledged messages still uncommitted when killed.
     slow_disk = tmp_path / "slow-disk.toml"
-    slow_disk.write_text("debug_commit_delay_ms = 50\n")
+    slow_disk.write_text("debug_commit_delay_ms = 100\n")
     srv = start_server(data, "--config", str(slow_disk), port=_port(srv))
     acked: list[str] = []
 
