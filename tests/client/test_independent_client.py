@@ -138,6 +138,58 @@ class Independent:
                    "device_id": self.device_id}  # fmt: skip
         await self.call("PUT", f"/v1/rooms/{room_id}/send/txn1", {"type": "m.room.encrypted", "content": content})
 
+    async def publish_one_time_keys(self, count: int) -> None:
+        # "One-time and fallback keys": {"signed_curve25519:<id>": {"key", "signatures"}}, signed by the device
+        self.account.generate_one_time_keys(count)
+        otks = {}
+        for key_id, key in self.account.one_time_keys.items():
+            obj: dict[str, Any] = {"key": key.to_base64()}
+            self._sign(obj, self.device_id, device=True)
+            otks[f"signed_curve25519:{key_id}"] = obj
+        counts = await self.call("POST", "/v1/keys/upload", {"one_time_keys": otks})
+        assert counts["one_time_keys"] == count
+        self.account.mark_keys_as_published()
+
+    async def receive(self, room_id: str, sender: str) -> list[str]:
+        """Sync; take room keys from to-device messages (checked as the docs say), decrypt the room's messages."""
+        page = await self.call("GET", "/v1/sync?since=0")
+        _did, sender_curve, sender_ed = await self.device_of(sender)
+        sessions: dict[str, vodozemac.InboundGroupSession] = {}
+        for msg in page["to_device"]:
+            content = msg["content"]
+            assert msg["type"] == "m.room.encrypted" and content["algorithm"] == "tokenim.olm.v1.curve25519-aes-sha2"
+            mine = content["ciphertext"][self.account.curve25519_key.to_base64()]
+            olm_message = vodozemac.AnyOlmMessage.from_parts(mine["type"], unb64(mine["body"]))
+            pre_key = olm_message.to_pre_key()
+            assert pre_key is not None  # the sender's first message starts the session
+            _session, plaintext = self.account.create_inbound_session(
+                vodozemac.Curve25519PublicKey.from_base64(content["sender_key"]), pre_key
+            )
+            payload = json.loads(plaintext)
+            # "Sending a room key": the checks a recipient makes
+            assert payload["recipient"] == self.user_id
+            assert payload["recipient_keys"] == {"ed25519": self.account.ed25519_key.to_base64()}
+            assert payload["sender"] == msg["sender"] == sender and payload["sender_device"] == msg["sender_device"]
+            assert content["sender_key"] == sender_curve and payload["keys"] == {"ed25519": sender_ed}
+            assert payload["type"] == "m.room_key"
+            key = payload["content"]
+            assert key["algorithm"] == "tokenim.megolm.v1.aes-sha2" and key["room_id"] == room_id
+            session = vodozemac.InboundGroupSession(vodozemac.SessionKey(key["session_key"]))
+            assert session.session_id == key["session_id"]
+            sessions[key["session_id"]] = session
+        await self.call("POST", "/v1/to_device/ack", {"up_to": max(m["id"] for m in page["to_device"])})
+        texts = []
+        for event in page["events"]:
+            if event["room_id"] != room_id or event["type"] != "m.room.encrypted":
+                continue
+            content = event["content"]
+            assert content["sender_key"] == sender_curve and content["device_id"] == event["sender_device"]
+            decrypted = sessions[content["session_id"]].decrypt(vodozemac.MegolmMessage.from_base64(content["ciphertext"]))
+            plaintext = json.loads(decrypted.plaintext)
+            assert plaintext["room_id"] == room_id
+            texts.append(plaintext["body"])
+        return texts
+
 
 async def test_a_client_written_from_the_docs_shares_a_room_key_the_sdk_accepts(http: httpx.AsyncClient, bob: Client) -> None:
     server_name = (await http.get("/health")).json()["server_name"]
@@ -164,3 +216,17 @@ async def test_the_fingerprint_is_computed_as_the_docs_say(bob: Client) -> None:
     digest = hashlib.sha512(b"tokenim-fingerprint-v1" + unb64(info.master_key)).digest()
     groups = [int.from_bytes(digest[5 * i : 5 * i + 5], "big") % 100_000 for i in range(12)]
     assert info.fingerprint == " ".join(f"{g:05d}" for g in groups)
+
+
+async def test_a_client_written_from_the_docs_receives_a_room_key_and_message_from_the_sdk(
+    http: httpx.AsyncClient, alice: Client
+) -> None:
+    server_name = (await http.get("/health")).json()["server_name"]
+    ivan = Independent(http, "ivan", server_name, now=1_800_000_000_000)
+    await ivan.register()
+    await ivan.login()
+    await ivan.publish_one_time_keys(5)
+    room = await alice.create_room("interop", invite=[ivan.user_id])
+    await ivan.call("POST", f"/v1/rooms/{room.room_id}/join")
+    await alice.send_text(room.room_id, "hello to a client written from the docs")
+    assert await ivan.receive(room.room_id, alice.user_id) == ["hello to a client written from the docs"]

@@ -50,17 +50,18 @@ def _token(server: RunningServer, profile: Path, username: str) -> str:
     return asyncio.run(register())
 
 
-def _schemathesis(server: RunningServer, token: str, *args: str) -> None:
+def _schemathesis(server: RunningServer, token: str, workdir: Path, *args: str) -> None:
     cmd = [ST, "--config-file", str(CONFIG), "run", f"{server.url}/openapi.json", "--checks", "all"]
     cmd += ["-H", f"Authorization: Bearer {token}", "--workers", "1", "--max-examples", "5", "--seed", "1"]
     cmd += ["--output-truncate=true", *args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=110, env=env)
+    # Run in a scratch folder: Schemathesis keeps state (.schemathesis/, .hypothesis/) in its working directory.
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=110, env=env, cwd=workdir)
     assert proc.returncode == 0, f"Schemathesis found failures:\n{proc.stdout[-12000:]}\n{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout and "Runtime Error" not in proc.stdout, proc.stdout[-3000:]
 
 
 def test_every_route_keeps_the_openapi_contract(contract_server: tuple[RunningServer, list[str]], tmp_path: Path) -> None:
     server, phases = contract_server
-    _schemathesis(server, _token(server, tmp_path / "p1", "alice"), *phases, "--exclude-path", "/v1/logout")
-    _schemathesis(server, _token(server, tmp_path / "p2", "bob"), *phases, "--include-path", "/v1/logout")
+    _schemathesis(server, _token(server, tmp_path / "p1", "alice"), tmp_path, *phases, "--exclude-path", "/v1/logout")
+    _schemathesis(server, _token(server, tmp_path / "p2", "bob"), tmp_path, *phases, "--include-path", "/v1/logout")

@@ -132,3 +132,9 @@ async def test_the_docs_error_table_matches_the_openapi_document(doc: dict[str, 
         assert (method, path) in documented, f"docs/protocol.md has no error row for {method.upper()} {path}"
         assert documented.pop((method, path)) == declared, (method, path)
     assert not documented, f"docs/protocol.md lists routes the server does not have: {documented}"
+
+
+async def test_plain_text_fields_state_the_nul_rule(doc: dict[str, Any]) -> None:
+    """The server refuses NUL in every text field; the schema says so, so schema-valid data is accepted."""
+    name = doc["components"]["schemas"]["RoomCreateRequest"]["properties"]["name"]
+    assert name["pattern"] == "^[^\\u0000]*$"

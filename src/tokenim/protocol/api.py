@@ -21,8 +21,15 @@ from tokenim.protocol.wire import (
 )
 
 
+def _no_nul_in_schema(schema: dict[str, Any]) -> None:
+    """State the NUL rule in the JSON Schema of every plain text field (those with a pattern state their own)."""
+    for prop in schema.get("properties", {}).values():
+        if prop.get("type") == "string" and "pattern" not in prop and "const" not in prop and "enum" not in prop:
+            prop["pattern"] = "^[^\\u0000]*$"
+
+
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=_no_nul_in_schema)
 
     @field_validator("*", mode="after")
     @classmethod
