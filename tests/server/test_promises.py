@@ -14,6 +14,7 @@ from tests.support import WebSocketSession, add_device, bearer, client_auth, log
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS
+from tokenim.protocol.api import OkResponse, SendResponse
 from tokenim.protocol.auth import login_challenge_payload
 from tokenim.protocol.events import ENCRYPTED
 from tokenim.protocol.keys import OLM_ALGORITHM
@@ -195,3 +196,63 @@ async def test_a_socket_opened_with_an_expired_token_is_refused(app: FastAPI, al
         await ws.ended()
     assert [f["error"]["code"] for f in ws.frames] == ["token_expired"]
     assert ws.close_code == 4401
+
+
+async def _live_socket(ws: WebSocketSession) -> None:
+    await ws.send({"type": "sync", "since": 0, "to_device_after": 0})
+    await ws.wait_for(lambda: any(f["type"] == "synced" for f in ws.frames))
+
+
+async def test_a_live_event_after_the_token_expired_is_not_pushed(
+    app: FastAPI, alice: Client, bob: Client, clock: FakeClock
+) -> None:
+    room = (await alice.direct_room("@bob")).room_id
+    async with WebSocketSession(app, _token(alice)) as ws:
+        await _live_socket(ws)
+        seen = len(ws.frames)
+        clock.advance(ms=ACCESS_TOKEN_TTL_MS)
+        # Bob's client refreshes its own expired token and sends; Alice's socket must not carry the event.
+        content = {
+            "algorithm": "tokenim.megolm.v1.aes-sha2",
+            "ciphertext": "AwgAEhA",
+            "session_id": "s",
+            "sender_key": bob.identity.curve25519,
+            "device_id": bob.device_id,
+        }
+        await bob._request("PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body={"type": ENCRYPTED, "content": content})
+        await ws.wait_for(lambda: ws.close_code is not None or len(ws.frames) > seen)
+        assert ws.frames[seen:] == []
+        assert ws.close_code == 4401
+
+
+async def test_a_live_to_device_message_after_the_token_expired_is_not_pushed(
+    app: FastAPI, alice: Client, bob: Client, clock: FakeClock
+) -> None:
+    async with WebSocketSession(app, _token(alice)) as ws:
+        await _live_socket(ws)
+        seen = len(ws.frames)
+        clock.advance(ms=ACCESS_TOKEN_TTL_MS)
+        messages = {alice.user_id: {alice.device_id: _olm(bob, 1)}}
+        await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+        await ws.wait_for(lambda: ws.close_code is not None or len(ws.frames) > seen)
+        assert ws.frames[seen:] == []
+        assert ws.close_code == 4401
+
+
+async def test_a_live_to_device_message_reaches_only_the_socket_of_its_device(
+    app: FastAPI, http: httpx.AsyncClient, alice: Client, bob: Client, clock: FakeClock
+) -> None:
+    second = await add_device(alice, clock)
+    async with WebSocketSession(app, _token(alice)) as first_ws, WebSocketSession(app, await login_token(http, second)) as ws:
+        await _live_socket(first_ws)
+        await _live_socket(ws)
+        first_seen = len(first_ws.frames)
+        for target in (second.device_id, alice.device_id):
+            messages = {alice.user_id: {target: _olm(bob, 1)}}
+            await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+        await first_ws.wait_for(lambda: len(first_ws.frames) > first_seen)
+        await ws.wait_for(lambda: any(f["type"] == "to_device" for f in ws.frames))
+        # Each socket got exactly the message for its own device (the first device's came last).
+        assert [f["message"]["id"] for f in ws.frames if f["type"] == "to_device"] == [1]
+        assert [f["type"] for f in first_ws.frames[first_seen:]] == ["to_device"]
+        assert first_ws.frames[first_seen]["message"]["id"] == 2
