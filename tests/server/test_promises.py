@@ -232,7 +232,7 @@ async def test_a_live_to_device_message_after_the_token_expired_is_not_pushed(
         await _live_socket(ws)
         seen = len(ws.frames)
         clock.advance(ms=ACCESS_TOKEN_TTL_MS)
-        messages = {alice.user_id: {alice.device_id: _olm(bob, 1)}}
+        messages = {alice.user_id: {alice.device_id: _olm(bob, 1, alice.identity.curve25519)}}
         await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
         await ws.wait_for(lambda: ws.close_code is not None or len(ws.frames) > seen)
         assert ws.frames[seen:] == []
@@ -247,8 +247,8 @@ async def test_a_live_to_device_message_reaches_only_the_socket_of_its_device(
         await _live_socket(first_ws)
         await _live_socket(ws)
         first_seen = len(first_ws.frames)
-        for target in (second.device_id, alice.device_id):
-            messages = {alice.user_id: {target: _olm(bob, 1)}}
+        for target, key in ((second.device_id, second.curve25519), (alice.device_id, alice.identity.curve25519)):
+            messages = {alice.user_id: {target: _olm(bob, 1, key)}}
             await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
         await first_ws.wait_for(lambda: len(first_ws.frames) > first_seen)
         await ws.wait_for(lambda: any(f["type"] == "to_device" for f in ws.frames))
