@@ -11,8 +11,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -57,9 +59,35 @@ def _terminal_safe(text: str) -> None:
         assert ch not in text, repr(text)
 
 
-def test_messages_files_and_names_reach_the_terminal_escaped(server: RunningServer, tmp_path: Path) -> None:
+@dataclass
+class Pair:
+    server: RunningServer
+    alice: Cli
+    bob: Cli
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """One server and two registered people, shared by the tests of this module (each uses its own rooms)."""
+    tmp = tmp_path_factory.mktemp("pair")
+    srv = start_server(tmp / "data", "--registration", "open")
+    alice, bob = Cli(tmp / "alice"), Cli(tmp / "bob")
+    try:
+        alice.json("register", "--server", srv.url, "--username", "alice")
+        bob.json("register", "--server", srv.url, "--username", "bob")
+        yield Pair(srv, alice, bob)
+    finally:
+        stop_server(srv)
+
+
+def _group(pair: Pair, name: str) -> None:
+    created = _run(pair.alice, "room", "create", name, "--invite", "@bob")
+    assert created.stdout.startswith(f"Created '{name}' (!"), created.stdout
+    pair.bob.json("room", "join", name)
+
+
+def test_invite_codes_in_any_case_and_expiry_in_words(server: RunningServer, tmp_path: Path) -> None:
     alice, bob = Cli(tmp_path / "alice"), Cli(tmp_path / "bob")
-    # Invite codes are accepted in any case, with or without dashes.
     typed = server.bootstrap_invite.lower().replace("-", "")
     alice.json("register", "--server", server.url, "--username", "alice", "--invite", typed)
     code = alice.run("admin", "invite", "create", "--expires", "2d").stdout
@@ -69,96 +97,102 @@ def test_messages_files_and_names_reach_the_terminal_escaped(server: RunningServ
     expired = _run(alice, "admin", "invite", "create", "--expires", "0m")
     assert "expires_in_seconds" not in _refused(expired, "between 1 minute and 365 days")
 
-    created = _run(alice, "room", "create", "plans", "--invite", "@bob")
-    assert created.stdout.startswith("Created 'plans' (!"), created.stdout
-    bob.json("room", "join", "plans")
-    members = _run(bob, "room", "members", "plans").stdout
-    assert not members.startswith("{") and "@alice:localhost  admin" in members
 
-    fake = "see you\n[plans] @carol:localhost: wire the money now\r\x1b]0;pwned\x07\x1b[2J\u202eevil"
-    alice.json("send", "plans", fake)
-    shown = bob.run("read", "plans").stdout
+def test_a_message_cannot_fake_lines_or_steer_the_terminal(pair: Pair) -> None:
+    alice, bob = pair.alice, pair.bob
+    _group(pair, "escapes")
+    members = _run(bob, "room", "members", "escapes").stdout
+    assert not members.startswith("{") and "@alice:localhost  admin" in members
+    fake = "see you\n[escapes] @carol:localhost: wire the money now\r\x1b]0;pwned\x07\x1b[2J\u202eevil"
+    alice.json("send", "escapes", fake)
+    shown = bob.run("read", "escapes").stdout
     _terminal_safe(shown)
     lines = shown.rstrip("\n").split("\n")
     assert lines[0].endswith("@alice:localhost: see you") and lines[1].startswith(CONTINUATION)
-    assert not any(line.startswith("[plans] @carol") for line in lines)
-    assert json.loads(bob.run("read", "plans", "--json").stdout)[0]["body"] == fake  # JSON keeps it, escaped
+    assert not any(line.startswith("[escapes] @carol") for line in lines)
+    assert json.loads(bob.run("read", "escapes", "--json").stdout)[0]["body"] == fake  # JSON keeps it, escaped
 
-    # A file whose name tries to steer the terminal and climb out of the folder.
-    sent = tmp_path / "send"
-    sent.mkdir()
-    evil = sent / "..\x1b]0;t\x07\u202ereport.txt"
+
+@pytest.fixture(scope="module")
+def shared_file(pair: Pair, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A room with a text message, then a file whose name tries to steer the terminal and leave its folder."""
+    alice, bob = pair.alice, pair.bob
+    _group(pair, "files")
+    alice.json("send", "files", "not a file")
+    evil = tmp_path_factory.mktemp("send") / "..\x1b]0;t\x07\u202ereport.txt"
     evil.write_text("quarterly numbers\n")
-    alice.json("send-file", "plans", str(evil))
-    listing = bob.run("read", "plans").stdout
-    _terminal_safe(listing)
-    (file_id,) = [m["id"] for m in json.loads(bob.run("read", "plans", "--json").stdout) if m.get("file")]
-    text_id = json.loads(bob.run("read", "plans", "--json").stdout)[0]["id"]
-    _download_rules(bob, file_id, text_id, tmp_path)
-
-    # The device in use can't be removed from itself: that would lock the account out.
-    me = bob.json("whoami")["device_id"]
-    _refused(_run(bob, "devices", "remove", str(me)), "this device")
-    assert bob.json("whoami")["device_id"] == me
+    alice.json("send-file", "files", str(evil))
+    _terminal_safe(bob.run("read", "files").stdout)
+    messages = json.loads(bob.run("read", "files", "--json").stdout)
+    (file_id,) = [m["id"] for m in messages if m.get("file")]
+    return file_id, messages[0]["id"]
 
 
-def _download_rules(bob: Cli, file_id: str, text_id: str, tmp_path: Path) -> None:
-    here = tmp_path / "downloads"
-    here.mkdir()
-    saved = _run(bob, "download", file_id, cwd=here)
+def test_a_download_is_named_safely_and_never_overwrites(pair: Pair, shared_file: tuple[str, str], tmp_path: Path) -> None:
+    bob, (file_id, _text_id) = pair.bob, shared_file
+    saved = _run(bob, "download", file_id, cwd=tmp_path)
     assert saved.returncode == 0, saved.stderr
     _terminal_safe(saved.stdout)
-    (made,) = list(here.iterdir())
+    (made,) = list(tmp_path.iterdir())
     assert made.read_text() == "quarterly numbers\n" and made.name.endswith("report.txt")
     assert "/" not in made.name and "\x1b" not in made.name and not made.name.startswith(".")
     made.write_text("my own edits")
-    _refused(_run(bob, "download", file_id, cwd=here), "already exists", "--force")
+    _refused(_run(bob, "download", file_id, cwd=tmp_path), "already exists", "--force")
+    _refused(_run(bob, "download", file_id, "--out", ".", cwd=tmp_path), "already exists")  # "." is a folder
     assert made.read_text() == "my own edits"  # never overwritten without --force
-    assert _run(bob, "download", file_id, "--force", cwd=here).returncode == 0
+    assert _run(bob, "download", file_id, "--force", cwd=tmp_path).returncode == 0
     assert made.read_text() == "quarterly numbers\n"
+    assert [p.name for p in tmp_path.iterdir()] == [made.name]  # no partial files left behind
+
+
+def test_download_into_a_folder_and_its_refusals(pair: Pair, shared_file: tuple[str, str], tmp_path: Path) -> None:
+    bob, (file_id, text_id) = pair.bob, shared_file
     into = tmp_path / "into"
     into.mkdir()
     assert _run(bob, "download", file_id, "--out", str(into)).returncode == 0
-    assert [p.name for p in into.iterdir()] == [made.name]
-    _refused(_run(bob, "download", file_id, "--out", ".", cwd=here), "already exists")  # "." is a folder: same name inside
-    assert _run(bob, "download", file_id, "--out", ".", cwd=tmp_path).returncode == 0
+    assert [p.read_text() for p in into.iterdir()] == ["quarterly numbers\n"]
     _refused(_run(bob, "download", file_id, "--out", str(tmp_path / "missing" / "x.txt")), "does not exist")
-    _refused(_run(bob, "download", text_id, cwd=here), "text message, not a file")
-    assert sorted(p.name for p in here.iterdir()) == [made.name]  # no partial files left behind
+    _refused(_run(bob, "download", text_id, cwd=tmp_path), "text message, not a file")
+    assert [p.name for p in tmp_path.iterdir()] == ["into"]
 
 
-def test_text_from_stdin_or_a_file_with_limits_in_the_users_units(server: RunningServer, tmp_path: Path) -> None:
-    alice, bob = Cli(tmp_path / "alice"), Cli(tmp_path / "bob")
-    alice.json("register", "--server", server.url, "--username", "alice", "--invite", server.bootstrap_invite)
-    invite = alice.json("admin", "invite", "create")["code"]
-    bob.json("register", "--server", server.url, "--username", "bob", "--invite", str(invite))
+def test_the_device_in_use_cannot_be_removed(pair: Pair) -> None:
+    me = pair.bob.json("whoami")["device_id"]
+    _refused(_run(pair.bob, "devices", "remove", str(me)), "this device")
+    assert pair.bob.json("whoami")["device_id"] == me
 
-    # Reading creates nothing: no direct chat appears for either person.
-    _refused(_run(bob, "read", "@alice"), "no direct chat")
-    assert bob.json("rooms")["rooms"] == [] and alice.json("rooms")["rooms"] == []
 
-    assert _run(alice, "send", "@bob", "-", stdin="from a pipe\nsecond line\n").returncode == 0
+def test_reading_creates_nothing_and_room_names_are_unique(pair: Pair, tmp_path: Path) -> None:
+    alice, bob = pair.alice, pair.bob
+    carol = Cli(tmp_path / "carol")
+    carol.json("register", "--server", pair.server.url, "--username", "carol")
+    _refused(_run(carol, "read", "@alice"), "no direct chat")
+    assert carol.json("rooms")["rooms"] == []
+    rooms: list[dict[str, Any]] = alice.json("rooms")["rooms"]  # type: ignore[assignment]
+    assert not [r for r in rooms if "@carol:localhost" in r["members"]]
+    # A second room of the same name is refused, and the first stays usable by name for everyone.
+    _group(pair, "team")
+    _refused(_run(alice, "room", "create", "Team"), "already in a room named 'team'")
+    assert bob.json("room", "members", "team")["room_id"] == alice.json("room", "members", "team")["room_id"]
+
+
+def test_text_from_stdin_or_a_file_with_limits_in_the_users_units(pair: Pair, tmp_path: Path) -> None:
+    alice, bob = pair.alice, pair.bob
+    _group(pair, "texts")
+    assert _run(alice, "send", "texts", "-", stdin="from a pipe\nsecond line\n").returncode == 0
     note = tmp_path / "note.txt"
     note.write_text("from a file\n")
-    assert _run(alice, "send", "@bob", "--file", str(note)).returncode == 0
-    bodies = [m["body"] for m in json.loads(bob.run("read", "@alice", "--json").stdout)]
-    assert bodies == ["from a pipe\nsecond line", "from a file"]
-
-    _refused(_run(alice, "send", "@bob", ""), "empty")
-    _refused(_run(alice, "send", "@bob", "-", stdin="\n"), "empty")
+    assert _run(alice, "send", "texts", "--file", str(note)).returncode == 0
+    _refused(_run(alice, "send", "texts", ""), "empty")
+    _refused(_run(alice, "send", "texts", "-", stdin="\n"), "empty")
     big = tmp_path / "big.txt"
     big.write_text("x" * 50_000)
-    too_big = _refused(_run(alice, "send", "@bob", "--file", str(big)), "50,000 bytes", "at most")
+    too_big = _refused(_run(alice, "send", "texts", "--file", str(big)), "50,000 bytes", "at most")
     assert "65,536-byte" not in too_big
-    typed = _refused(_run(alice, "send", "@bob", "y" * 50_000), "50,000 characters")
+    typed = _refused(_run(alice, "send", "texts", "y" * 50_000), "50,000 characters")
     assert "bytes of it" not in typed
-    assert len(json.loads(bob.run("read", "@alice", "--json").stdout)) == 2  # nothing more was sent
-
-    # A second room of the same name is refused, and the first stays usable by name for everyone.
-    alice.json("room", "create", "team", "--invite", "@bob")
-    _refused(_run(alice, "room", "create", "Team"), "already in a room named 'team'")
-    bob.json("room", "join", "team")
-    assert bob.json("room", "members", "team")["room_id"] == alice.json("room", "members", "team")["room_id"]
+    bodies = [m["body"] for m in json.loads(bob.run("read", "texts", "--json").stdout)]
+    assert bodies == ["from a pipe\nsecond line", "from a file"]  # and nothing else was sent
 
 
 class _Lines:

@@ -755,7 +755,7 @@ async def test_random_bodies_on_every_post_route_never_cause_a_server_error(
             seen = outcomes.setdefault(f"{method} {path}", Counter())
             for i in range(FUZZ_ROUNDS):
                 body = random_json(rng) if i % 4 == 0 else mutate(rng, template)
-                if path in ("/v1/logout", "/v1/logout/all"):  # logging Alice out would end the fuzz: send random tokens instead
+                if path in ("/v1/logout", "/v1/logout/all"):  # logging Alice out would end the fuzz: random tokens
                     token = "".join(rng.choices(string.ascii_letters, k=rng.randrange(40)))
                     headers = JSON | {"Authorization": f"Bearer {token}"}
                 else:
