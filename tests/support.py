@@ -75,6 +75,25 @@ class LyingServer(httpx.AsyncBaseTransport):
         return httpx.Response(200, json=rewrite(request, body))
 
 
+def websocket_scope(token: str) -> dict[str, Any]:
+    """The ASGI scope of a WebSocket upgrade to /v1/ws with `token`, for driving the app in process."""
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": "/v1/ws",
+        "raw_path": b"/v1/ws",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"tokenim.test"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("tokenim.test", 80),
+        "subprotocols": [],
+        "state": {},
+    }
+
+
 class WebSocketSession:
     """A raw ASGI WebSocket to /v1/ws in this event loop: the test sends frames one at a time and reads
     what came back, so it can move the fake clock in between. Every wait has a deadline."""
@@ -89,21 +108,7 @@ class WebSocketSession:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> WebSocketSession:
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "path": "/v1/ws",
-            "raw_path": b"/v1/ws",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"tokenim.test"), (b"authorization", f"Bearer {self._token}".encode())],
-            "client": ("127.0.0.1", 50000),
-            "server": ("tokenim.test", 80),
-            "subprotocols": [],
-            "state": {},
-        }
+        scope = websocket_scope(self._token)
         await self._inbox.put({"type": "websocket.connect"})
         self._task = asyncio.get_running_loop().create_task(self._app(scope, self._inbox.get, self._send))
         self._task.add_done_callback(lambda _task: self._changed.set())

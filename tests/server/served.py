@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from tests.support import websocket_scope
 from tokenim.client import Client
 
 JSON_HEADERS = {"content-type": "application/json"}
@@ -102,21 +103,7 @@ async def websocket_session(
         elif message["type"] == "websocket.close":
             done.set()
 
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": "/v1/ws",
-        "raw_path": b"/v1/ws",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"tokenim.test"), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("tokenim.test", 80),
-        "subprotocols": [],
-        "state": {},
-    }
+    scope = websocket_scope(token)
     await asyncio.wait_for(app(scope, receive, send), 10)
     assert any(a.get("type") in wanted for a in answers), answers
     return answers

@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from tests.support import websocket_scope
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.ids import UserId, new_device_id
@@ -382,21 +383,7 @@ async def websocket_exchange(app: FastAPI, token: str, frames: list[dict[str, An
         if message["type"] == "websocket.send":
             answers.append(json.loads(message["text"]))
 
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": "/v1/ws",
-        "raw_path": b"/v1/ws",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"tokenim.test"), (b"authorization", f"Bearer {token}".encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("tokenim.test", 80),
-        "subprotocols": [],
-        "state": {},
-    }
+    scope = websocket_scope(token)
     await asyncio.wait_for(app(scope, receive, send), 10)
     return answers
 
