@@ -3,6 +3,8 @@ characters: the server refuses them with `invalid_request` and a sentence, and s
 
 from __future__ import annotations
 
+import sys
+import unicodedata
 from typing import Any
 
 import httpx
@@ -12,7 +14,8 @@ from tests.server.served import auth, strict_json
 from tests.server.test_errors import count_rows, new_identity, registration_body
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
-from tokenim.core.names import check_name, name_problem
+from tokenim.core.errors import TokenIMError
+from tokenim.core.names import BLANK_LOOKING, check_name, name_problem
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.tables import rooms, users
 
@@ -42,6 +45,30 @@ BAD_NAMES = [
 GOOD_NAMES = ["Team", "Équipe été", "チーム", "family \U0001f468\u200d\U0001f469\u200d\U0001f467", "a-b_c.d (2)", "עברית"]
 
 
+# Refused outright: format characters (zero-width space and the like make `p\u200blans` look like `plans`),
+# invisible operators, deprecated format controls, annotation and tag characters, private use, unassigned, and a
+# zero-width joiner that does not join two visible characters.
+HIDDEN_CHARACTER_NAMES = [
+    "p\u200blans",
+    "\u2061x",
+    "x\u206a",
+    "x\ufff9y",
+    "x\U000e0001",
+    "x\ue000",
+    "x\u0378",
+    "x\U0010ffff",
+    "\u200dx",
+    "x\u200d",
+    "a\u200d\u200db",
+    "a \u200d b",
+    "a\u200d\u0301",
+]
+# Nothing visible: fillers, a combining grapheme joiner, a lone combining mark, among spaces.
+NOTHING_VISIBLE_NAMES = ["\u3164", "\u115f", "\u1160", "\uffa0", "\u2800", "\u034f", "\u0301", " \u3164\u2800 ", "\u20dd"]
+# Emoji sequences joined by U+200D (after a variation selector or a skin tone too) and combining accents stay fine.
+JOINED_NAMES = ["\u2764\ufe0f\u200d\U0001f525", "dev \U0001f468\U0001f3fd\u200d\U0001f4bb", "Cafe\u0301"]
+
+
 def refused(resp: httpx.Response) -> str:
     assert resp.status_code == 400, resp.text
     err = strict_json(resp.content)["error"]
@@ -51,11 +78,28 @@ def refused(resp: httpx.Response) -> str:
 
 
 def test_the_name_rule() -> None:
-    for name in BAD_NAMES:
+    for name in BAD_NAMES + HIDDEN_CHARACTER_NAMES:
         assert name_problem(name) is not None, repr(name)
-    for name in GOOD_NAMES:
+    for name in NOTHING_VISIBLE_NAMES:
+        with pytest.raises(TokenIMError, match="only spaces, marks and invisible characters"):
+            check_name(name, "room name")
+    for name in GOOD_NAMES + JOINED_NAMES:
         assert name_problem(name) is None, repr(name)
         assert check_name(f"  {name} ", "room name") == name
+
+
+def test_the_name_rule_over_every_code_point() -> None:
+    """Each refused category, and each character that shows nothing, checked for every code point Unicode has."""
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        category = unicodedata.category(ch)
+        if category in ("Cf", "Co", "Cn", "Cs", "Cc", "Zl", "Zp") and ch != "\u200d":
+            assert name_problem(f"a{ch}b") is not None, f"U+{cp:04X}"
+        elif category in ("Mn", "Me", "Mc", "Zs") or ch.isspace() or ch in BLANK_LOOKING:
+            with pytest.raises(TokenIMError):
+                check_name(f" {ch} ", "room name")
+        else:
+            assert name_problem(f"a{ch}b") is None, f"U+{cp:04X}"
 
 
 async def test_room_names_with_control_or_bidi_characters_are_refused(
@@ -68,14 +112,14 @@ async def test_room_names_with_control_or_bidi_characters_are_refused(
         refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
     assert await count_rows(database, rooms) == 1
     assert (await http.get(f"/v1/rooms/{room}", headers=auth(alice))).json()["name"] == "fine"
-    for name in ("", "   ", "\u200b", " \u2060\ufeff "):
+    for name in ["", "   ", "\u200b", " \u2060\ufeff ", *HIDDEN_CHARACTER_NAMES, *NOTHING_VISIBLE_NAMES]:
         refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
         refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
 
 
 async def test_ordinary_names_in_any_script_are_kept(http: httpx.AsyncClient, alice: Client) -> None:
     room = (await alice.create_room("fine")).room_id
-    for n, name in enumerate(GOOD_NAMES):
+    for n, name in enumerate(GOOD_NAMES + JOINED_NAMES):
         resp = await http.post("/v1/rooms", json={"name": f" {name} "}, headers=auth(alice))
         assert resp.status_code == 200 and resp.json()["name"] == name, resp.text
         # A name is unique among one's rooms: set it on `room` after moving the new room out of the way.

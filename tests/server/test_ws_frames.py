@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.server.served import websocket_session
+from tests.server.served import auth, websocket_session
 from tests.server.test_content import megolm
 from tokenim.client import Client
 from tokenim.protocol.wire import CLIENT_FRAMES
@@ -53,3 +53,13 @@ async def test_a_send_frame_with_an_extra_member_is_refused_and_names_its_txn(
     assert frames[-1]["type"] == "error" and frames[-1]["txn_id"] == "x1"
     error = frames[-1]["error"]
     assert error["code"] == "invalid_request" and "'priority' is not an accepted field" in error["message"]
+
+
+async def test_a_websocket_sync_beyond_the_head_answers_from_the_head(
+    http: httpx.AsyncClient, app: FastAPI, alice: Client
+) -> None:
+    """A position the server does not have (it was restored from a backup) is treated as the head, so the
+    events that come next are not skipped, as on HTTP."""
+    head = (await http.get("/v1/sync", headers=auth(alice))).json()["next_pos"]
+    frames = await websocket_session(app, alice, [{"type": "sync", "since": head + 1000}], until="synced")
+    assert frames[-1] == {"type": "synced", "pos": head}

@@ -509,3 +509,39 @@ def test_login_challenge_binds_every_field(field: str, value: str) -> None:
     signature = device.sign(original)
     assert verify_ed25519(device.public_key, original, signature)
     assert not verify_ed25519(device.public_key, changed, signature)
+
+
+# --- signatures nobody checks -----------------------------------------------------------------------
+
+_SIGNATURE = b64encode(os.urandom(64))
+# Entries a verified object may not carry besides its expected signatures: all would be relayed unchecked.
+_EXTRA_SIGNATURES: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
+    ("another user", lambda sigs: sigs.update({BOB: {"ed25519:BOBDEVICE1": _SIGNATURE}})),
+    ("another key id", lambda sigs: sigs[ALICE].update({"ed25519:OTHERDEV01": _SIGNATURE})),
+    ("another algorithm", lambda sigs: sigs[ALICE].update({"curve25519:ALICEDEV01": _SIGNATURE})),
+    ("NUL and bidi in the key id", lambda sigs: sigs[ALICE].update({"ed25519:\u0000\u202e": _SIGNATURE})),
+    ("a value that is not base64", lambda sigs: sigs[ALICE].update({"ed25519:X": "not base64!\u202e"})),
+    ("an empty signer", lambda sigs: sigs.update({BOB: {}})),
+    ("2,000 fake entries", lambda sigs: sigs[ALICE].update({f"ed25519:F{i}": _SIGNATURE for i in range(2000)})),
+]
+
+
+def _with_extra(obj: dict[str, Any], add: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    add(obj["signatures"])
+    return obj
+
+
+@pytest.mark.parametrize(("label", "add"), _EXTRA_SIGNATURES, ids=[e[0] for e in _EXTRA_SIGNATURES])
+def test_key_objects_carry_only_the_signatures_that_are_checked(
+    alice: User, label: str, add: Callable[[dict[str, Any]], None]
+) -> None:
+    master = parse_master_key(alice.master_object())
+    _assert_bad_key_object(lambda: verify_master_key(parse_master_key(_with_extra(alice.master_object(), add))))
+    device_raw = _with_extra(alice.device_object("ALICEDEV01"), add)
+    _assert_bad_key_object(lambda: verify_device_keys(parse_device_keys(device_raw), master))
+    device = parse_device_keys(alice.device_object("ALICEDEV01"))
+    for fallback in (False, True):
+        ((full_id, obj),) = alice.one_time_key("ALICEDEV01", fallback=fallback).items()
+        (otk,) = parse_one_time_keys({full_id: _with_extra(obj, add)}, fallback=fallback)
+        _assert_bad_key_object(lambda otk=otk: verify_one_time_key(otk, device))  # type: ignore[misc]

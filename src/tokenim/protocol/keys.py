@@ -144,9 +144,25 @@ def parse_master_key(value: object) -> MasterKey:
     )
 
 
+def _require_exact_signatures(raw: dict[str, Any], signer: str, key_ids: list[str], what: str) -> None:
+    """After the expected signatures verified: the object carries no other signature entry.
+
+    Entries under other signers or key ids (whatever their text or value) would be stored and relayed to every
+    client though nobody checked them, so they are refused rather than dropped (the object is stored as signed).
+    """
+    sigs: dict[str, dict[str, str]] = raw["signatures"]  # verify_json found the expected ones in it
+    if set(sigs) - {signer}:
+        raise _bad(what, f"it carries signatures by others than {signer}, which nobody checks")
+    mine = sigs[signer]
+    expected = {f"ed25519:{k}" for k in key_ids}
+    if set(mine) - expected:
+        raise _bad(what, f"it carries signatures by keys nobody checks; only {' and '.join(sorted(expected))} may sign it")
+
+
 def verify_master_key(mk: MasterKey) -> None:
-    """A master key must be signed by itself."""
+    """A master key must be signed by itself, and by nothing else."""
     verify_json(mk.raw, mk.user_id, mk.public_key, mk.public_key, what="master key")
+    _require_exact_signatures(mk.raw, mk.user_id, [mk.public_key], "master key")
 
 
 def parse_device_keys(value: object) -> DeviceKeys:
@@ -176,11 +192,12 @@ def parse_device_keys(value: object) -> DeviceKeys:
 
 
 def verify_device_keys(dk: DeviceKeys, master: MasterKey) -> None:
-    """Device keys must be signed by the device itself and by the user's master key."""
+    """Device keys must be signed by the device itself and by the user's master key, and by nothing else."""
     if dk.user_id != master.user_id:
         raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The device keys belong to another user than the master key.")
     verify_json(dk.raw, dk.user_id, dk.device_id, dk.ed25519, what="device keys object")
     verify_json(dk.raw, dk.user_id, master.public_key, master.public_key, what="device keys object (master signature)")
+    _require_exact_signatures(dk.raw, dk.user_id, [dk.device_id, master.public_key], "device keys object")
 
 
 def parse_one_time_keys(value: object, *, fallback: bool) -> list[OneTimeKey]:
@@ -194,13 +211,16 @@ def parse_one_time_keys(value: object, *, fallback: bool) -> list[OneTimeKey]:
             raise _bad(what, f"key ids must look like {ONE_TIME_KEY_ALGORITHM}:<1 to 64 base64 characters>")
         raw = _require_dict(obj, what)
         _require_members(raw, ONE_TIME_KEY_MEMBERS, what)
-        if raw.get("fallback", False) is not fallback:
-            raise _bad(what, 'only a fallback key has "fallback": true')
+        if fallback and raw.get("fallback") is not True:
+            raise _bad(what, 'a fallback key must hold "fallback": true (inside the signed object)')
+        if not fallback and "fallback" in raw:
+            raise _bad(what, 'a one-time key has no "fallback" member (only a fallback key has one, and it is true)')
         out.append(OneTimeKey(key_id=key_id, public_key=_check_key_b64(raw.get("key"), what, "key"), fallback=fallback, raw=raw))
     return out
 
 
 def verify_one_time_key(otk: OneTimeKey, device: DeviceKeys) -> None:
-    """A one-time key must be signed by the device that publishes it."""
+    """A one-time key must be signed by the device that publishes it, and by nothing else."""
     what = "fallback key" if otk.fallback else "one-time key"
     verify_json(otk.raw, device.user_id, device.device_id, device.ed25519, what=what)
+    _require_exact_signatures(otk.raw, device.user_id, [device.device_id], what)

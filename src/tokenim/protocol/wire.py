@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
 from tokenim.core.ids import DEVICE_ID_PATTERN, USER_ID_PATTERN
 from tokenim.core.limits import MAX_POSITION
@@ -60,11 +61,16 @@ class DeviceKeysObject(_Doc):
     signatures: Signatures
 
 
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class OneTimeKeyObject(_Doc):
     """A signed Curve25519 one-time key; a fallback key has `"fallback": true` inside the signed object."""
 
     key: str = Field(pattern=B64, min_length=43, max_length=43)
-    fallback: Literal[True] | None = None
+    # `true` on a fallback key; absent on a one-time key (never null or false: the server refuses those).
+    fallback: Literal[True] | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
     signatures: Signatures
 
 

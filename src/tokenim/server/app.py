@@ -64,7 +64,8 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
 def build_app(config: ServerConfig, db: Database, clock: Clock, services: Services | None = None) -> FastAPI:
     """The ASGI application. The database must already be migrated."""
     services = services or build_services(config, db, clock)
-    app = FastAPI(title="TokenIM", version=__version__, docs_url="/docs", openapi_url="/openapi.json")
+    # No redirects: `/v1/rooms/` is not_found like any unknown path (a redirect would be built from the Host header).
+    app = FastAPI(title="TokenIM", version=__version__, docs_url="/docs", openapi_url="/openapi.json", redirect_slashes=False)
     install_error_handlers(app)
     install_openapi(app)
     requester = requester_dependency(services.auth)

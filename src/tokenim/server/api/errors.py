@@ -23,6 +23,30 @@ def error_response(err: TokenIMError) -> JSONResponse:
     return JSONResponse(err.to_json(), status_code=err.status)
 
 
+# FastAPI's words when reading the body fails for another reason than bad syntax (JSON nested past the
+# parser's recursion limit, for one); it would otherwise reach the client as an `invalid_request` sentence.
+_FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+def _is_json_content_type(value: str | None) -> bool:
+    media = (value or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _describe_body(request: Request, errors: list[dict[str, Any]]) -> TokenIMError | None:
+    """The body as a whole is wrong: missing, or not sent as JSON. None when the errors are about its members."""
+    whole_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    if not whole_body:
+        return None
+    if any(e.get("type") == "missing" for e in whole_body):
+        return TokenIMError(ErrorCode.INVALID_REQUEST, "This request needs a JSON body.")
+    if not _is_json_content_type(request.headers.get("content-type")):
+        return TokenIMError(
+            ErrorCode.INVALID_REQUEST, "The request body must be sent with the header Content-Type: application/json."
+        )
+    return None
+
+
 def describe_validation(errors: list[dict[str, Any]], what: str = "request") -> TokenIMError:
     """One `invalid_request` (or `bad_json`) naming the first few problems pydantic found, in our words."""
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -70,9 +94,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, TokenIMError)
         return error_response(exc)
 
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(describe_validation(list(exc.errors())))
+        errors = list(exc.errors())
+        return error_response(_describe_body(request, errors) or describe_validation(errors))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
@@ -85,6 +110,10 @@ def install_error_handlers(app: FastAPI) -> None:
             response = error_response(err)
             response.headers["Allow"] = ", ".join(allowed_methods(request))
             return response
+        elif exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_ERROR:
+            err = TokenIMError(
+                ErrorCode.BAD_JSON, "The request body could not be read as JSON (it may be nested too deeply to parse)."
+            )
         else:
             err = TokenIMError(ErrorCode.INVALID_REQUEST, str(exc.detail))
         return error_response(err)

@@ -5,6 +5,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse, Response
+from pydantic import BeforeValidator
+from pydantic_core import PydanticCustomError
 from starlette.convertors import Convertor, register_url_convertor
 
 from tokenim.core.errors import ErrorCode as E
@@ -56,7 +58,19 @@ RoomId = Annotated[str, Path(max_length=64, pattern=ROOM_ID_PATTERN)]
 # Checked by the services (with their own sentences); the schema states the rule.
 TxnId = Annotated[str, Path(json_schema_extra={"pattern": TXN_ID_PATTERN})]
 BlobId = Annotated[str, Path(json_schema_extra={"pattern": BLOB_ID_PATTERN})]
-Position = Annotated[int, Query(ge=0, le=MAX_POSITION)]
+
+
+def _plain_digits(value: object) -> object:
+    """A number in a query string is plain decimal digits: no sign, spaces, underscores or other digits."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 20):
+        raise PydanticCustomError("int_digits", "must be written with the digits 0-9 only")
+    return value
+
+
+# Every integer query parameter is one of these: strict digits, then the documented bounds.
+Digits = BeforeValidator(_plain_digits)
+Position = Annotated[int, Digits, Query(ge=0, le=MAX_POSITION)]
+Limit = Annotated[int, Digits, Query(ge=1, le=1000)]
 
 
 def build_messaging_router(
@@ -160,8 +174,8 @@ def build_messaging_router(
     async def history(
         me: Me,
         room_id: RoomId,
-        before: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        before: Annotated[int | None, Digits, Query(ge=0, le=MAX_POSITION)] = None,
+        limit: Limit = 50,
     ) -> Response:
         return content_response(await messages.access_history(me, room_id, before, limit))
 
@@ -169,7 +183,7 @@ def build_messaging_router(
     async def sync(
         me: Me,
         since: Position = 0,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+        limit: Limit = 500,
         to_device_after: Position = 0,
     ) -> Response:
         return content_response(await messages.access_sync(me, since, limit, to_device_after))

@@ -91,7 +91,14 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         response_model=RegisterResponse,
         tags=["accounts"],
         responses=errors(
-            E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.INVITE_REQUIRED, E.INVITE_INVALID, E.USERNAME_TAKEN, auth=False
+            E.BAD_KEY_OBJECT,
+            E.BAD_SIGNATURE,
+            E.TOO_MANY_KEYS,
+            E.INVITE_REQUIRED,
+            E.INVITE_INVALID,
+            E.USERNAME_TAKEN,
+            E.KEY_CONFLICT,
+            auth=False,
         ),
     )
     async def register(body: RegisterRequest) -> RegisterResponse:
@@ -145,7 +152,7 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         "/v1/devices",
         response_model=OkResponse,
         tags=["devices"],
-        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_EXISTS),
+        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_EXISTS, E.KEY_CONFLICT),
     )
     async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:
         await services.keys.do_add_device(me, body.device_keys, body.one_time_keys, body.fallback_keys)

@@ -67,7 +67,7 @@ def check_new_device(
         raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The device keys must be signed by the current master key.")
     verify_device_keys(device, master)
     otks = parse_one_time_keys(otks_raw, fallback=False) + parse_one_time_keys(fallback_raw, fallback=True)
-    if len(otks) > MAX_ONE_TIME_KEYS_PER_UPLOAD + 1 or sum(k.fallback for k in otks) > 1:
+    if sum(not k.fallback for k in otks) > MAX_ONE_TIME_KEYS_PER_UPLOAD or sum(k.fallback for k in otks) > 1:
         raise TokenIMError(
             ErrorCode.TOO_MANY_KEYS, f"Upload at most {MAX_ONE_TIME_KEYS_PER_UPLOAD} one-time keys and one fallback key at once."
         )
@@ -122,6 +122,13 @@ class AccountService:
                 await self.insert_device(tx, reg.device, reg.one_time_keys, now)
                 await self._ctx.auditor.record(tx, "account.registered", reg.user_id, reg.device.device_id, is_admin=is_admin)
         except IntegrityError:
+            # A race with another registration: for the same name, or (rarer) for the same device keys.
+            async with self._ctx.db.read() as tx:
+                if not await self._ctx.accounts.username_exists(tx, reg.username):
+                    raise TokenIMError(
+                        ErrorCode.KEY_CONFLICT,
+                        "The device's keys are already used by another device: every device needs keys of its own.",
+                    ) from None
             raise TokenIMError(ErrorCode.USERNAME_TAKEN, f"The username '{reg.username}' is taken.") from None
         return RegisterResponse(user_id=reg.user_id, device_id=reg.device.device_id, is_admin=is_admin)
 
@@ -134,7 +141,8 @@ class AccountService:
         return await self._ctx.accounts.count_users(tx) == 0
 
     async def insert_device(self, tx: Tx, device: DeviceKeys, otks: list[OneTimeKey], now: int) -> None:
-        """Store a verified device and its published keys."""
+        """Store a verified device and its published keys; its identity keys must be new (`key_conflict`)."""
+        await self._claim_identity_keys(tx, device)
         await self._ctx.accounts.insert_device(
             tx,
             DeviceRow(
@@ -149,6 +157,24 @@ class AccountService:
             ),
         )
         await self._ctx.keys.insert_keys(tx, device.user_id, device.device_id, [(k.key_id, k.raw, k.fallback) for k in otks], now)
+
+    async def _claim_identity_keys(self, tx: Tx, device: DeviceKeys) -> None:
+        """A device's Curve25519 and Ed25519 keys are its own: never another device's, even a removed one's.
+
+        Otherwise a device could publish someone else's identity key and send under it (`sender_key`).
+        """
+        if device.curve25519 == device.ed25519:
+            raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The device's curve25519 and ed25519 keys must be two different keys.")
+        held = await self._ctx.accounts.identity_key_holders(tx, [device.curve25519, device.ed25519])
+        for algorithm, key in (("curve25519", device.curve25519), ("ed25519", device.ed25519)):
+            if key in held:
+                raise TokenIMError(
+                    ErrorCode.KEY_CONFLICT,
+                    f"The device's {algorithm} key is already used by another device: every device needs keys of its own.",
+                )
+        await self._ctx.accounts.insert_identity_keys(
+            tx, device.user_id, device.device_id, {"curve25519": device.curve25519, "ed25519": device.ed25519}
+        )
 
     async def _take_invite(self, tx: Tx, reg: CheckedRegistration, now: int) -> bool:
         if reg.invite is None:

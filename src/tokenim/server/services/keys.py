@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy.exc import IntegrityError
+
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
 from tokenim.core.limits import MAX_DEVICES_PER_USER, MAX_ONE_TIME_KEYS_PER_UPLOAD, MAX_ONE_TIME_KEYS_STORED, ONE_TIME_KEY_TARGET
@@ -119,6 +121,16 @@ class KeyService:
     async def do_add_device(self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object) -> None:
         """Add another device to the requester's account: its keys must be signed by the current master key."""
         now = self._ctx.clock.now_ms()
+        try:
+            await self._insert_new_device(requester, device_raw, otks_raw, fallback_raw, now)
+        except IntegrityError:  # a race with another add of the same device or the same keys
+            raise TokenIMError(
+                ErrorCode.KEY_CONFLICT, "The device or its keys were added by another request at the same moment."
+            ) from None
+
+    async def _insert_new_device(
+        self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object, now: int
+    ) -> None:
         async with self._ctx.db.write() as tx:
             masters = await self._ctx.accounts.current_master_keys(tx, [requester.user_id])
             master = parse_master_key(masters[requester.user_id])

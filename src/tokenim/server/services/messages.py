@@ -116,7 +116,9 @@ class MessageService:
             )
         limited = len(rows) > limit
         rows = rows[:limit]
-        next_pos = rows[-1].pos if limited else max(current, since)
+        # A `since` beyond the head (a client ahead of a server restored from backup) is treated as the head, so
+        # the client moves back to it and gets the events that come next instead of skipping past them.
+        next_pos = rows[-1].pos if limited else current
         return SyncResponse(
             events=[r.to_wire() for r in rows],
             to_device=[m.to_wire() for m in pending],

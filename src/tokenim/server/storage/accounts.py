@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 
 from tokenim.server.storage.client_json import dump_client_json, load_client_json
 from tokenim.server.storage.database import Tx
-from tokenim.server.storage.tables import devices, master_keys, users
+from tokenim.server.storage.tables import device_identity_keys, devices, master_keys, users
 
 FIRST_USER_LOCK = 0x546F6B656E494D01  # an arbitrary 64-bit advisory lock key ("TokenIM" + 1)
 
@@ -108,6 +108,17 @@ class AccountStore:
                 last_seen_at=d.last_seen_at,
             )
         )
+
+    async def identity_key_holders(self, tx: Tx, keys: list[str]) -> dict[str, tuple[str, str]]:
+        """Which of `keys` some device (current or removed) already published: key -> (user id, device id)."""
+        t = device_identity_keys
+        q = select(t.c.public_key, t.c.user_id, t.c.device_id).where(t.c.public_key.in_(keys))
+        return {r.public_key: (r.user_id, r.device_id) for r in await tx.execute(q)}
+
+    async def insert_identity_keys(self, tx: Tx, user_id: str, device_id: str, keys: dict[str, str]) -> None:
+        """Record a device's identity keys (algorithm -> key) as taken, for good."""
+        rows = [{"public_key": k, "algorithm": a, "user_id": user_id, "device_id": device_id} for a, k in keys.items()]
+        await tx.execute(insert(device_identity_keys), rows)
 
     async def get_device(self, tx: Tx, user_id: str, device_id: str) -> DeviceRow | None:
         q = select(devices).where(devices.c.user_id == user_id, devices.c.device_id == device_id)

@@ -58,6 +58,18 @@ devices = Table(
     ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
 )
 
+# Every device identity key (Curve25519 and Ed25519) ever published, with the device that published it.
+# Rows outlive their device (no foreign key): a key once used by one device is never accepted for another,
+# so nobody can publish someone else's identity key as their own (docs/protocol.md, "Device keys").
+device_identity_keys = Table(
+    "device_identity_keys",
+    metadata,
+    Column("public_key", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),
+    Column("user_id", String(320), nullable=False),
+    Column("device_id", String(32), nullable=False),
+)
+
 one_time_keys = Table(
     "one_time_keys",
     metadata,
