@@ -112,6 +112,11 @@ async def test_room_names_with_control_or_bidi_characters_are_refused(
         refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
     assert await count_rows(database, rooms) == 1
     assert (await http.get(f"/v1/rooms/{room}", headers=auth(alice))).json()["name"] == "fine"
+    # Names that look like ids: `!fake`, another room's id, a person (found from outside).
+    for name in ["!fake", room, " @carol:localhost", "@bob"]:
+        message = refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
+        assert "can't start with" in message, message
+        refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))
     for name in ["", "   ", "\u200b", " \u2060\ufeff ", *HIDDEN_CHARACTER_NAMES, *NOTHING_VISIBLE_NAMES]:
         refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
         refused(await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice)))

@@ -73,3 +73,14 @@ def check_name(text: str, what: str) -> str:
             ErrorCode.INVALID_REQUEST, f"The {what} can't be empty or only spaces, marks and invisible characters."
         )
     return stripped
+
+
+def check_room_name(text: str) -> str:
+    """A room name: a name (above) that does not start with `!` or `@`, which begin room and user ids, so a
+    name can never pass for another room's id or for a person (both are how commands address them)."""
+    name = check_name(text, "room name")
+    if name[0] in "!@":
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"A room name can't start with '{name[0]}': that is how room and user ids begin."
+        )
+    return name

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_user_id
-from tokenim.core.names import check_name
+from tokenim.core.names import check_room_name
 from tokenim.protocol.api import Member, MembersResponse, RoomsResponse, RoomSummary
 from tokenim.protocol.events import CREATE, DEVICE_LIST, MEMBER, NAME
 from tokenim.server.services.common import Context, Requester
@@ -98,7 +98,7 @@ class RoomService:
         return room_id
 
     async def do_create_group(self, requester: Requester, name: str, invite: list[str]) -> RoomSummary:
-        name = check_name(name, "room name")
+        name = check_room_name(name)
         invitees: list[str] = sorted({str(check_user_id(u)) for u in invite} - {requester.user_id})
 
         async def job(b: Batch) -> str:
@@ -217,7 +217,7 @@ class RoomService:
         await self._writer.submit(job)
 
     async def do_rename(self, requester: Requester, room_id: str, name: str) -> None:
-        name = check_name(name, "room name")
+        name = check_room_name(name)
 
         async def job(b: Batch) -> None:
             room, me = await self._room_and_me(b.tx, requester, room_id)
