@@ -6,12 +6,26 @@ import argparse
 import re
 from typing import Any
 
+import httpx
+
 from tokenim.cli.output import clean, duration, when
 from tokenim.client import Client
 from tokenim.core.clock import SystemClock
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 MIN_INVITE_S, MAX_INVITE_S = 60, 365 * 86400
+BAD_URL = "The server URL must look like http://host:port, for example http://127.0.0.1:8470."
+
+
+def check_server_url(url: str) -> None:
+    """Refuse, in one sentence, a server URL that names no http(s) host or has an impossible port."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError):
+        raise TokenIMError(ErrorCode.BAD_CONFIG, BAD_URL) from None
+    if parsed.scheme not in ("http", "https") or not parsed.host or (port is not None and not 0 < port < 65536):
+        raise TokenIMError(ErrorCode.BAD_CONFIG, BAD_URL)
 
 
 async def open_client(args: argparse.Namespace) -> Client:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+import httpx
 
 from tokenim import __version__
 from tokenim.cli import account, keys, messages, rooms
@@ -27,6 +31,17 @@ def default_profile() -> Path:
         return Path(os.environ["TOKENIM_PROFILE"])
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "tokenim" / "default"
+
+
+def _path(text: str) -> Path:
+    """A path option: an empty one is refused (Path('') would quietly mean the current folder)."""
+    return Path(_nonempty(text))
+
+
+def _nonempty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names no file or folder")
+    return text
 
 
 class UsageError(Exception):
@@ -55,12 +70,13 @@ def _common() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--profile",
-        type=Path,
+        type=_path,
         default=argparse.SUPPRESS,
         help=f"profile directory (default: $TOKENIM_PROFILE, else {default_profile()})",
     )
     common.add_argument(
         "--passphrase-file",
+        type=_nonempty,
         default=argparse.SUPPRESS,
         help="read the profile passphrase from this file (default: $TOKENIM_PASSPHRASE, else a prompt)",
     )
@@ -157,12 +173,14 @@ def _add_messages(sub: Any, common: argparse.ArgumentParser) -> None:
     send.add_argument("--file", help="read the message text (UTF-8) from this file (default: none)")
     sf = _sub(sub, "send-file", "send an encrypted file", common, messages.cmd_send_file, _h(messages.human_sent))
     sf.add_argument("target", help="@user, a room name or a room id")
-    sf.add_argument("path", help="the file to send")
+    sf.add_argument("path", type=_nonempty, help="the file to send")
     dl = _sub(
         sub, "download", "download and decrypt a file from a message", common, messages.cmd_download, _h(messages.human_download)
     )
     dl.add_argument("event", help="the message id ($…), as `tokenim read` shows it")
-    dl.add_argument("--out", help="file or folder to save to (default: the file's own name, in the current folder)")
+    dl.add_argument(
+        "--out", type=_nonempty, help="file or folder to save to (default: the file's own name, in the current folder)"
+    )
     dl.add_argument("--force", action="store_true", help="replace an existing file (default: never replace)")
     rd = _sub(sub, "read", "sync, then show a room's latest messages", common, messages.cmd_read, _h(messages.human_read))
     rd.add_argument("target", help="@user (an existing direct chat), a room name or a room id")
@@ -201,11 +219,84 @@ def _fail(err: TokenIMError, as_json: bool) -> int:
 def _prepare(args: argparse.Namespace) -> None:
     """Profile and passphrase, before the event loop (so Ctrl-C at the prompt is seen at once)."""
     args.profile = getattr(args, "profile", None) or default_profile()
+    check_wire_text(args)
+    if args.profile.exists() and not args.profile.is_dir():
+        raise TokenIMError(ErrorCode.BAD_CONFIG, f"{args.profile} is a file: a profile is a folder, give --profile a folder.")
     new = args.command == "register"
+    if new:
+        account.check_server_url(args.server)
     if new and ProfileStore.exists(args.profile):
         raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {args.profile}: use another --profile.")
     user_inputs = [args.username, "tokenim"] if new else []
     args.passphrase = read_passphrase(getattr(args, "passphrase_file", None), new=new, user_inputs=user_inputs)
+
+
+# Arguments that travel to the server (or into a message), and how a sentence names them.
+_WIRE_TEXT = {
+    "text": "The message",
+    "target": "The room or person",
+    "room": "The room",
+    "name": "The room name",
+    "users": "A person",
+    "invite": "The invite",
+    "username": "The user name",
+    "email": "The e-mail address",
+    "user": "The person",
+    "fingerprint": "The fingerprint",
+    "event": "The message id",
+    "server": "The server URL",
+    "device_id": "The device id",
+}
+
+
+def check_wire_text(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not UTF-8 (Python keeps such bytes as lone surrogates), as stdin and --file do."""
+    for attr, what in _WIRE_TEXT.items():
+        value = getattr(args, attr, None)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and any("\ud800" <= c <= "\udfff" for c in text):
+                raise TokenIMError(
+                    ErrorCode.INVALID_REQUEST,
+                    f"{what} on the command line is not UTF-8 text (check the terminal's encoding); nothing was sent.",
+                )
+
+
+def local_error(exc: BaseException, args: argparse.Namespace) -> TokenIMError:
+    """What failed on this computer, in one sentence: a file or folder, the profile database, a URL."""
+    if isinstance(exc, sqlite3.DatabaseError):
+        return TokenIMError(ErrorCode.PROFILE_MISSING, f"The profile in {args.profile} is damaged or is not a TokenIM profile.")
+    if isinstance(exc, httpx.InvalidURL):
+        return TokenIMError(ErrorCode.BAD_CONFIG, account.BAD_URL)
+    assert isinstance(exc, OSError)
+    where = f" {exc.filename}" if exc.filename else ""
+    return TokenIMError(ErrorCode.INVALID_REQUEST, f"Cannot use{where}: {(exc.strerror or 'the system refused').lower()}.")
+
+
+def _stdout_closed() -> int:
+    """The reader went away (`tokenim listen | head -1`): stop quietly, like other Unix tools."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not fail again
+    return 141  # 128 + SIGPIPE, as a tool killed by the signal reports
+
+
+def _cancelled(aborted: PromptAborted, as_json: bool) -> int:
+    said = "Cancelled." if aborted.interrupted else "No passphrase given."
+    if as_json:
+        emit_json(TokenIMError(ErrorCode.CANCELLED, said).to_json())
+    else:
+        emit(f"\ntokenim: {said[0].lower()}{said[1:]}", sys.stderr)
+    return 130 if aborted.interrupted else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    result = asyncio.run(args.handler(args))
+    if result is None:
+        return 0
+    if args.json:
+        emit_json(result["messages"] if args.command == "read" else result)
+    else:
+        emit(args.human(result, args))
+    return 1 if result.get("failed") else 0  # some of several people could not be invited or removed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -226,21 +317,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     try:
         _prepare(args)
-        result = asyncio.run(args.handler(args))
+        return _run(args)
     except TokenIMError as err:
         return _fail(err, args.json)
     except PromptAborted as aborted:
-        emit("\ntokenim: cancelled." if aborted.interrupted else "\ntokenim: no passphrase given.", sys.stderr)
-        return 130 if aborted.interrupted else 1
+        return _cancelled(aborted, args.json)
     except KeyboardInterrupt:
         return 130
-    if result is None:
-        return 0
-    if args.json:
-        emit_json(result["messages"] if args.command == "read" else result)
-    else:
-        emit(args.human(result, args))
-    return 0
+    except BrokenPipeError:
+        return _stdout_closed()
+    except (OSError, sqlite3.DatabaseError, httpx.InvalidURL) as exc:
+        return _fail(local_error(exc, args), args.json)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tokenim.cli.account import open_client
-from tokenim.cli.output import clean, emit, emit_json, message_text, size
+from tokenim.cli.output import clean, emit, emit_json, message_text, public_message, size
 from tokenim.client.files import safe_file_name
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.events import MAX_CONTENT_BYTES
+
+if TYPE_CHECKING:
+    from tokenim.client import Message
 
 # Text read from a file or standard input: anything much bigger can't fit in a message anyway.
 MAX_TEXT_INPUT_BYTES = 4 * MAX_CONTENT_BYTES
@@ -132,24 +138,43 @@ async def cmd_read(args: argparse.Namespace) -> dict[str, Any]:
         room_id = await client.resolve_target(args.target)
         await client.sync()
         messages = await client.history(room_id, args.limit)
-        return {"messages": [m.to_json() for m in messages]}
+        return {"messages": [public_message(m.to_json()) for m in messages]}
 
 
 def human_read(r: dict[str, Any]) -> str:
     return "\n".join(message_text(m) for m in r["messages"]) or "No messages."
 
 
-def _retrying(reason: str, delay: float) -> None:
-    emit(f"tokenim: {reason}; reconnecting in {max(1, round(delay))} s…", sys.stderr)
+class _Reconnects(asyncio.Event):
+    """The `ready` event `listen` sets each time it is caught up: after a retry, says "reconnected" (text mode)."""
+
+    def __init__(self, announce: bool) -> None:
+        super().__init__()
+        self.announce = announce
+        self.retrying = False
+
+    def retry(self, reason: str, delay: float) -> None:
+        self.retrying = True
+        emit(f"tokenim: {reason}; reconnecting in {max(1, round(delay))} s…", sys.stderr)
+
+    def set(self) -> None:
+        if self.retrying and self.announce:
+            emit("tokenim: reconnected.", sys.stderr)
+        self.retrying = False
+        super().set()
 
 
 async def cmd_listen(args: argparse.Namespace) -> None:
     async with await open_client(args) as client:
-        async for message in client.listen(on_retry=_retrying):
-            if args.json:
-                emit_json(message.to_json())
-            else:
-                emit(message_text(message.to_json()))
+        ready = _Reconnects(announce=not args.json)
+        # aclosing: a closed stdout (`listen | head -1`) ends the stream here, not in a half-closed generator.
+        stream = cast("AsyncGenerator[Message, None]", client.listen(ready=ready, on_retry=ready.retry))
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                if args.json:
+                    emit_json(public_message(message.to_json()))
+                else:
+                    emit(message_text(message.to_json()))
 
 
 __all__ = ["cmd_download", "cmd_listen", "cmd_read", "cmd_send", "cmd_send_file", "destination", "message_input"]

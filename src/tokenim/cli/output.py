@@ -10,6 +10,7 @@ window title or colours. A multi-line message keeps its lines, each continuation
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import unicodedata
 from datetime import UTC, datetime
@@ -95,8 +96,32 @@ def message_text(m: dict[str, Any]) -> str:
     head = f"[{room}] {sender}{mark}: "
     if "file" in m:
         f = m["file"]
-        return f"{head}[file {clean(f['name'])}, {size(int(f['size']))}: tokenim download {clean(m['id'])}]"
+        # Quoted: an event id starts with `$`, which a shell would expand to nothing if pasted bare.
+        return f"{head}[file {clean(f['name'])}, {size(int(f['size']))}: tokenim download {shlex.quote(clean(m['id']))}]"
     return block(head, m["body"] or "")
 
 
-__all__ = ["CONTINUATION", "block", "clean", "clean_lines", "duration", "emit", "emit_json", "message_text", "size", "when"]
+PUBLIC_FILE_FIELDS = ("name", "size", "mimetype")
+
+
+def public_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A message as `--json` prints it: a file is described (name, size, type), never its key or blob id."""
+    if "file" not in m:
+        return m
+    return {**m, "file": {k: m["file"][k] for k in PUBLIC_FILE_FIELDS if k in m["file"]}}
+
+
+__all__ = [
+    "CONTINUATION",
+    "PUBLIC_FILE_FIELDS",
+    "block",
+    "clean",
+    "clean_lines",
+    "duration",
+    "emit",
+    "emit_json",
+    "message_text",
+    "public_message",
+    "size",
+    "when",
+]

@@ -64,14 +64,21 @@ def read_passphrase(passphrase_file: str | None, *, new: bool = False, user_inpu
         )
     else:
         text = ask("New profile passphrase: " if new else "Profile passphrase: ")
+        _given(text)
         if new:
             check_strength(text, user_inputs or [])
             if ask("Repeat the passphrase: ") != text:
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, "The two passphrases differ.")
         return text
+    _given(text)
     if new:
         check_strength(text, user_inputs or [])
     return text
+
+
+def _given(text: str) -> None:
+    if not text:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, "No passphrase was given: type the profile's passphrase.")
 
 
 __all__ = ["MIN_SCORE", "PromptAborted", "ask", "check_strength", "read_passphrase"]

@@ -8,12 +8,23 @@ from typing import Any
 
 from tokenim.cli.account import open_client
 from tokenim.cli.output import clean
+from tokenim.client import Client
 from tokenim.core.errors import ErrorCode, TokenIMError
+
+MAX_ROOM_NAME = 255  # characters, as the server counts them (protocol/api.py)
 
 
 def split_users(values: list[str]) -> list[str]:
     """`--invite @a --invite @b` and `--invite @a @b` and `--invite @a,@b` all mean the same two people."""
     return [u for v in values for u in re.split(r"[,\s]+", v) if u]
+
+
+def check_room_name(name: str) -> None:
+    """The server's limit on a room name, said in the CLI's words before anything is sent."""
+    if len(name) > MAX_ROOM_NAME:
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"A room name is at most {MAX_ROOM_NAME} characters; this one has {len(name):,}."
+        )
 
 
 def create_arguments(name: str | None, invite: list[str]) -> tuple[str, list[str]]:
@@ -27,6 +38,7 @@ def create_arguments(name: str | None, invite: list[str]) -> tuple[str, list[str
         name = users.pop()
     if name is None or not name.strip():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "Give the room a name: tokenim room create NAME [--invite @user …].")
+    check_room_name(name)
     for user in users:
         if not user.startswith("@"):
             raise TokenIMError(
@@ -61,37 +73,70 @@ async def cmd_room(args: argparse.Namespace) -> dict[str, Any]:
         if action == "create":
             name, users = create_arguments(args.name, args.invite)
             return (await client.create_room(name, users)).model_dump()
+        if action == "rename":
+            check_room_name(args.name)
         room_id = await client.resolve_target(args.room)
-        if action == "invite":
-            for user in args.users:
-                await client.invite(room_id, user)
-            return {"room_id": room_id, "invited": [client.full_user_id(u) for u in args.users]}
+        if action in ("invite", "remove"):
+            return await _each_person(client, room_id, action, args.users)
         if action == "join":
+            summary = await client.room(room_id)
+            if summary.membership == "join":
+                return {**summary.model_dump(), "already": True}
             return (await client.join(room_id)).model_dump()
         if action == "leave":
+            summary = await client.room(room_id)
             await client.leave(room_id)
-            return {"room_id": room_id, "left": True}
-        if action == "remove":
-            for user in args.users:
-                await client.remove(room_id, user)
-            return {"room_id": room_id, "removed": [client.full_user_id(u) for u in args.users]}
+            return {**_named(summary.model_dump()), "left": True}
         if action == "rename":
             await client.rename(room_id, args.name)
             return (await client.room(room_id)).model_dump()
         return (await client.members(room_id)).model_dump()
 
 
+def _named(room: dict[str, Any]) -> dict[str, Any]:
+    """How a membership change names its room: id, kind, name and (for a direct chat) members."""
+    return {k: room[k] for k in ("room_id", "kind", "name", "members")}
+
+
+async def _each_person(client: Client, room_id: str, action: str, users: list[str]) -> dict[str, Any]:
+    """Invite or remove each person in turn; one failure does not stop the others, and each is reported."""
+    done: list[str] = []
+    failed: list[dict[str, Any]] = []
+    for user in users:
+        user_id = client.full_user_id(user)
+        try:
+            await (client.invite if action == "invite" else client.remove)(room_id, user_id)
+            done.append(user_id)
+        except TokenIMError as err:
+            failed.append({"user_id": user_id, **err.to_json()})
+    room = _named((await client.room(room_id)).model_dump())
+    return {**room, "invited" if action == "invite" else "removed": done, "failed": failed}
+
+
 def human_room(r: dict[str, Any], action: str) -> str:
     if action == "members":
         return "\n".join(f"{clean(m['user_id'])}  {m['role']:6}  {m['membership']}" for m in r["members"])
-    if action == "invite":
-        return f"Invited {', '.join(clean(u) for u in r['invited'])} to {clean(r['room_id'])}."
-    if action == "remove":
-        return f"Removed {', '.join(clean(u) for u in r['removed'])} from {clean(r['room_id'])}."
+    if action in ("invite", "remove"):
+        done = r["invited" if action == "invite" else "removed"]
+        verb, word = ("Invited", "to") if action == "invite" else ("Removed", "from")
+        lines = [f"{verb} {', '.join(clean(u) for u in done)} {word} {room_label(r)}."] if done else []
+        lines += [f"Not {verb.lower()}: {clean(f['user_id'])}: {clean(f['error']['message'])}" for f in r["failed"]]
+        return "\n".join(lines)
     if action == "leave":
-        return f"Left {clean(r['room_id'])}."
+        return f"Left {room_label(r)}."
+    if action == "join" and r.get("already"):
+        return f"You are already in {room_label(r)}."
     verb = {"create": "Created", "join": "Joined", "rename": "Renamed to"}[action]
     return f"{verb} {room_label(r)}."
 
 
-__all__ = ["cmd_room", "cmd_rooms", "create_arguments", "human_room", "human_rooms", "room_label", "split_users"]
+__all__ = [
+    "check_room_name",
+    "cmd_room",
+    "cmd_rooms",
+    "create_arguments",
+    "human_room",
+    "human_rooms",
+    "room_label",
+    "split_users",
+]

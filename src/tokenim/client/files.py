@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,6 +36,8 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 async def upload_file(client: AccountClient, path: Path) -> dict[str, Any]:
     """Encrypt and upload a file; returns the `m.file` message content that carries its key."""
+    if not path.exists():
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} does not exist.")
     if not path.is_file():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
     key = FileKey.generate()
@@ -72,7 +75,18 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The folder {parent} does not exist.")
     if out.is_dir():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{out} is a folder.")
-    if (out.exists() or out.is_symlink()) and not overwrite:
+    try:
+        mode = out.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Cannot use {out}: {exc.strerror or 'it cannot be checked'}.") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        # --force replaces a file (or a link, not its target), never a device, pipe, socket or folder.
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"{out} is not a regular file (a device, pipe or socket): nothing was written there."
+        )
+    if not overwrite:
         raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: choose another name, or add --force to replace it.")
 
 
@@ -138,9 +152,13 @@ def safe_file_name(name: str, fallback: str = "download") -> str:
         for c in name
     )
     kept = kept.strip().lstrip(".").strip()
-    while len(kept.encode("utf-8", "surrogatepass")) > 200:
-        kept = kept[:-1]
-    return kept or fallback
+    stem, dot, ext = kept.rpartition(".")
+    if not dot or not stem or len(ext.encode("utf-8", "surrogatepass")) > 20:
+        stem, ext = kept, ""
+    suffix = f".{ext}" if ext else ""
+    while len((stem + suffix).encode("utf-8", "surrogatepass")) > 200:  # shortened, the extension is kept
+        stem = stem[:-1]
+    return (stem + suffix) or fallback
 
 
 __all__ = ["check_destination", "download_file", "safe_file_name", "upload_file"]

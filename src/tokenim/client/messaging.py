@@ -416,7 +416,9 @@ class Client(KeysClient):
                 if code == 4401:
                     await self._refresh_or_retry()  # raises if the session itself is gone (logout, removed device)
                     continue
-                reason = "the connection was lost" if code in (None, 1006) else f"the server closed the connection ({code})"
+                reason = {None: "the connection was lost", 1006: "the connection was lost", 1012: "the server restarted"}.get(
+                    code, "the server closed the connection"
+                )
             except (OSError, TimeoutError, websockets.WebSocketException):
                 reason = "the server cannot be reached"
             if self._listen_synced:

@@ -135,6 +135,11 @@ class ProfileStore:
         lock = cls._take_lock(profile_dir)
         try:
             return cls._unlock(profile_dir, path, passphrase, lock)
+        except sqlite3.DatabaseError:
+            os.close(lock)
+            raise TokenIMError(
+                ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is damaged or is not a TokenIM profile."
+            ) from None
         except BaseException:
             os.close(lock)
             raise

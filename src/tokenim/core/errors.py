@@ -48,6 +48,7 @@ class ErrorCode(StrEnum):
     BAD_CONFIG = "bad_config"
     FINGERPRINT_MISMATCH = "fingerprint_mismatch"
     FILE_EXISTS = "file_exists"
+    CANCELLED = "cancelled"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -89,6 +90,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_CONFIG: 400,
     ErrorCode.FINGERPRINT_MISMATCH: 400,
     ErrorCode.FILE_EXISTS: 409,
+    ErrorCode.CANCELLED: 400,
 }
 
 
@@ -96,7 +98,7 @@ _STATUS: dict[ErrorCode, int] = {
 LOCAL_CODES = frozenset({
     ErrorCode.WRONG_PASSPHRASE, ErrorCode.PROFILE_MISSING, ErrorCode.PROFILE_EXISTS, ErrorCode.PROFILE_BUSY,
     ErrorCode.NOT_LOGGED_IN, ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.BAD_CONFIG,
-    ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS,
+    ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED,
 })  # fmt: skip
 SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
 
