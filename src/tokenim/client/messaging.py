@@ -24,8 +24,10 @@ from tokenim.core.limits import ONE_TIME_KEY_TARGET
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
 from tokenim.crypto.olm import CryptoError
+from tokenim.crypto.outgoing import KeysClaim
 from tokenim.protocol.api import (
     HistoryResponse,
+    KeysClaimResponse,
     MembersResponse,
     OkResponse,
     RoomsResponse,
@@ -34,7 +36,7 @@ from tokenim.protocol.api import (
     SyncResponse,
 )
 from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MAX_CONTENT_BYTES, MEMBER
-from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
+from tokenim.protocol.keys import DeviceKeys
 
 M = TypeVar("M")
 SEND_RETRIES = 3
@@ -191,46 +193,29 @@ class Client(KeysClient):
             )
         return matches[0].room_id
 
-    # ---- keys of other devices ----------------------------------------------------------------
-
-    async def _ensure_sessions(self, devices: list[DeviceKeys]) -> None:
-        missing = self.machine.devices_without_session(devices)
-        if not missing:
-            return
-        wanted: dict[str, list[str]] = {}
-        for d in missing:
-            wanted.setdefault(d.user_id, []).append(d.device_id)
-        claimed = await self.claim_one_time_keys(wanted)
-        for d in missing:
-            got = claimed.one_time_keys.get(d.user_id, {}).get(d.device_id)
-            if got is None:
-                continue
-            try:
-                raw = {got.key_id: got.key}  # `signed_curve25519:<id>`, as the owner uploaded it
-                otk: OneTimeKey = parse_one_time_keys(raw, fallback=bool(got.key.get("fallback")))[0]
-                self.machine.start_session(d, otk)
-            except (TokenIMError, CryptoError, ValueError):
-                continue  # a key that does not verify is ignored; that device gets no room key
-
     # ---- sending ------------------------------------------------------------------------------
 
     async def share_room_key(self, room_id: str) -> list[ExcludedDevice]:
         """Rotate if a rule says so, and give the current room key to member devices that lack it.
 
         Returns the member devices left out: not trusted, or no Olm session could be made with them."""
-        devices, excluded = await self.room_recipients(room_id)
-        need = self.machine.prepare_room_send(room_id, devices, self._clock.now_ms())
-        if need:
-            await self._ensure_sessions(need)
-            messages, shared = self.machine.room_key_messages(room_id, need)
-            if messages:
-                async with self.numbered_send() as seq:
-                    body = {"type": ENCRYPTED, "messages": messages, "device_seq": seq}
-                    await self._sending(self._post("/v1/to_device", body, OkResponse))
-            self.machine.mark_key_shared(room_id, shared)
+        excluded = await self._share_room_key(room_id)
         self.persist_crypto()
-        has_key = self.machine.rooms.outbound[room_id].shared_with | {(self.user_id, self.device_id)}
-        unreachable = [d for d in devices if (d.user_id, d.device_id) not in has_key]
+        return excluded
+
+    async def _share_room_key(self, room_id: str) -> list[ExcludedDevice]:
+        """The machine says what to send; this carries it. Saved here only when something leaves the device."""
+        devices, excluded = await self.room_recipients(room_id)
+        outgoing = self.machine.share_room_key(room_id, devices, self._clock.now_ms())
+        while outgoing:
+            request = outgoing.pop(0)
+            if isinstance(request, KeysClaim):
+                claimed = await self._post("/v1/keys/claim", request.body(), KeysClaimResponse)
+                outgoing.extend(self.machine.receive_claim(request, claimed))
+            else:
+                async with self.numbered_send() as seq:  # the advanced Olm ratchets are saved with the number
+                    await self._sending(self._post("/v1/to_device", request.body(seq), OkResponse))
+                self.machine.mark_sent(request)
         return excluded + [
             ExcludedDevice(
                 user_id=d.user_id,
@@ -239,7 +224,7 @@ class Client(KeysClient):
                 message=f"no encrypted channel to device {d.device_id} of {d.user_id}: the server had no valid "
                 "one-time key for it (it gets the key with a later message once it has uploaded new ones).",
             )
-            for d in unreachable
+            for d in self.machine.without_room_key(room_id, devices)
         ]
 
     async def send_content(self, room_id: str, plaintext: dict[str, Any]) -> SendResult:
@@ -247,7 +232,7 @@ class Client(KeysClient):
 
         The result names every member device left out of the message, and why."""
         self.next_send_seq()  # a stale copy stops before it encrypts anything
-        excluded = await self.share_room_key(room_id)
+        excluded = await self._share_room_key(room_id)  # saved below, with the message's ratchet advance
         self._check_fits(room_id, plaintext)
         content = self.machine.encrypt_room_message(room_id, plaintext)
         # The number and the advanced ratchet are saved before the ciphertext leaves: neither is used twice.
@@ -325,30 +310,39 @@ class Client(KeysClient):
         self.persist_crypto()
         return highest
 
-    async def decrypt_events(self, events: list[dict[str, Any]]) -> list[Message]:
-        """Room events to messages (membership and other state events are skipped)."""
+    async def decrypt_events(self, events: list[dict[str, Any]], *, meta: dict[str, str] | None = None) -> list[Message]:
+        """Room events to messages (membership and other state events are skipped). The crypto state, what each
+        message is (file or not) and `meta` (the sync position) are saved in one transaction."""
         senders = {e["sender"] for e in events if e["type"] == ENCRYPTED and e["sender"] != self.user_id}
         unknown = [s for s in senders if s not in self.machine.pinned_masters or not self._known_devices(s)]
         if unknown:
             await self.devices_of(unknown)
         out = []
+        records: dict[str, dict[str, bytes | None]] = {"file": {}, NOT_FILE: {}}
         for event in events:
             if event["type"] == ENCRYPTED:
-                out.append(self.decrypt_event(event))
+                out.append(self._decrypt_event(event, records))
             elif event["type"] in (MEMBER, DEVICE_LIST):
                 self.forget_room_devices(event["room_id"])
-        self.persist_crypto()
+        self.persist_crypto(records=records, meta=meta)
         return out
 
     def _known_devices(self, user_id: str) -> bool:
         return any(u == user_id for u, _ in self.machine.trusted_devices)
 
     def decrypt_event(self, event: dict[str, Any]) -> Message:
+        """One room event as a message, decrypted with the keys this device holds; saved at once."""
+        records: dict[str, dict[str, bytes | None]] = {"file": {}, NOT_FILE: {}}
+        message = self._decrypt_event(event, records)
+        self.persist_crypto(records=records)
+        return message
+
+    def _decrypt_event(self, event: dict[str, Any], records: dict[str, dict[str, bytes | None]]) -> Message:
         message = _to_message(self.machine.decrypt_room_event(event))
         if message.file is not None:
-            self.store.put_records({"file": {message.id: json.dumps(message.file).encode()}})
+            records["file"][message.id] = json.dumps(message.file).encode()
         elif message.warning is None:
-            self.store.put_records({NOT_FILE: {message.id: b""}})  # so `download` can say it is not a file
+            records[NOT_FILE][message.id] = b""  # so `download` can say it is not a file
         return message
 
     async def sync(self) -> list[Message]:
@@ -366,8 +360,7 @@ class Client(KeysClient):
                 self.store.set_meta({"to_device_after": str(highest)})
                 if len(page.to_device) == 1000:
                     continue  # more keys may be waiting: fetch them before decrypting these events
-            out.extend(await self.decrypt_events(page.events))
-            self.store.set_meta({"sync_pos": str(page.next_pos)})
+            out.extend(await self.decrypt_events(page.events, meta={"sync_pos": str(page.next_pos)}))
             if not page.limited:
                 if page.one_time_keys < ONE_TIME_KEY_TARGET // 2 or not page.has_fallback_key:
                     await self.replenish_keys()
@@ -446,9 +439,8 @@ class Client(KeysClient):
                 kind = frame.get("type")
                 if kind == "event":
                     event = frame["event"]
-                    decrypted = await self.decrypt_events([event])
-                    # The position is stored before the message is handed out: each is delivered once.
-                    self.store.set_meta({"sync_pos": str(event["pos"])})
+                    # The position is stored (with the keys) before the message is handed out: each is delivered once.
+                    decrypted = await self.decrypt_events([event], meta={"sync_pos": str(event["pos"])})
                     for message in decrypted:
                         yield message
                 elif kind == "to_device":

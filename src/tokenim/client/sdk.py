@@ -73,16 +73,26 @@ class AccountClient:
         self._in_flight: set[int] = set()
         self._window = asyncio.Condition()
 
-    def persist_crypto(self, *, send_seq: int | None = None) -> None:
+    def persist_crypto(
+        self,
+        *,
+        send_seq: int | None = None,
+        records: dict[str, dict[str, bytes | None]] | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> None:
         """Write what changed in the crypto state (sessions, keys, seen indexes, the account) to the profile,
-        with the send number about to be used, in one durable transaction."""
-        records = export_changes(self.machine, self.store.pickle_key)
+        with the send number about to be used and any other `records` and `meta`, in one durable transaction."""
+        changes = export_changes(self.machine, self.store.pickle_key)
+        for kind, items in (records or {}).items():
+            changes.setdefault(kind, {}).update(items)
         secrets: dict[str, bytes | None] = {}
         if self.machine.olm.account_dirty:
             self.machine.olm.account_dirty = False
             secrets["olm_account"] = self.identity.pickle_account(self.store.pickle_key).encode()
-        meta = {} if send_seq is None else {"send_seq": str(send_seq)}
-        self.store.save(secrets=secrets, records=records, meta=meta)
+        meta = dict(meta or {})
+        if send_seq is not None:
+            meta["send_seq"] = str(send_seq)
+        self.store.save(secrets=secrets, records=changes, meta=meta)
 
     # ---- forked profiles (docs/protocol.md, "Forked profiles") --------------------------------
 
