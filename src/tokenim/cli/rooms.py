@@ -44,7 +44,7 @@ def room_label(r: dict[str, Any]) -> str:
 
 async def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        return {"rooms": [r.model_dump() for r in (await client.rooms()).rooms]}
+        return {"rooms": [r.model_dump() for r in (await client.rooms.all()).rooms]}
 
 
 def human_rooms(r: dict[str, Any]) -> str:
@@ -60,25 +60,25 @@ async def cmd_room(args: argparse.Namespace) -> dict[str, Any]:
         action = args.room_command
         if action == "create":
             name, users = create_arguments(args.name, args.invite)
-            return (await client.create_room(name, users)).model_dump()
-        room_id = await client.resolve_target(args.room)
+            return (await client.rooms.create(name, users)).model_dump()
+        room_id = await client.rooms.resolve(args.room)
         if action == "invite":
             for user in args.users:
-                await client.invite(room_id, user)
+                await client.rooms.invite(room_id, user)
             return {"room_id": room_id, "invited": [client.full_user_id(u) for u in args.users]}
         if action == "join":
-            return (await client.join(room_id)).model_dump()
+            return (await client.rooms.join(room_id)).model_dump()
         if action == "leave":
-            await client.leave(room_id)
+            await client.rooms.leave(room_id)
             return {"room_id": room_id, "left": True}
         if action == "remove":
             for user in args.users:
-                await client.remove(room_id, user)
+                await client.rooms.remove(room_id, user)
             return {"room_id": room_id, "removed": [client.full_user_id(u) for u in args.users]}
         if action == "rename":
-            await client.rename(room_id, args.name)
-            return (await client.room(room_id)).model_dump()
-        return (await client.members(room_id)).model_dump()
+            await client.rooms.rename(room_id, args.name)
+            return (await client.rooms.get(room_id)).model_dump()
+        return (await client.rooms.members(room_id)).model_dump()
 
 
 def human_room(r: dict[str, Any], action: str) -> str:

@@ -1,4 +1,7 @@
-"""Messaging on top of the account client: rooms, end-to-end encrypted sending, sync, listening, files."""
+"""`client.messages`: end-to-end encrypted sending, sync, history and listening.
+
+Every message is encrypted here and decrypted here. What to send next for a room key comes from the
+crypto machine (crypto/outgoing.py); this module carries it and saves the state once per operation."""
 
 from __future__ import annotations
 
@@ -6,46 +9,31 @@ import asyncio
 import json
 import random
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import websockets
 
-from tokenim.client.contacts import ExcludedDevice, KeysClient, SendResult
-from tokenim.client.files import download_file, upload_file
-from tokenim.client.store import ProfileStore
-from tokenim.core.clock import Clock
+from tokenim.client.contacts import ExcludedDevice, SendResult
+from tokenim.client.keys import Keys
+from tokenim.client.rooms import Rooms
+from tokenim.client.state import DeviceState
+from tokenim.client.stores import Records
+from tokenim.client.transport import Transport
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.core.ids import check_user_id
 from tokenim.core.limits import ONE_TIME_KEY_TARGET
-from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
 from tokenim.crypto.olm import CryptoError
 from tokenim.crypto.outgoing import KeysClaim
-from tokenim.protocol.api import (
-    HistoryResponse,
-    KeysClaimResponse,
-    MembersResponse,
-    OkResponse,
-    RoomsResponse,
-    RoomSummary,
-    SendResponse,
-    SyncResponse,
-)
+from tokenim.protocol.api import HistoryResponse, KeysClaimResponse, OkResponse, SendResponse, SyncResponse
 from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MAX_CONTENT_BYTES, MEMBER
-from tokenim.protocol.keys import DeviceKeys
 
-M = TypeVar("M")
 SEND_RETRIES = 3
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 30.0
 NOT_FILE = "not_file"  # record kind: ids of messages received that carry no file
-# Member devices of a room are cached for a long-running client; membership and device-list events seen in
-# sync drop the entry at once, so a leave, removal or removed device still rotates the key on the next send.
-ROOM_DEVICES_TTL_MS = 5 * 60 * 1000
+FILE = "file"  # record kind: the description (key, hash, name) of each file message received
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,101 +85,16 @@ def _to_message(result: RoomMessage | RejectedMessage) -> Message:
     )
 
 
-class Client(KeysClient):
-    """A device that chats: every message is encrypted here and decrypted here."""
+class Messages:
+    """`client.messages`: send, sync, read history and listen, all end-to-end encrypted."""
 
-    def __init__(self, store: ProfileStore, identity: DeviceIdentity, http: httpx.AsyncClient, clock: Clock) -> None:
-        super().__init__(store, identity, http, clock)
-        self._room_devices: dict[str, tuple[int, list[DeviceKeys], list[ExcludedDevice]]] = {}
+    def __init__(self, state: DeviceState, transport: Transport, keys: Keys, rooms: Rooms) -> None:
+        self._state = state
+        self._machine = state.machine
+        self._transport = transport
+        self._keys = keys
+        self._rooms = rooms
         self._listen_synced = False
-
-    def forget_room_devices(self, room_id: str) -> None:
-        self._room_devices.pop(room_id, None)
-
-    def _trust_changed(self) -> None:
-        self._room_devices.clear()
-
-    async def room_recipients(self, room_id: str) -> tuple[list[DeviceKeys], list[ExcludedDevice]]:
-        """The verified devices of the room's joined members, and the member devices left out (cached; see
-        ROOM_DEVICES_TTL_MS)."""
-        hit = self._room_devices.get(room_id)
-        if hit is not None and self._clock.now_ms() - hit[0] <= ROOM_DEVICES_TTL_MS:
-            return hit[1], hit[2]
-        members = [m.user_id for m in (await self.members(room_id)).members if m.membership == "join"]
-        devices, excluded = await self.recipients(members)
-        self._room_devices[room_id] = (self._clock.now_ms(), devices, excluded)
-        return devices, excluded
-
-    async def room_devices(self, room_id: str) -> list[DeviceKeys]:
-        """The verified devices of the room's joined members."""
-        return (await self.room_recipients(room_id))[0]
-
-    # ---- rooms -------------------------------------------------------------------------------
-
-    async def rooms(self) -> RoomsResponse:
-        return await self._request("GET", "/v1/rooms", RoomsResponse)
-
-    async def create_room(self, name: str, invite: list[str] | None = None) -> RoomSummary:
-        return await self._post("/v1/rooms", {"name": name, "invite": [self.full_user_id(u) for u in invite or []]}, RoomSummary)
-
-    async def direct_room(self, user: str) -> RoomSummary:
-        return await self._post("/v1/rooms/direct", {"user_id": self.full_user_id(user)}, RoomSummary)
-
-    async def invite(self, room_id: str, user: str) -> None:
-        await self._post(f"/v1/rooms/{room_id}/invite", {"user_id": self.full_user_id(user)}, OkResponse)
-
-    async def join(self, room_id: str) -> RoomSummary:
-        return await self._post(f"/v1/rooms/{room_id}/join", {}, RoomSummary)
-
-    async def leave(self, room_id: str) -> None:
-        await self._post(f"/v1/rooms/{room_id}/leave", {}, OkResponse)
-        self.forget_room_devices(room_id)
-
-    async def remove(self, room_id: str, user: str) -> None:
-        await self._post(f"/v1/rooms/{room_id}/remove", {"user_id": self.full_user_id(user)}, OkResponse)
-        # Our own change: don't wait for its event in sync, the next message must already rotate the key.
-        self.forget_room_devices(room_id)
-
-    async def rename(self, room_id: str, name: str) -> None:
-        await self._post(f"/v1/rooms/{room_id}/name", {"name": name}, OkResponse)
-
-    async def room(self, room_id: str) -> RoomSummary:
-        return await self._request("GET", f"/v1/rooms/{room_id}", RoomSummary)
-
-    async def members(self, room_id: str) -> MembersResponse:
-        return await self._request("GET", f"/v1/rooms/{room_id}/members", MembersResponse)
-
-    async def resolve_target(self, target: str, *, create: bool = False) -> str:
-        """A room id, a room name, or a person (`@bob`: the direct chat with them; made only if `create`).
-
-        A name that several of your rooms share is refused with their ids listed (`details.candidates`).
-        """
-        if target.startswith("@"):
-            user_id = str(check_user_id(self.full_user_id(target)))
-            if create:
-                return (await self.direct_room(user_id)).room_id
-            direct = [r for r in (await self.rooms()).rooms if r.kind == "direct" and user_id in r.members]
-            if not direct:
-                raise TokenIMError(
-                    ErrorCode.NOT_FOUND, f"You have no direct chat with {user_id} yet: send them a message to start one."
-                )
-            return direct[0].room_id
-        if target.startswith("!"):
-            return target
-        key = target.strip().casefold()
-        rooms = [r for r in (await self.rooms()).rooms if r.kind == "group" and r.name.strip().casefold() == key]
-        exact = [r for r in rooms if r.name == target]
-        matches = exact if len(exact) == 1 else rooms
-        if not matches:
-            raise TokenIMError(ErrorCode.NOT_FOUND, f"You are in no room named '{target}': see `tokenim rooms`.")
-        if len(matches) > 1:
-            listed = ", ".join(f"{r.room_id} ({r.membership})" for r in matches)
-            raise TokenIMError(
-                ErrorCode.INVALID_REQUEST,
-                f"Several of your rooms are named '{target}': {listed}. Name one by its id.",
-                details={"candidates": [r.model_dump() for r in matches]},
-            )
-        return matches[0].room_id
 
     # ---- sending ------------------------------------------------------------------------------
 
@@ -200,22 +103,22 @@ class Client(KeysClient):
 
         Returns the member devices left out: not trusted, or no Olm session could be made with them."""
         excluded = await self._share_room_key(room_id)
-        self.persist_crypto()
+        self._state.persist()
         return excluded
 
     async def _share_room_key(self, room_id: str) -> list[ExcludedDevice]:
         """The machine says what to send; this carries it. Saved here only when something leaves the device."""
-        devices, excluded = await self.room_recipients(room_id)
-        outgoing = self.machine.share_room_key(room_id, devices, self._clock.now_ms())
+        devices, excluded = await self._rooms.recipients(room_id)
+        outgoing = self._machine.share_room_key(room_id, devices, self._state.clock.now_ms())
         while outgoing:
             request = outgoing.pop(0)
             if isinstance(request, KeysClaim):
-                claimed = await self._post("/v1/keys/claim", request.body(), KeysClaimResponse)
-                outgoing.extend(self.machine.receive_claim(request, claimed))
+                claimed = await self._transport.post("/v1/keys/claim", request.body(), KeysClaimResponse)
+                outgoing.extend(self._machine.receive_claim(request, claimed))
             else:
-                async with self.numbered_send() as seq:  # the advanced Olm ratchets are saved with the number
-                    await self._sending(self._post("/v1/to_device", request.body(seq), OkResponse))
-                self.machine.mark_sent(request)
+                async with self._state.numbered_send() as seq:  # the advanced Olm ratchets are saved with the number
+                    await self._state.sending(self._transport.post("/v1/to_device", request.body(seq), OkResponse))
+                self._machine.mark_sent(request)
         return excluded + [
             ExcludedDevice(
                 user_id=d.user_id,
@@ -224,40 +127,31 @@ class Client(KeysClient):
                 message=f"no encrypted channel to device {d.device_id} of {d.user_id}: the server had no valid "
                 "one-time key for it (it gets the key with a later message once it has uploaded new ones).",
             )
-            for d in self.machine.without_room_key(room_id, devices)
+            for d in self._machine.without_room_key(room_id, devices)
         ]
 
     async def send_content(self, room_id: str, plaintext: dict[str, Any]) -> SendResult:
         """Encrypt and send; retried with the same transaction id so a lost answer never duplicates.
 
         The result names every member device left out of the message, and why."""
-        self.next_send_seq()  # a stale copy stops before it encrypts anything
+        self._state.next_send_seq()  # a stale copy stops before it encrypts anything
         excluded = await self._share_room_key(room_id)  # saved below, with the message's ratchet advance
         self._check_fits(room_id, plaintext)
-        content = self.machine.encrypt_room_message(room_id, plaintext)
+        content = self._machine.encrypt_room_message(room_id, plaintext)
         # The number and the advanced ratchet are saved before the ciphertext leaves: neither is used twice.
-        async with self.numbered_send() as seq:
+        async with self._state.numbered_send() as seq:
             txn_id = secrets.token_urlsafe(12)
             body = {"type": ENCRYPTED, "content": content, "device_seq": seq}
             for attempt in range(SEND_RETRIES):
                 try:
-                    put = self._request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
-                    sent = await self._sending(put)
+                    put = self._transport.request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
+                    sent = await self._state.sending(put)
                     return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
                 except TokenIMError as err:
                     if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
                         raise
                     await asyncio.sleep(0.2 * (attempt + 1))
         raise AssertionError("unreachable")
-
-    async def _sending(self, request: Awaitable[M]) -> M:
-        """A send to the server; a `profile_forked` refusal marks this copy stale before it is raised."""
-        try:
-            return await request
-        except TokenIMError as err:
-            if err.code is ErrorCode.PROFILE_FORKED:
-                raise self.profile_forked() from None
-            raise
 
     async def send_text(self, room_id: str, text: str) -> SendResult:
         """Send a text message; an empty one, or one too big to fit once encrypted, is refused before sending."""
@@ -267,7 +161,7 @@ class Client(KeysClient):
 
     def _check_fits(self, room_id: str, plaintext: dict[str, Any]) -> None:
         """The server limits the encrypted content: say how much of this text would fit, in characters."""
-        if self.machine.encrypted_size(room_id, plaintext) <= MAX_CONTENT_BYTES:
+        if self._machine.encrypted_size(room_id, plaintext) <= MAX_CONTENT_BYTES:
             return
         body = plaintext.get("body")
         if plaintext.get("type") != "m.text" or not isinstance(body, str):
@@ -275,7 +169,7 @@ class Client(KeysClient):
         low, high = 0, len(body)  # the longest prefix that fits: encoded size grows with the prefix
         while low < high:
             mid = (low + high + 1) // 2
-            if self.machine.encrypted_size(room_id, {**plaintext, "body": body[:mid]}) <= MAX_CONTENT_BYTES:
+            if self._machine.encrypted_size(room_id, {**plaintext, "body": body[:mid]}) <= MAX_CONTENT_BYTES:
                 low = mid
             else:
                 high = mid - 1
@@ -289,58 +183,58 @@ class Client(KeysClient):
     # ---- receiving ----------------------------------------------------------------------------
 
     def _pos(self) -> tuple[int, int]:
-        return int(self.store.get_meta("sync_pos") or 0), int(self.store.get_meta("to_device_after") or 0)
+        return int(self._state.store.get_meta("sync_pos") or 0), int(self._state.store.get_meta("to_device_after") or 0)
 
     async def process_to_device(self, messages: list[dict[str, Any]]) -> int:
         """Decrypt to-device messages (room keys), persist, then return the highest id handled."""
         highest = 0
         # One key query for all the senders of this batch, not one per message.
         senders = sorted({m["sender"] for m in messages if isinstance(m.get("sender"), str)})
-        known = {(d.user_id, d.device_id): d for d in await self.devices_of(senders)} if senders else {}
+        known = {(d.user_id, d.device_id): d for d in await self._keys.devices_of(senders)} if senders else {}
         for msg in messages:
             highest = max(highest, int(msg["id"]))
             try:
                 sender_device = known.get((msg["sender"], msg["sender_device"]))
                 content = msg["content"]
                 if isinstance(content, dict):
-                    self.machine.receive_to_device(msg["sender"], content, sender_device)
+                    self._machine.receive_to_device(msg["sender"], content, sender_device)
             except (CryptoError, ValueError, TypeError, KeyError, RecursionError):
                 # A malformed or forged message is dropped (and acknowledged): it must never block the queue.
                 continue
-        self.persist_crypto()
+        self._state.persist()
         return highest
 
     async def decrypt_events(self, events: list[dict[str, Any]], *, meta: dict[str, str] | None = None) -> list[Message]:
         """Room events to messages (membership and other state events are skipped). The crypto state, what each
         message is (file or not) and `meta` (the sync position) are saved in one transaction."""
-        senders = {e["sender"] for e in events if e["type"] == ENCRYPTED and e["sender"] != self.user_id}
-        unknown = [s for s in senders if s not in self.machine.pinned_masters or not self._known_devices(s)]
+        senders = {e["sender"] for e in events if e["type"] == ENCRYPTED and e["sender"] != self._state.user_id}
+        unknown = [s for s in senders if s not in self._machine.pinned_masters or not self._known_devices(s)]
         if unknown:
-            await self.devices_of(unknown)
+            await self._keys.devices_of(unknown)
         out = []
-        records: dict[str, dict[str, bytes | None]] = {"file": {}, NOT_FILE: {}}
+        records: Records = {FILE: {}, NOT_FILE: {}}
         for event in events:
             if event["type"] == ENCRYPTED:
                 out.append(self._decrypt_event(event, records))
             elif event["type"] in (MEMBER, DEVICE_LIST):
-                self.forget_room_devices(event["room_id"])
-        self.persist_crypto(records=records, meta=meta)
+                self._rooms.forget_devices(event["room_id"])
+        self._state.persist(records=records, meta=meta)
         return out
 
     def _known_devices(self, user_id: str) -> bool:
-        return any(u == user_id for u, _ in self.machine.trusted_devices)
+        return any(u == user_id for u, _ in self._machine.trusted_devices)
 
     def decrypt_event(self, event: dict[str, Any]) -> Message:
         """One room event as a message, decrypted with the keys this device holds; saved at once."""
-        records: dict[str, dict[str, bytes | None]] = {"file": {}, NOT_FILE: {}}
+        records: Records = {FILE: {}, NOT_FILE: {}}
         message = self._decrypt_event(event, records)
-        self.persist_crypto(records=records)
+        self._state.persist(records=records)
         return message
 
-    def _decrypt_event(self, event: dict[str, Any], records: dict[str, dict[str, bytes | None]]) -> Message:
-        message = _to_message(self.machine.decrypt_room_event(event))
+    def _decrypt_event(self, event: dict[str, Any], records: Records) -> Message:
+        message = _to_message(self._machine.decrypt_room_event(event))
         if message.file is not None:
-            records["file"][message.id] = json.dumps(message.file).encode()
+            records[FILE][message.id] = json.dumps(message.file).encode()
         elif message.warning is None:
             records[NOT_FILE][message.id] = b""  # so `download` can say it is not a file
         return message
@@ -353,17 +247,17 @@ class Client(KeysClient):
         out: list[Message] = []
         while True:
             pos, after = self._pos()
-            page = await self._request("GET", f"/v1/sync?since={pos}&to_device_after={after}&limit=1000", SyncResponse)
+            page = await self._transport.request("GET", f"/v1/sync?since={pos}&to_device_after={after}&limit=1000", SyncResponse)
             if page.to_device:
                 highest = await self.process_to_device(page.to_device)
-                await self._post("/v1/to_device/ack", {"up_to": highest}, OkResponse)
-                self.store.set_meta({"to_device_after": str(highest)})
+                await self._transport.post("/v1/to_device/ack", {"up_to": highest}, OkResponse)
+                self._state.store.set_meta({"to_device_after": str(highest)})
                 if len(page.to_device) == 1000:
                     continue  # more keys may be waiting: fetch them before decrypting these events
             out.extend(await self.decrypt_events(page.events, meta={"sync_pos": str(page.next_pos)}))
             if not page.limited:
                 if page.one_time_keys < ONE_TIME_KEY_TARGET // 2 or not page.has_fallback_key:
-                    await self.replenish_keys()
+                    await self._keys.replenish()
                 return out
 
     async def history(self, room_id: str, limit: int = 50) -> list[Message]:
@@ -372,7 +266,7 @@ class Client(KeysClient):
         before: int | None = None
         while len(events) < limit:
             query = f"?limit={min(1000, limit * 2)}" + (f"&before={before}" if before is not None else "")
-            page = await self._request("GET", f"/v1/rooms/{room_id}/history{query}", HistoryResponse)
+            page = await self._transport.request("GET", f"/v1/rooms/{room_id}/history{query}", HistoryResponse)
             events.extend(e for e in page.events if e["type"] == ENCRYPTED)
             if page.next_before is None:
                 break
@@ -422,7 +316,7 @@ class Client(KeysClient):
 
     async def _refresh_or_retry(self) -> None:
         try:
-            await self.refresh()
+            await self._transport.refresh()
         except TokenIMError as err:
             if err.code is not ErrorCode.SERVER_UNREACHABLE:
                 raise
@@ -430,8 +324,8 @@ class Client(KeysClient):
 
     async def _listen_once(self, ready: asyncio.Event | None) -> AsyncIterator[Message]:
         pos, after = self._pos()
-        url = str(self._http.base_url).replace("http", "ws", 1) + "/v1/ws"
-        headers = {"Authorization": f"Bearer {self._access_token()}"}
+        url = self._transport.base_url.replace("http", "ws", 1) + "/v1/ws"
+        headers = {"Authorization": f"Bearer {self._transport.access_token()}"}
         async with websockets.connect(url, additional_headers=headers, max_size=1 << 20, compression=None) as ws:
             await ws.send(json.dumps({"type": "sync", "since": pos, "to_device_after": after}))
             async for raw in ws:
@@ -446,48 +340,16 @@ class Client(KeysClient):
                 elif kind == "to_device":
                     highest = await self.process_to_device([frame["message"]])
                     await ws.send(json.dumps({"type": "ack_to_device", "up_to": highest}))
-                    self.store.set_meta({"to_device_after": str(highest)})
+                    self._state.store.set_meta({"to_device_after": str(highest)})
                 elif kind == "keys_low":
-                    await self.replenish_keys()
+                    await self._keys.replenish()
                 elif kind == "synced":
                     self._listen_synced = True
-                    self.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
+                    self._state.store.set_meta({"sync_pos": str(max(int(frame["pos"]), self._pos()[0]))})
                     if ready is not None:
                         ready.set()
                 elif kind == "error":
                     raise TokenIMError.from_json(frame, http_status=400)
 
-    # ---- files --------------------------------------------------------------------------------
 
-    async def send_file(self, room_id: str, path: Path) -> SendResult:
-        """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
-        self.next_send_seq()  # a stale copy of the profile uploads nothing
-        return await self.send_content(room_id, await upload_file(self, path))
-
-    async def download(self, event_id: str, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
-        """Fetch a file sent in a message, check its hash and decrypt it to `out`, which must not exist
-        unless `overwrite`; returns the file's description (name, size, sha256…)."""
-        info = await self.file_message(event_id)
-        await download_file(self, info, out, overwrite=overwrite)
-        return info
-
-    async def file_message(self, event_id: str) -> dict[str, Any]:
-        """The description of the file a message carries (syncing first if it is not known yet)."""
-        info = self._file_info(event_id)
-        if info is None:
-            await self.sync()
-            info = self._file_info(event_id)
-        if info is None:
-            if self.store.get_record(NOT_FILE, event_id) is not None:
-                raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Message {event_id} is a text message, not a file.")
-            raise TokenIMError(
-                ErrorCode.NOT_FOUND, f"No file message {event_id} is known here: check the id with `tokenim read`."
-            )
-        return info
-
-    def _file_info(self, event_id: str) -> dict[str, Any] | None:
-        raw = self.store.get_record("file", event_id)
-        return None if raw is None else dict(json.loads(raw))
-
-
-__all__ = ["Client", "Message"]
+__all__ = ["FILE", "NOT_FILE", "Message", "Messages"]
