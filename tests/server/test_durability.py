@@ -41,3 +41,25 @@ async def test_every_connection_commits_durably(database: Database) -> None:
             async with database.write() as tx:  # leave this worker's database as the next test expects it
                 await tx.execute(text(f'ALTER DATABASE "{make_url(database.url).database}" RESET synchronous_commit'))
         await database.close()
+
+
+async def test_a_commit_that_fails_raises_and_leaves_the_database_usable(database: Database) -> None:
+    """COMMIT runs off the event loop on SQLite; when it fails (here a deferred foreign key, checked only at
+    COMMIT), the error reaches the caller, nothing of the transaction stays, and the next write works."""
+    if not database.is_sqlite:
+        return  # PostgreSQL commits through asyncpg; the off-loop commit is SQLite's
+    async with database.write() as tx:
+        await tx.execute(text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        await tx.execute(text("CREATE TABLE child (pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"))
+    failed = False
+    try:
+        async with database.write() as tx:
+            await tx.execute(text("INSERT INTO child VALUES (42)"))
+    except Exception as exc:  # sqlalchemy's IntegrityError
+        failed = "FOREIGN KEY" in str(exc)
+    assert failed
+    async with database.write() as tx:
+        await tx.execute(text("INSERT INTO parent VALUES (1)"))
+        await tx.execute(text("INSERT INTO child VALUES (1)"))
+    async with database.read() as tx:
+        assert (await tx.execute(text("SELECT pid FROM child"))).scalars().all() == [1]

@@ -53,6 +53,17 @@ async def test_every_route_documents_its_errors_and_no_422(doc: dict[str, Any]) 
     assert "wrong_passphrase" not in schemas["ErrorCode"]["enum"]  # a client-side code, never on the wire
 
 
+async def test_the_error_code_enum_holds_every_code_a_server_sends(doc: dict[str, Any]) -> None:
+    """A client validating error bodies against ErrorCode must accept every code any route or frame declares."""
+    enum = set(doc["components"]["schemas"]["ErrorCode"]["enum"])
+    declared = {c for _, _, op in _operations(doc) for r in op["responses"].values() for c in r.get("x-error-codes", [])}
+    assert declared <= enum, declared - enum
+    documented = {c for codes in _documented_codes().values() for c in codes}
+    assert documented <= enum, documented - enum
+    # Sent by the connection layer or over the WebSocket rather than by one route:
+    assert {"too_many_connections", "server_busy", "request_timeout", "profile_forked", "sender_mismatch"} <= enum
+
+
 async def test_routes_name_the_codes_they_answer(doc: dict[str, Any]) -> None:
     def codes(method: str, path: str) -> set[str]:
         responses = doc["paths"][path][method]["responses"]

@@ -92,6 +92,15 @@ _STATUS: dict[ErrorCode, int] = {
 }
 
 
+# Codes only the client makes (the CLI shapes them like the server's); every other code may come from a server.
+LOCAL_CODES = frozenset({
+    ErrorCode.WRONG_PASSPHRASE, ErrorCode.PROFILE_MISSING, ErrorCode.PROFILE_EXISTS, ErrorCode.PROFILE_BUSY,
+    ErrorCode.NOT_LOGGED_IN, ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.BAD_CONFIG,
+    ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS,
+})  # fmt: skip
+SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
+
+
 def status_for(code: ErrorCode) -> int:
     """The HTTP status that goes with an error code."""
     return _STATUS[code]

@@ -11,10 +11,12 @@ from __future__ import annotations
 from tokenim.protocol.events import MAX_CONTENT_BYTES
 
 MIN_BUCKET = 256
-# Room for the other content fields (algorithm, session id, sender key, device id: under 200 characters),
-# then base64 (4 characters per 3 bytes), then Megolm's own framing, MAC and signature (under 128 bytes).
-_OTHER_FIELDS = 256
-_MEGOLM_OVERHEAD = 128
+# The server's limit counts the characters of every string in the content (docs/protocol.md): the other
+# fields are the algorithm (26), session id (43), sender key (43) and device id (at most 32). The ciphertext
+# is base64 (4 characters per 3 bytes) of Megolm's framing (version 1, index up to 6, length up to 4),
+# the AES-CBC output (the plaintext plus 1 to 16 bytes of padding), an 8-byte MAC and a 64-byte signature.
+_OTHER_FIELDS = 26 + 43 + 43 + 32
+_MEGOLM_OVERHEAD = 1 + 6 + 4 + 8 + 64
 MAX_PADDED = ((MAX_CONTENT_BYTES - _OTHER_FIELDS) * 3 // 4 - _MEGOLM_OVERHEAD) // 16 * 16 - 1
 
 

@@ -1,13 +1,15 @@
 """JSON Schemas of what the server relays as stored (key objects, events, to-device messages) and of
-the WebSocket frames. They document the wire for /openapi.json; validation stays in `protocol.keys`,
-`protocol.events` and the services, which give the documented error codes and human sentences.
+the WebSocket frames. They document the wire for /openapi.json. Validation of stored objects stays in
+`protocol.keys`, `protocol.events` and the services, which give the documented error codes and human
+sentences; the server also checks every client WebSocket frame against `CLIENT_FRAMES` last, so a member
+the schema does not name is refused rather than silently accepted or ignored.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
 from tokenim.core.ids import DEVICE_ID_PATTERN, USER_ID_PATTERN
 from tokenim.core.limits import MAX_POSITION
@@ -169,6 +171,7 @@ class WsSendFrame(_Doc):
     room_id: str
     txn_id: str
     content: MegolmContent
+    device_seq: int | None = Field(default=None, ge=1, le=MAX_POSITION, description='see "Forked profiles"')
 
 
 class WsAckToDeviceFrame(_Doc):
@@ -233,6 +236,10 @@ class WsErrorFrame(_Doc):
     error: WsErrorBody
     txn_id: str | None = None
 
+
+ClientFrame = Annotated[WsSyncFrame | WsSendFrame | WsAckToDeviceFrame | WsPingFrame, Field(discriminator="type")]
+CLIENT_FRAMES: TypeAdapter[WsSyncFrame | WsSendFrame | WsAckToDeviceFrame | WsPingFrame] = TypeAdapter(ClientFrame)
+"""What the server accepts from a client: the same models /openapi.json shows, so the two cannot disagree."""
 
 WS_FRAMES: list[type[BaseModel]] = [
     WsSyncFrame, WsSendFrame, WsAckToDeviceFrame, WsPingFrame, WsEventFrame, WsToDeviceFrame, WsSyncedFrame,

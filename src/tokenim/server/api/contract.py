@@ -13,17 +13,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 
-from tokenim.core.errors import ErrorCode, status_for
+from tokenim.core.errors import SERVER_CODES, ErrorCode, status_for
 from tokenim.protocol.wire import websocket_frame_schemas
 
 E = ErrorCode
-# The codes a server sends (the others are the client's own, never on the wire).
-SERVER_CODES = [
-    E.BAD_JSON, E.INVALID_REQUEST, E.BODY_TOO_LARGE, E.NOT_FOUND, E.METHOD_NOT_ALLOWED, E.UNAUTHORIZED,
-    E.TOKEN_EXPIRED, E.FORBIDDEN, E.BAD_SIGNATURE, E.BAD_KEY_OBJECT, E.CHALLENGE_INVALID, E.CHALLENGE_EXPIRED,
-    E.UNKNOWN_USER, E.UNKNOWN_DEVICE, E.USERNAME_TAKEN, E.DEVICE_EXISTS, E.INVITE_REQUIRED, E.INVITE_INVALID,
-    E.KEY_CONFLICT, E.TOO_MANY_KEYS, E.RATE_LIMITED, E.INTERNAL,
-]  # fmt: skip
 
 
 class ErrorDetail(BaseModel):

@@ -23,7 +23,8 @@ def error_response(err: TokenIMError) -> JSONResponse:
     return JSONResponse(err.to_json(), status_code=err.status)
 
 
-def _describe(errors: list[dict[str, Any]]) -> TokenIMError:
+def describe_validation(errors: list[dict[str, Any]], what: str = "request") -> TokenIMError:
+    """One `invalid_request` (or `bad_json`) naming the first few problems pydantic found, in our words."""
     if any(e.get("type") == "json_invalid" for e in errors):
         return TokenIMError(ErrorCode.BAD_JSON, "The request body is not valid JSON.")
     parts = []
@@ -42,7 +43,7 @@ def _describe(errors: list[dict[str, Any]]) -> TokenIMError:
             parts.append(f"'{loc}': {msg[:1].lower()}{msg[1:]}")
     fields = [".".join(str(p) for p in e.get("loc", ()) if p != "body") for e in errors]
     return TokenIMError(
-        ErrorCode.INVALID_REQUEST, "The request is invalid: " + "; ".join(parts) + ".", details={"fields": fields[:20]}
+        ErrorCode.INVALID_REQUEST, f"The {what} is invalid: " + "; ".join(parts) + ".", details={"fields": fields[:20]}
     )
 
 
@@ -71,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(_describe(list(exc.errors())))
+        return error_response(describe_validation(list(exc.errors())))
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

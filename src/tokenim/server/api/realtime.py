@@ -5,9 +5,10 @@ Authentication: `Authorization: Bearer <token>` on the upgrade request or, from 
 
 Frames from the client (JSON text):
   {"type": "sync", "since": POS, "to_device_after": ID}   catch up, then receive live
-  {"type": "send", "room_id", "txn_id", "content"}        -> {"type": "sent", "txn_id", "event_id", "pos", "seq"}
+  {"type": "send", "room_id", "txn_id", "content", "device_seq"?}  -> {"type": "sent", "txn_id", "event_id", "pos", "seq"}
   {"type": "ack_to_device", "up_to": ID}                  the device has stored messages up to ID
   {"type": "ping"}                                        -> {"type": "pong"}
+A member a frame's schema (protocol/wire.py, /openapi.json) does not name is refused (invalid_request).
 Frames to the client: {"type": "event", "event"}, {"type": "to_device", "message"},
 {"type": "synced", "pos"}, {"type": "keys_low"}, and {"type": "error", "error", "txn_id"?}.
 Live frames flow only after a `sync`. Close codes: 4401 when the token ends, 1008 for a reader that fell behind,
@@ -21,13 +22,16 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_room_id
 from tokenim.core.limits import MAX_POSITION
+from tokenim.protocol.wire import CLIENT_FRAMES
 from tokenim.server.api.encoding import json_text
+from tokenim.server.api.errors import describe_validation
 from tokenim.server.realtime.hub import Connection, Hub
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
@@ -67,7 +71,7 @@ async def _catch_up(messages: MessageService, me: Requester, conn: Connection, s
             conn.send_to_device(msg["id"], _dumps({"type": "to_device", "message": msg}))
         for ev in page.events:
             conn.send_event(ev["pos"], _dumps({"type": "event", "event": ev}))
-        conn.last_pos = max(conn.last_pos, page.next_pos)
+        conn.last_pos = page.next_pos  # never below `since`, except that a `since` past the head becomes the head
         if not page.limited or conn.closed:
             break
         await _drained(conn)
@@ -116,6 +120,7 @@ async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages
         if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_POSITION):
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "device_seq must be a positive integer.")
         messages.check_send("m.room.encrypted", content, txn_id)
+        _check_frame(frame)
         sent = await messages.do_send(me, room_id, txn_id, content, seq)
         conn.push(_dumps({"type": "sent", "txn_id": txn_id, **sent.model_dump()}))
     except TokenIMError as err:
@@ -125,6 +130,17 @@ async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages
         _error(conn, TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."), **echo)
     finally:
         conn.in_flight -= 1
+
+
+def _check_frame(frame: dict[str, Any]) -> None:
+    """Last, after the checks with the precise sentences: the frame is exactly what its schema in
+    /openapi.json allows (no member the schema does not name)."""
+    try:
+        CLIENT_FRAMES.validate_python(frame)
+    except ValidationError as exc:
+        # The first step of each location is the union's tag (the frame type): name members from the frame.
+        problems = [{**e, "loc": tuple(e["loc"])[1:]} for e in exc.errors()]
+        raise describe_validation(problems, "frame") from None
 
 
 async def _handle(frame: dict[str, Any], conn: Connection, me: Requester, messages: MessageService) -> None:
@@ -138,13 +154,16 @@ async def _handle(frame: dict[str, Any], conn: Connection, me: Requester, messag
         since, after = frame.get("since", 0), frame.get("to_device_after", 0)
         if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_POSITION for n in (since, after)):
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "since and to_device_after must be non-negative integers.")
+        _check_frame(frame)
         await _catch_up(messages, me, conn, since, after)
     elif kind == "ack_to_device":
         up_to = frame.get("up_to")
         if not isinstance(up_to, int) or isinstance(up_to, bool) or not 0 <= up_to <= MAX_POSITION:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
+        _check_frame(frame)
         await messages.do_ack_to_device(me, up_to)
     elif kind == "ping":
+        _check_frame(frame)
         conn.push('{"type":"pong"}')
     else:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Unknown frame type {str(kind)[:40]!r}.")

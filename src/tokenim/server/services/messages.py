@@ -50,8 +50,14 @@ class MessageService:
         if event_type != ENCRYPTED:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Only {ENCRYPTED} events can be sent to a room: encrypt first.")
         check_encrypted_content(content)
-        if sum(len(v) for v in content.values() if isinstance(v, str)) > MAX_CONTENT_BYTES:
-            raise TokenIMError(ErrorCode.BODY_TOO_LARGE, f"A message may be at most {MAX_CONTENT_BYTES} bytes.")
+        used = sum(len(v) for v in content.values() if isinstance(v, str))
+        if used > MAX_CONTENT_BYTES:
+            raise TokenIMError(
+                ErrorCode.BODY_TOO_LARGE,
+                f"A room message's content may hold at most {MAX_CONTENT_BYTES:,} characters in its strings "
+                f"(ciphertext, ids and keys); this one has {used:,}.",
+                details={"limit": MAX_CONTENT_BYTES, "size": used},
+            )
 
     async def do_send(
         self, requester: Requester, room_id: str, txn_id: str, content: dict[str, object], device_seq: int | None = None

@@ -170,11 +170,28 @@ class RoomService:
         await self._writer.submit(job)
         return await self.access_room(requester, room_id)
 
+    async def _hand_on_admin(self, b: Batch, requester: Requester, room: RoomRow, leaving: MemberRow) -> None:
+        """A group room keeps an admin while it has members: when its last admin leaves (or is removed), the
+        member who has been in it longest becomes admin, so nobody is left unable to rename it or remove members."""
+        if room.kind == "direct" or leaving.role != ADMIN or leaving.membership != JOIN:
+            return
+        joined = await self._rooms.members(b.tx, room.room_id)
+        if any(m.role == ADMIN and m.user_id != leaving.user_id for m in joined):
+            return
+        successor = await self._rooms.longest_joined(b.tx, room.room_id, leaving.user_id)
+        if successor is None:
+            return
+        await self._rooms.set_member(b.tx, MemberRow(room.room_id, successor.user_id, JOIN, ADMIN), b.now)
+        await self._ctx.auditor.record(
+            b.tx, "room.admin_handed_on", requester.user_id, requester.device_id, room_id=room.room_id, target=successor.user_id
+        )
+
     async def do_leave(self, requester: Requester, room_id: str) -> None:
         async def job(b: Batch) -> None:
-            _room, me = await self._room_and_me(b.tx, requester, room_id)
+            room, me = await self._room_and_me(b.tx, requester, room_id)
             if me is None or me.membership == LEAVE:
                 raise TokenIMError(ErrorCode.FORBIDDEN, "You are not in this room.")
+            await self._hand_on_admin(b, requester, room, me)
             await self._member_event(b, room_id, requester.user_id, requester.user_id, LEAVE, me.role)
 
         await self._writer.submit(job)
@@ -183,12 +200,15 @@ class RoomService:
         target = check_user_id(user)
 
         async def job(b: Batch) -> None:
-            _room, me = await self._room_and_me(b.tx, requester, room_id)
+            room, me = await self._room_and_me(b.tx, requester, room_id)
             if me is None or me.membership != JOIN or me.role != ADMIN:
                 raise TokenIMError(ErrorCode.FORBIDDEN, "Only a room admin can remove members.")
+            if room.kind == "direct":
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Nobody can be removed from a direct chat: leave it instead.")
             theirs = await self._rooms.get_member(b.tx, room_id, target)
             if theirs is None or theirs.membership == LEAVE:
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{target} is not in the room.")
+            await self._hand_on_admin(b, requester, room, theirs)
             await self._member_event(b, room_id, requester.user_id, target, LEAVE, theirs.role, removed_by=requester.user_id)
             await self._ctx.auditor.record(
                 b.tx, "room.member_removed", requester.user_id, requester.device_id, room_id=room_id, target=target

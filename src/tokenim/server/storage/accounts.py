@@ -138,7 +138,9 @@ class AccountStore:
         last, seen = int(row.send_seq), int(row.send_seen)
         if seq > last:  # bit i stands for number last - 1 - i: shift, and mark the old highest one
             shift = seq - last
-            last, seen = seq, ((seen << shift) | (1 << (shift - 1))) & _WINDOW_MASK
+            # A jump past the window forgets every older number: constant work however far a device jumps.
+            seen = ((seen << shift) | (1 << (shift - 1))) & _WINDOW_MASK if shift <= SEND_WINDOW else 0
+            last = seq
         elif last - SEND_WINDOW <= seq < last and not seen >> (last - 1 - seq) & 1:
             seen |= 1 << (last - 1 - seq)
         else:

@@ -4,7 +4,8 @@ PostgreSQL runs on asyncpg through SQLAlchemy's async engine. SQLite runs on the
 driver *inline on the event loop*: a statement on a WAL database takes microseconds, while handing
 each one to aiosqlite's thread costs ~85 µs raw and ~400 µs through SQLAlchemy (measured here), which
 capped the server at a few hundred messages per second. Writers are serialised by an asyncio lock,
-so a transaction never interleaves with another on the same file.
+so a transaction never interleaves with another on the same file. Only COMMIT, which waits for an
+fsync, runs in a thread, so the loop keeps taking requests while the disk flushes.
 """
 
 from __future__ import annotations
@@ -92,6 +93,18 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+async def _off_loop(fn: Callable[[], None]) -> None:
+    """Run `fn` in a thread and wait for it to end, even if the caller is cancelled meanwhile (the
+    connection must not be used again before it has), then re-raise the cancellation."""
+    done = asyncio.get_running_loop().run_in_executor(None, fn)
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await done
+        raise
+
+
 def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN")
 
@@ -132,10 +145,27 @@ class Database:
             async with self._write_lock:
                 if self._write_conn is None or self._write_conn.closed:
                     self._write_conn = self.sync_engine.connect()
-                with self._write_conn.begin():
+                trans = self._write_conn.begin()
+                try:
                     yield Tx(sync=self._write_conn)
                     if self._commit_delay:
                         await asyncio.sleep(self._commit_delay)
+                except BaseException:
+                    trans.rollback()
+                    raise
+                # COMMIT waits for an fsync (synchronous=FULL): run it off the event loop, so requests keep
+                # arriving meanwhile and the writer's next batch grows (one fsync shared by more sends).
+                # The write lock is held until it returns, so nothing else touches this connection.
+                try:
+                    await _off_loop(trans.commit)
+                except BaseException:
+                    # A failed COMMIT (disk full, a deferred constraint) can leave SQLite inside the transaction:
+                    # drop the connection (closing it rolls back) and open a fresh one for the next write.
+                    conn, self._write_conn = self._write_conn, None
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                        conn.close()
+                    raise
             return
         assert self.engine is not None
         async with self.engine.begin() as aconn:

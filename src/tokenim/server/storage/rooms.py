@@ -88,6 +88,17 @@ class RoomStore:
             q = q.where(room_members.c.membership == membership)
         return [MemberRow(r.room_id, r.user_id, r.membership, r.role) for r in await tx.execute(q)]
 
+    async def longest_joined(self, tx: Tx, room_id: str, leaving: str) -> MemberRow | None:
+        """The joined member other than `leaving` whose membership changed least recently (the longest in the room)."""
+        q = (
+            select(room_members)
+            .where(room_members.c.room_id == room_id, room_members.c.membership == "join", room_members.c.user_id != leaving)
+            .order_by(room_members.c.updated_at, room_members.c.user_id)
+            .limit(1)
+        )
+        row = (await tx.execute(q)).first()
+        return None if row is None else MemberRow(row.room_id, row.user_id, row.membership, row.role)
+
     async def rooms_of(self, tx: Tx, user_id: str) -> list[tuple[RoomRow, MemberRow]]:
         """Rooms the user is in or invited to."""
         q = (
