@@ -102,7 +102,7 @@ def content(sender: Client, seq: int) -> dict[str, Any]:
         "algorithm": MEGOLM_ALGORITHM,
         "ciphertext": f"{seq}:{PADDING}",
         "session_id": "bench",
-        "sender_key": sender.identity.curve25519,
+        "sender_key": sender.keys.info().device_curve25519,
         "device_id": sender.device_id,
     }
 
@@ -110,7 +110,7 @@ def content(sender: Client, seq: int) -> dict[str, Any]:
 async def ws_connect(server: Server, client: Client) -> Any:
     url = server.url.replace("http", "ws", 1) + "/v1/ws"
     ws = await websockets.connect(
-        url, additional_headers={"Authorization": f"Bearer {client._access_token()}"}, max_size=1 << 20, compression=None
+        url, additional_headers={"Authorization": f"Bearer {client.account.access_token()}"}, max_size=1 << 20, compression=None
     )
     return ws
 
@@ -123,7 +123,7 @@ async def ws_sync(ws: Any) -> None:
 
 
 async def bench_http_sequential(server: Server, client: Client, room: str, n: int) -> float:
-    headers = {"Authorization": f"Bearer {client._access_token()}"}
+    headers = {"Authorization": f"Bearer {client.account.access_token()}"}
     async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
         t0 = time.perf_counter()
         for i in range(n):
@@ -305,7 +305,7 @@ async def bench_login(client: Client, n: int) -> dict[str, float]:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        await client.login()
+        await client.account.login()
         times.append(time.perf_counter() - t0)
     times.sort()
     return {
@@ -318,17 +318,17 @@ async def bench_login(client: Client, n: int) -> dict[str, float]:
 async def bench_sdk(server: Server, senders: list[Client], rooms: list[str], n_seq: int, per_sender: int) -> dict[str, float]:
     """Sends through the SDK: Megolm encryption, state persisted to the encrypted profile, HTTP PUT."""
     c, room = senders[0], rooms[0]
-    await c.send_text(room, "warm-up")
+    await c.messages.send_text(room, "warm-up")
     t0 = time.perf_counter()
     for i in range(n_seq):
-        await c.send_text(room, f"sequential {i}")
+        await c.messages.send_text(room, f"sequential {i}")
     seq_rate = n_seq / (time.perf_counter() - t0)
     for s, r in zip(senders, rooms, strict=True):
-        await s.send_text(r, "warm-up")
+        await s.messages.send_text(r, "warm-up")
 
     async def loop(s: Client, r: str) -> None:
         for i in range(per_sender):
-            await s.send_text(r, f"concurrent {i}")
+            await s.messages.send_text(r, f"concurrent {i}")
 
     t0 = time.perf_counter()
     await asyncio.gather(*(loop(s, r) for s, r in zip(senders, rooms, strict=True)))
@@ -372,18 +372,18 @@ async def main(quick: bool) -> dict[str, Any]:
         try:
             alice = await register(server, root, "alice")
             bob = await register(server, root, "bob")
-            room = (await alice.direct_room("@bob")).room_id
+            room = (await alice.rooms.direct("@bob")).room_id
             senders = [await register(server, root, f"sender{i}") for i in range(20)]
-            rooms = [(await s.direct_room("@bob")).room_id for s in senders]
+            rooms = [(await s.rooms.direct("@bob")).room_id for s in senders]
             results["login_by_key"] = await bench_login(alice, int(300 * scale))
             results["send_http_sequential_per_s"] = round(await bench_http_sequential(server, alice, room, int(2000 * scale)))
             results["send_ws_sequential_per_s"] = round(await bench_ws_sequential(server, alice, room, int(3000 * scale)))
             results["send_ws_20_concurrent_per_s"] = round(await bench_concurrent(server, senders, rooms, int(500 * scale)))
             results["latency_at_200_per_s"] = await bench_latency(server, alice, bob, room, 200, 10 * scale)
             members = [await register(server, root, f"member{i}") for i in range(99)]
-            group = (await alice.create_room("fanout", [m.user_id for m in members])).room_id
+            group = (await alice.rooms.create("fanout", [m.user_id for m in members])).room_id
             for m in members:
-                await m.join(group)
+                await m.rooms.join(group)
             results["fanout_100_members"] = await bench_fanout(server, alice, [*members, alice], group, int(300 * scale))
             results["with_encryption"] = await bench_sdk(server, senders, rooms, int(500 * scale), int(50 * scale))
             for c in [alice, bob, *senders, *members]:

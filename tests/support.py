@@ -1,22 +1,54 @@
-"""Helpers shared by the security tests: a second device of a user, a server that lies in its answers,
-and a raw ASGI WebSocket session driven step by step (so the fake clock can move between frames)."""
+"""Helpers shared by the security tests: the one way past the SDK's public surface (`insides`), a second
+device of a user, a server that lies in its answers, and a raw ASGI WebSocket session driven step by step
+(so the fake clock can move between frames)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from tokenim.client import Client
+from tokenim.client.state import DeviceState
+from tokenim.client.stores import Store
+from tokenim.client.transport import Transport
 from tokenim.core.clock import FakeClock
 from tokenim.core.ids import DeviceId, new_device_id
 from tokenim.crypto.device import DeviceIdentity
+from tokenim.crypto.machine import CryptoMachine
 from tokenim.protocol.api import OkResponse
 
 Rewrite = Callable[[httpx.Request, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Insides:
+    """What a test reaches past the public SDK for, and only what it cannot do through it: to play a
+    tampering server or a forked profile, send raw requests as a device, or look at the stored state."""
+
+    state: DeviceState
+    transport: Transport
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    @property
+    def machine(self) -> CryptoMachine:
+        return self.state.machine
+
+    @property
+    def identity(self) -> DeviceIdentity:
+        return self.state.identity
+
+
+def insides(client: Client) -> Insides:
+    """The one door from a test into a client's private parts (state, crypto machine, store, transport)."""
+    return Insides(client._state, client._transport)
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -24,16 +56,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def client_auth(client: Client) -> dict[str, str]:
-    token = client.store.get_secret("access_token")
-    assert token is not None
-    return bearer(token.decode())
+    token = client.account.access_token()
+    return bearer(token)
 
 
 async def add_device(client: Client, clock: FakeClock, device_id: str | None = None) -> DeviceIdentity:
     """Another device of `client`'s user, signed by the same master key, added through POST /v1/devices."""
     now = clock.now_ms()
     second = DeviceIdentity.create(
-        client.identity.user_id, DeviceId(device_id or new_device_id()), now, master=client.identity.master
+        client.user_id, DeviceId(device_id or new_device_id()), now, master=insides(client).identity.master
     )
     upload = second.keys_to_upload(0, need_fallback=True)
     body = {
@@ -41,7 +72,7 @@ async def add_device(client: Client, clock: FakeClock, device_id: str | None = N
         "one_time_keys": upload.one_time_keys,
         "fallback_keys": upload.fallback_keys,
     }
-    await client._post("/v1/devices", body, OkResponse)
+    await insides(client).transport.post("/v1/devices", body, OkResponse)
     second.mark_keys_as_published()
     return second
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import FAST_KDF, PASSPHRASE
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -26,10 +27,10 @@ async def _open(path: Path, clock: FakeClock, transport: httpx.ASGITransport) ->
 async def test_a_copied_profile_is_refused_and_nothing_is_sent_twice(
     alice: Client, bob: Client, clock: FakeClock, transport: httpx.ASGITransport, tmp_path: Path
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
-    await alice.send_text(room, "one")
-    session = alice.machine.rooms.outbound[room].session.session_id
-    path = alice.store.path.parent
+    room = (await alice.rooms.direct("@bob")).room_id
+    await alice.messages.send_text(room, "one")
+    session = insides(alice).machine.rooms.outbound[room].session.session_id
+    path = insides(alice).store.path.parent
     await alice.close()
     shutil.copytree(path, tmp_path / "copy")
 
@@ -37,23 +38,23 @@ async def test_a_copied_profile_is_refused_and_nothing_is_sent_twice(
     copy = await _open(tmp_path / "copy", clock, transport)
     try:
         # The copy's file is new: its outbound sessions may be the original's too, so they are not used again.
-        assert room not in copy.machine.rooms.outbound and (room, "copied") in copy.machine.rooms.rotations
-        assert original.machine.rooms.outbound[room].session.session_id == session
+        assert room not in insides(copy).machine.rooms.outbound and (room, "copied") in insides(copy).machine.rooms.rotations
+        assert insides(original).machine.rooms.outbound[room].session.session_id == session
 
-        await original.send_text(room, "from the original")
+        await original.messages.send_text(room, "from the original")
         with pytest.raises(TokenIMError) as err:
-            await copy.send_text(room, "from the copy")
+            await copy.messages.send_text(room, "from the copy")
         assert err.value.code is ErrorCode.PROFILE_FORKED
         assert "out-of-date copy" in err.value.message
         # It stays refused, however often it tries, so its counter can never overtake the original's.
         for _ in range(3):
             with pytest.raises(TokenIMError) as again:
-                await copy.send_text(room, "from the copy")
+                await copy.messages.send_text(room, "from the copy")
             assert again.value.code is ErrorCode.PROFILE_FORKED
-        await original.send_text(room, "two")
-        got = await bob.sync()
+        await original.messages.send_text(room, "two")
+        got = await bob.messages.sync()
         assert [(m.body, m.warning) for m in got] == [("one", None), ("from the original", None), ("two", None)]
-        assert await copy.sync() != []  # reading still works from the stale copy
+        assert await copy.messages.sync() != []  # reading still works from the stale copy
     finally:
         await original.close()
         await copy.close()
@@ -62,14 +63,14 @@ async def test_a_copied_profile_is_refused_and_nothing_is_sent_twice(
 async def test_a_backup_restored_in_place_is_refused_before_it_reuses_an_index(
     alice: Client, bob: Client, clock: FakeClock, transport: httpx.ASGITransport
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
-    await alice.send_text(room, "before the backup")
-    path = alice.store.path.parent
+    room = (await alice.rooms.direct("@bob")).room_id
+    await alice.messages.send_text(room, "before the backup")
+    path = insides(alice).store.path.parent
     await alice.close()
     backup = {p.name: p.read_bytes() for p in path.iterdir() if p.name.startswith("profile.db")}
 
     again = await _open(path, clock, transport)
-    await again.send_text(room, "after the backup")
+    await again.messages.send_text(room, "after the backup")
     await again.close()
     # Restored in place (same file, same inode): nothing on the client can tell; the server's counter can.
     for p in path.iterdir():
@@ -83,23 +84,23 @@ async def test_a_backup_restored_in_place_is_refused_before_it_reuses_an_index(
     restored = await _open(path, clock, transport)
     try:
         with pytest.raises(TokenIMError) as err:
-            await restored.send_text(room, "from the restored copy")
+            await restored.messages.send_text(room, "from the restored copy")
         assert err.value.code is ErrorCode.PROFILE_FORKED
-        got = await bob.sync()
+        got = await bob.messages.sync()
         assert [(m.body, m.warning) for m in got] == [("before the backup", None), ("after the backup", None)]
-        assert restored.machine.rooms.outbound == {}
+        assert insides(restored).machine.rooms.outbound == {}
     finally:
         await restored.close()
 
 
 async def test_the_server_refuses_a_used_send_number_but_answers_a_retry(alice: Client, bob: Client) -> None:
-    room = (await alice.direct_room("@bob")).room_id
-    await alice.send_text(room, "sets up the session")
-    seq = alice.next_send_seq()
-    content = alice.machine.encrypt_room_message(room, {"type": "m.text", "body": "x"})
+    room = (await alice.rooms.direct("@bob")).room_id
+    await alice.messages.send_text(room, "sets up the session")
+    seq = insides(alice).state.next_send_seq()
+    content = insides(alice).machine.encrypt_room_message(room, {"type": "m.text", "body": "x"})
     body = {"type": ENCRYPTED, "content": content, "device_seq": seq}
-    first = await alice._request("PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body=body)
-    retry = await alice._request("PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body=body)
+    first = await insides(alice).transport.request("PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body=body)
+    retry = await insides(alice).transport.request("PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body=body)
     assert retry == first  # the same send again (a lost answer): the first result, not a refusal
 
     for path, payload in [
@@ -109,14 +110,20 @@ async def test_the_server_refuses_a_used_send_number_but_answers_a_retry(alice: 
     ]:
         method = "PUT" if "/send/" in path else "POST"
         with pytest.raises(TokenIMError) as err:
-            await alice._request(method, path, OkResponse, body=payload)
+            await insides(alice).transport.request(method, path, OkResponse, body=payload)
         assert err.value.code is ErrorCode.PROFILE_FORKED and err.value.status == 409
         assert err.value.details == {"device_seq": payload["device_seq"], "last_seq": seq}
 
     # A higher number is accepted; so are sends without one (older clients); other devices count on their own.
-    await alice._request("POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": seq + 5})
-    await alice._request("PUT", f"/v1/rooms/{room}/send/t3", SendResponse, body={"type": ENCRYPTED, "content": content})
-    await bob._request("POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": 1})
+    await insides(alice).transport.request(
+        "POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": seq + 5}
+    )
+    await insides(alice).transport.request(
+        "PUT", f"/v1/rooms/{room}/send/t3", SendResponse, body={"type": ENCRYPTED, "content": content}
+    )
+    await insides(bob).transport.request(
+        "POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": 1}
+    )
 
 
 class Reordering(httpx.AsyncBaseTransport):
@@ -149,11 +156,11 @@ async def test_concurrent_sends_from_one_device_arriving_out_of_order_are_not_a_
         transport=Reordering(transport, count),
     )
     try:
-        room = (await alice.direct_room("@bob")).room_id
-        await alice.send_text(room, "first")
-        sent = await asyncio.gather(*(alice.send_text(room, f"m{i}") for i in range(count)))
+        room = (await alice.rooms.direct("@bob")).room_id
+        await alice.messages.send_text(room, "first")
+        sent = await asyncio.gather(*(alice.messages.send_text(room, f"m{i}") for i in range(count)))
         assert len({s.event_id for s in sent}) == count
-        got = await bob.sync()
+        got = await bob.messages.sync()
         assert sorted(m.body or "" for m in got) == sorted(["first", *(f"m{i}" for i in range(count))])
         assert all(m.warning is None for m in got)
     finally:
@@ -161,12 +168,14 @@ async def test_concurrent_sends_from_one_device_arriving_out_of_order_are_not_a_
 
 
 async def test_the_server_accepts_numbers_out_of_order_once_each(alice: Client, bob: Client) -> None:
-    room = (await alice.direct_room("@bob")).room_id
-    await alice.send_text(room, "sets up the session")
-    base = alice.next_send_seq()
+    room = (await alice.rooms.direct("@bob")).room_id
+    await alice.messages.send_text(room, "sets up the session")
+    base = insides(alice).state.next_send_seq()
 
     async def to_device(seq: int) -> None:
-        await alice._request("POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": seq})
+        await insides(alice).transport.request(
+            "POST", "/v1/to_device", OkResponse, body={"type": ENCRYPTED, "messages": {}, "device_seq": seq}
+        )
 
     for seq in (base + 5, base + 3, base + 1, base + 4):  # late ones below the highest: each once
         await to_device(seq)

@@ -197,13 +197,13 @@ async def test_a_client_written_from_the_docs_shares_a_room_key_the_sdk_accepts(
     await ivan.register()
     await ivan.login()
     room_id = (await ivan.call("POST", "/v1/rooms", {"name": "interop", "invite": [bob.user_id]}))["room_id"]
-    await bob.join(room_id)
+    await bob.rooms.join(room_id)
 
     group = vodozemac.GroupSession()
     await ivan.share_room_key(room_id, bob.user_id, group)
     await ivan.send_text(room_id, group, "hello from a client written from the docs")
 
-    messages = [m for m in await bob.sync() if m.room == room_id and m.body is not None]
+    messages = [m for m in await bob.messages.sync() if m.room == room_id and m.body is not None]
     assert [(m.sender, m.sender_device, m.body, m.warning) for m in messages] == [
         (ivan.user_id, ivan.device_id, "hello from a client written from the docs", None)
     ]
@@ -212,7 +212,7 @@ async def test_a_client_written_from_the_docs_shares_a_room_key_the_sdk_accepts(
 
 async def test_the_fingerprint_is_computed_as_the_docs_say(bob: Client) -> None:
     """docs/protocol.md "Master key": SHA-512("tokenim-fingerprint-v1" || key), 12 groups of 5 bytes mod 100,000."""
-    info = bob.keys_info()
+    info = bob.keys.info()
     digest = hashlib.sha512(b"tokenim-fingerprint-v1" + unb64(info.master_key)).digest()
     groups = [int.from_bytes(digest[5 * i : 5 * i + 5], "big") % 100_000 for i in range(12)]
     assert info.fingerprint == " ".join(f"{g:05d}" for g in groups)
@@ -226,7 +226,7 @@ async def test_a_client_written_from_the_docs_receives_a_room_key_and_message_fr
     await ivan.register()
     await ivan.login()
     await ivan.publish_one_time_keys(5)
-    room = await alice.create_room("interop", invite=[ivan.user_id])
+    room = await alice.rooms.create("interop", invite=[ivan.user_id])
     await ivan.call("POST", f"/v1/rooms/{room.room_id}/join")
-    await alice.send_text(room.room_id, "hello to a client written from the docs")
+    await alice.messages.send_text(room.room_id, "hello to a client written from the docs")
     assert await ivan.receive(room.room_id, alice.user_id) == ["hello to a client written from the docs"]

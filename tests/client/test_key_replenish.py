@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.limits import ONE_TIME_KEY_TARGET
 from tokenim.server.realtime.hub import Connection, Hub
 
 
 async def test_sync_tops_up_claimed_one_time_keys_and_replaces_a_used_fallback(alice: Client, bob: Client) -> None:
-    assert (await alice.key_counts()).one_time_keys == ONE_TIME_KEY_TARGET
+    assert (await alice.keys.counts()).one_time_keys == ONE_TIME_KEY_TARGET
     for _ in range(ONE_TIME_KEY_TARGET + 2):  # every one-time key, then the fallback key twice
-        await bob.claim_one_time_keys({alice.user_id: [alice.device_id]})
-    counts = await alice.key_counts()
+        await bob.keys.claim({alice.user_id: [alice.device_id]})
+    counts = await alice.keys.counts()
     assert counts.one_time_keys == 0 and not counts.has_fallback_key
-    await alice.sync()
-    counts = await alice.key_counts()
+    await alice.messages.sync()
+    counts = await alice.keys.counts()
     assert counts.one_time_keys == ONE_TIME_KEY_TARGET and counts.has_fallback_key
     # The new keys were published and marked so on this device; nothing is re-sent on the next sync.
-    assert alice.identity.account.one_time_keys == {}
+    assert insides(alice).identity.account.one_time_keys == {}
 
 
 async def test_hub_tells_a_live_device_its_keys_run_low() -> None:

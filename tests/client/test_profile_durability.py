@@ -11,6 +11,7 @@ import pytest
 import vodozemac
 
 from tests.conftest import FAST_KDF, PASSPHRASE, MakeUser
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.client.store import ProfileStore
 from tokenim.core.clock import FakeClock
@@ -52,7 +53,7 @@ def test_profile_database_is_fully_synchronous(tmp_path: Path) -> None:
 
 
 async def _indexes(client: Client, room_id: str) -> list[int]:
-    page = await client._request("GET", f"/v1/rooms/{room_id}/history?limit=100", HistoryResponse)
+    page = await insides(client).transport.request("GET", f"/v1/rooms/{room_id}/history?limit=100", HistoryResponse)
     events = [e for e in reversed(page.events) if e["type"] == ENCRYPTED]
     return [vodozemac.MegolmMessage.from_base64(e["content"]["ciphertext"]).message_index() for e in events]
 
@@ -72,27 +73,27 @@ async def test_crash_after_send_never_reuses_an_index(
         kdf=FAST_KDF,
         transport=crashing,
     )
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     for i in range(crash_on):  # crash on the first message of a new session, or on a later one
-        await alice.send_text(room, f"before {i}")
+        await alice.messages.send_text(room, f"before {i}")
     crashing.armed = True
     with pytest.raises(Crash):
-        await alice.send_text(room, "the last words")
+        await alice.messages.send_text(room, "the last words")
     # Killed: no close, no checkpoint. Only the lock goes with the process; the open connection is abandoned.
-    abandoned = alice.store._conn
-    os.close(alice.store._lock)
-    alice.store._lock = -1
+    abandoned = insides(alice).store._conn
+    os.close(insides(alice).store._lock)
+    insides(alice).store._lock = -1
 
     reopened = await Client.open(tmp_path / "alice", PASSPHRASE, clock=clock, transport=transport)
     try:
-        await reopened.send_text(room, "after the crash")
+        await reopened.messages.send_text(room, "after the crash")
         indexes = await _indexes(reopened, room)
         assert len(indexes) == crash_on + 2
         assert len(set(indexes)) == len(indexes), f"a Megolm index was used twice: {indexes}"
-        got = await bob.sync()
+        got = await bob.messages.sync()
         assert [m.body for m in got] == [*(f"before {i}" for i in range(crash_on)), "the last words", "after the crash"]
         assert all(m.warning is None for m in got)
     finally:
         await reopened.close()
-        await alice._http.aclose()
+        await insides(alice).transport.http.aclose()
         abandoned.close()

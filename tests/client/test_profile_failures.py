@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_KDF, PASSPHRASE
+from tests.support import insides
 from tokenim.client import Client, KdfParams, ProfileStore
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import TokenIMError
@@ -22,8 +23,8 @@ def test_a_failed_create_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 async def test_a_damaged_profile_is_a_clear_error_and_stays_usable_for_retry(alice: Client, clock: FakeClock) -> None:
-    path = alice.store.path.parent
-    alice.store.put_records({"olm_session": {"x": b"{}"}})
+    path = insides(alice).store.path.parent
+    insides(alice).store.put_records({"olm_session": {"x": b"{}"}})
     await alice.close()
     with pytest.raises(TokenIMError) as err:
         await Client.open(path, PASSPHRASE, clock=clock)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tests.conftest import FAST_KDF, PASSPHRASE
+from tests.support import insides
 from tokenim.client import Client, ProfileStore
 from tokenim.core.clock import FakeClock
 
@@ -16,14 +17,14 @@ def _profile_bytes(directory: Path) -> bytes:
 
 
 async def test_profile_keeps_no_room_or_contact_id_readable(alice: Client, bob: Client, carol: Client, clock: FakeClock) -> None:
-    room = (await alice.create_room("plans", ["@bob", "@carol"])).room_id
-    await bob.join(room)
-    await carol.join(room)
-    sent = await alice.send_text(room, "hello")
-    await bob.sync()
-    session_id = alice.machine.rooms.outbound[room].session.session_id
+    room = (await alice.rooms.create("plans", ["@bob", "@carol"])).room_id
+    await bob.rooms.join(room)
+    await carol.rooms.join(room)
+    sent = await alice.messages.send_text(room, "hello")
+    await bob.messages.sync()
+    session_id = insides(alice).machine.rooms.outbound[room].session.session_id
     for client in (alice, bob):
-        directory = client.store.path.parent
+        directory = insides(client).store.path.parent
         await client.close()
         data = _profile_bytes(directory)
         for secret in (room, carol.user_id, session_id, sent.event_id):
@@ -33,10 +34,10 @@ async def test_profile_keeps_no_room_or_contact_id_readable(alice: Client, bob: 
         # Lookups still work: everything comes back under its own name.
         reopened = await Client.open(directory, PASSPHRASE, clock=clock)
         try:
-            records = reopened.store.all_records()
+            records = insides(reopened).store.all_records()
             if client is alice:
                 assert room in records["outbound"]
-                assert reopened.store.get_record("outbound", room) == records["outbound"][room]
+                assert insides(reopened).store.get_record("outbound", room) == records["outbound"][room]
                 assert set(records["pinned_master"]) >= {bob.user_id, carol.user_id}
             else:
                 assert any(ref.startswith(room + "|") for ref in records["inbound"])

@@ -11,7 +11,7 @@ import pytest
 import vodozemac
 
 from tests.conftest import MakeUser
-from tests.support import LyingServer, add_device, bearer, client_auth, login_token
+from tests.support import LyingServer, add_device, bearer, client_auth, insides, login_token
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.encoding import b64encode
@@ -40,14 +40,14 @@ async def test_the_client_refuses_to_sign_a_challenge_naming_another_server(alic
     lying.rewrites["/v1/login/challenge"] = lambda _req, body: body | {"server_name": "evil.example"}
     lying.requests.clear()
     with pytest.raises(TokenIMError) as err:
-        await alice.login()
+        await alice.account.login()
     assert err.value.code is ErrorCode.BAD_RESPONSE
     assert "evil.example" in err.value.message
     # Nothing signed left the device.
     assert lying.requests == [("POST", "/v1/login/challenge")]
     # With the real server name it logs in.
     del lying.rewrites["/v1/login/challenge"]
-    assert (await alice.login()).user_id == alice.user_id
+    assert (await alice.account.login()).user_id == alice.user_id
 
 
 # ---- Olm: a claimed one-time key must carry the device's signature -----------------------------------
@@ -71,27 +71,27 @@ async def test_a_claimed_one_time_key_that_does_not_verify_starts_no_session(
     second = await add_device(bob, clock)
     attacker = vodozemac.Account()
     lying.rewrites["/v1/keys/claim"] = _forge_one_key(bob.device_id, attacker.curve25519_key.to_base64())
-    room = (await alice.direct_room("@bob")).room_id
-    await alice.send_text(room, "for bob's devices only")
+    room = (await alice.rooms.direct("@bob")).room_id
+    await alice.messages.send_text(room, "for bob's devices only")
 
-    devices = {d.device_id: d for d in await alice.devices_of([bob.user_id])}
+    devices = {d.device_id: d for d in await alice.keys.devices_of([bob.user_id])}
     assert set(devices) == {bob.device_id, second.device_id}
     # The forged key was refused: no session with that device, so it got no room key ...
-    assert not alice.machine.olm.has_session(devices[bob.device_id])
-    assert [m.warning is not None for m in await bob.sync()] == [True]
+    assert not insides(alice).machine.olm.has_session(devices[bob.device_id])
+    assert [m.warning is not None for m in await bob.messages.sync()] == [True]
     # ... while Bob's other device, whose key was genuine, got one.
-    assert alice.machine.olm.has_session(devices[second.device_id])
+    assert insides(alice).machine.olm.has_session(devices[second.device_id])
 
 
 async def test_a_one_time_key_signed_by_another_device_is_refused(alice: Client, bob: Client, carol: Client) -> None:
     """Unit level: the machine refuses a key (even a real one) signed by someone else than its device."""
-    bob_keys = (await alice.devices_of([bob.user_id]))[0]
-    carols = carol.identity.keys_to_upload(0, need_fallback=False)
+    bob_keys = (await alice.keys.devices_of([bob.user_id]))[0]
+    carols = insides(carol).identity.keys_to_upload(0, need_fallback=False)
     otk = parse_one_time_keys(carols.one_time_keys, fallback=False)[0]
     with pytest.raises(TokenIMError) as err:
-        alice.machine.start_session(bob_keys, otk)
+        insides(alice).machine.start_session(bob_keys, otk)
     assert err.value.code is ErrorCode.BAD_SIGNATURE
-    assert not alice.machine.olm.has_session(bob_keys)
+    assert not insides(alice).machine.olm.has_session(bob_keys)
 
 
 # ---- to-device: what the client drops as malformed is acknowledged, once ------------------------------
@@ -102,15 +102,15 @@ def _poisoned(mine: str, sender: Client) -> list[dict[str, Any]]:
     return [
         {
             "algorithm": OLM_ALGORITHM,
-            "sender_key": sender.identity.curve25519,
+            "sender_key": sender.keys.info().device_curve25519,
             "ciphertext": {mine: {"type": -1, "body": "AAAA"}},
         },
         {
             "algorithm": OLM_ALGORITHM,
-            "sender_key": sender.identity.curve25519,
+            "sender_key": sender.keys.info().device_curve25519,
             "ciphertext": {mine: {"type": 0, "body": b64encode(b"\x00" * 40)}},
         },
-        {"algorithm": OLM_ALGORITHM, "sender_key": sender.identity.curve25519, "ciphertext": {mine: {"type": 0}}},
+        {"algorithm": OLM_ALGORITHM, "sender_key": sender.keys.info().device_curve25519, "ciphertext": {mine: {"type": 0}}},
     ]
 
 
@@ -126,18 +126,20 @@ async def test_dropped_to_device_messages_are_acknowledged_on_that_device_only(
     mallory = await make_user("mallory")
     second = await add_device(alice, clock)
     second_headers = bearer(await login_token(http, second))
-    for content, other in zip(_poisoned(alice.identity.curve25519, mallory), _poisoned(second.curve25519, mallory), strict=True):
+    for content, other in zip(
+        _poisoned(alice.keys.info().device_curve25519, mallory), _poisoned(second.curve25519, mallory), strict=True
+    ):
         messages = {alice.user_id: {alice.device_id: content, second.device_id: other}}
-        await mallory._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+        await insides(mallory).transport.post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
     assert len(await _queued(http, client_auth(alice))) == 3
 
-    assert await alice.sync() == []
+    assert await alice.messages.sync() == []
     # Dropped and acknowledged: the server no longer holds them for this device, even from position 0 ...
     assert await _queued(http, client_auth(alice)) == []
     # ... and the other device, which has not synced, still has all of its own.
     assert len(await _queued(http, second_headers)) == 3
     # Alice still reads everyone else.
-    room = (await mallory.direct_room("@alice")).room_id
-    await mallory.send_text(room, "sorry")
-    assert [m.body for m in await alice.sync()] == ["sorry"]
+    room = (await mallory.rooms.direct("@alice")).room_id
+    await mallory.messages.send_text(room, "sorry")
+    assert [m.body for m in await alice.messages.sync()] == ["sorry"]
     assert await _queued(http, client_auth(alice)) == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
+
 import tokenim.client
+from tokenim.client import Client
 
 EXPECTED = [
     "Client",
@@ -11,11 +14,32 @@ EXPECTED = [
     "KdfParams",
     "KeyAcceptance",
     "KeysInfo",
+    "MemoryStore",
     "Message",
     "ProfileStore",
     "SendResult",
+    "Store",
     "VerifiedUserKeys",
 ]
+
+# The façade: what a program holding a `Client` may use, noun by noun.
+FACADE = {
+    "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
+    | {"register", "rooms", "server_name", "user_id"},
+    "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
+    "admin": {"create_invite"},
+    "devices": {"all", "remove"},
+    "files": {"describe", "download", "send"},
+    "keys": {"accept", "claim", "contact", "counts", "devices_of", "info", "is_pinned", "query", "recipients", "replenish"},
+    "messages": {"decrypt_event", "decrypt_events", "history", "listen", "process_to_device", "send_content", "send_text"}
+    | {"share_room_key", "sync"},
+    "rooms": {"all", "create", "devices", "direct", "forget_devices", "get", "invite", "join", "leave", "members"}
+    | {"recipients", "remove", "rename", "resolve"},
+}
+
+
+def _public(cls: type) -> set[str]:
+    return {name for name, _ in inspect.getmembers(cls) if not name.startswith("_")}
 
 
 def test_public_names_are_pinned() -> None:
@@ -32,3 +56,13 @@ def test_star_import_exports_exactly_the_public_names() -> None:
     namespace: dict[str, object] = {}
     exec("from tokenim.client import *", namespace)
     assert sorted(k for k in namespace if k != "__builtins__") == EXPECTED
+
+
+def test_the_facade_and_each_noun_are_pinned() -> None:
+    """`Client` carries one attribute per noun; each noun's public methods are listed here."""
+    assert _public(Client) | set(inspect.get_annotations(Client)) == FACADE["Client"]
+    for noun, expected in FACADE.items():
+        if noun == "Client":
+            continue
+        cls = inspect.get_annotations(Client, eval_str=True)[noun]
+        assert _public(cls) == expected, noun

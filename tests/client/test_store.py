@@ -136,6 +136,7 @@ import sys
 from pathlib import Path
 from tokenim.client.store import ProfileStore
 from tokenim.core.errors import TokenIMError
+from tests.support import insides
 try:
     ProfileStore.open(Path({str(profile_dir)!r}), {PASSPHRASE!r})
 except TokenIMError as err:

@@ -17,6 +17,7 @@ import websockets
 
 from tests.conftest import FAST_KDF, PASSPHRASE
 from tests.e2e.conftest import Cli, RunningServer, start_server, stop_server
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import SystemClock
 from tokenim.core.ids import DeviceId, UserId
@@ -120,11 +121,11 @@ def test_the_websocket_send_checks_the_send_number_too(open_server: RunningServe
             for name in ("alice", "bob")
         ]
         alice = clients[0]
-        room = (await alice.direct_room("@bob")).room_id
-        alice.machine.prepare_room_send(room, [], 0)
-        content = alice.machine.encrypt_room_message(room, {"type": "m.text", "body": "over the socket"})
+        room = (await alice.rooms.direct("@bob")).room_id
+        insides(alice).machine.prepare_room_send(room, [], 0)
+        content = insides(alice).machine.encrypt_room_message(room, {"type": "m.text", "body": "over the socket"})
         url = open_server.url.replace("http", "ws", 1) + "/v1/ws"
-        headers = {"Authorization": f"Bearer {alice._access_token()}"}
+        headers = {"Authorization": f"Bearer {alice.account.access_token()}"}
         async with websockets.connect(url, additional_headers=headers) as ws:
 
             async def send(txn: str, seq: object) -> dict[str, object]:

@@ -147,7 +147,7 @@ def test_websockets_per_device_are_capped_with_close_code_4429(tmp_path: Path) -
                 tmp_path / "alice", PASSPHRASE, server_url=srv.url, username="alice", clock=SystemClock(), kdf=FAST_KDF
             )
             url = srv.url.replace("http", "ws", 1) + "/v1/ws"
-            headers = {"Authorization": f"Bearer {alice._access_token()}"}
+            headers = {"Authorization": f"Bearer {alice.account.access_token()}"}
             first = await websockets.connect(url, additional_headers=headers)
             second = await websockets.connect(url, additional_headers=headers)
             third = await websockets.connect(url, additional_headers=headers)

@@ -35,7 +35,7 @@ async def _pair(srv: RunningServer, root: Path) -> tuple[Client, Client, str]:
         root / "alice", PASSPHRASE, server_url=srv.url, username="alice", clock=SystemClock(), kdf=FAST_KDF
     )
     bob = await Client.register(root / "bob", PASSPHRASE, server_url=srv.url, username="bob", clock=SystemClock(), kdf=FAST_KDF)
-    return alice, bob, (await alice.direct_room("@bob")).room_id
+    return alice, bob, (await alice.rooms.direct("@bob")).room_id
 
 
 def test_large_file_streams_through_both_sides(tmp_path: Path) -> None:
@@ -61,10 +61,10 @@ def test_large_file_streams_through_both_sides(tmp_path: Path) -> None:
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
             tracemalloc.start()
-            sent = await alice.send_file(room, src)
-            await bob.sync()
+            sent = await alice.files.send(room, src)
+            await bob.messages.sync()
             out = tmp_path / "copy.bin"
-            info = await bob.download(sent.event_id, out)
+            info = await bob.files.download(sent.event_id, out)
             _, peak_client = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             stop.set()
@@ -97,21 +97,21 @@ def test_upload_limit_and_tampered_blob(tmp_path: Path) -> None:
             big = tmp_path / "too-big.bin"
             big.write_bytes(os.urandom(300_000))
             with pytest.raises(TokenIMError) as err:
-                await alice.send_file(room, big)
+                await alice.files.send(room, big)
             assert err.value.code.value == "body_too_large" and "200000" in err.value.message
             assert not any(p.name.startswith(".upload") for p in (srv.data_dir / "blobs").iterdir())
 
             small = tmp_path / "note.txt"
             small.write_bytes(b"meeting notes " * 1000)
-            sent = await alice.send_file(room, small)
-            await bob.sync()
+            sent = await alice.files.send(room, small)
+            await bob.messages.sync()
             (blob,) = [p for p in (srv.data_dir / "blobs").iterdir() if not p.name.startswith(".")]
             data = bytearray(blob.read_bytes())
             data[100] ^= 1
             blob.write_bytes(bytes(data))
             out = tmp_path / "out.txt"
             with pytest.raises(TokenIMError) as err:
-                await bob.download(sent.event_id, out)
+                await bob.files.download(sent.event_id, out)
             assert "does not match its hash" in err.value.message
             assert not out.exists()
             await alice.close()

@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from tests.conftest import FAST_KDF, PASSPHRASE, PG_URL, _fresh_pg_database
 from tests.e2e.conftest import RunningServer, kill_server, start_server, stop_server
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import SystemClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -44,7 +45,7 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
 
     async def set_up() -> str:
         alice, bob = await _register(srv, tmp_path, "alice"), await _register(srv, tmp_path, "bob")
-        room = (await alice.direct_room("@bob")).room_id
+        room = (await alice.rooms.direct("@bob")).room_id
         await alice.close()
         await bob.close()
         return room
@@ -64,7 +65,7 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
         async def sender(worker: int) -> None:
             for i in range(1000):
                 try:
-                    acked.append((await alice.send_text(room, f"w{worker} m{i}")).event_id)
+                    acked.append((await alice.messages.send_text(room, f"w{worker} m{i}")).event_id)
                 except TokenIMError as err:
                     if err.code is not ErrorCode.SERVER_UNREACHABLE:
                         raise
@@ -86,10 +87,10 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
         async def phase_two() -> dict[str, object]:
             # A send whose answer never comes: prepare it, fire it, and kill the server meanwhile.
             alice = await _open(tmp_path, "alice")
-            await alice.share_room_key(room)
-            content = alice.machine.encrypt_room_message(room, {"type": "m.text", "body": "the retried one"})
-            alice.persist_crypto()
-            token = alice._access_token()
+            await alice.messages.share_room_key(room)
+            content = insides(alice).machine.encrypt_room_message(room, {"type": "m.text", "body": "the retried one"})
+            insides(alice).state.persist()
+            token = alice.account.access_token()
             url = f"{srv.url}/v1/rooms/{room}/send/{txn}"
             body = {"type": "m.room.encrypted", "content": content}
             async with httpx.AsyncClient() as http:
@@ -106,7 +107,7 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
 
         async def phase_three() -> None:
             alice = await _open(tmp_path, "alice")
-            token = alice._access_token()
+            token = alice.account.access_token()
             async with httpx.AsyncClient() as http:
                 url = f"{srv.url}/v1/rooms/{room}/send/{txn}"
                 body = {"type": "m.room.encrypted", "content": content}
@@ -115,7 +116,7 @@ def test_acknowledged_sends_survive_sigkill_and_unacknowledged_retry_is_safe(tmp
                     assert resp.status_code == 200, resp.text + "\n".join(srv.output)
             await alice.close()
             bob = await _open(tmp_path, "bob")
-            messages = await bob.sync()
+            messages = await bob.messages.sync()
             await bob.close()
             got = [m.id for m in messages]
             assert set(acked) <= set(got), "an acknowledged message was lost"
@@ -134,14 +135,14 @@ def test_offline_device_catches_up_on_1000_messages_in_order_exactly_once(tmp_pa
 
         async def scenario() -> None:
             alice, bob = await _register(srv, tmp_path, "alice"), await _register(srv, tmp_path, "bob")
-            room = (await alice.create_room("busy", ["@bob"])).room_id
-            await bob.join(room)
+            room = (await alice.rooms.create("busy", ["@bob"])).room_id
+            await bob.rooms.join(room)
             # Bob goes offline while 1,000 messages arrive.
-            sent = [(await alice.send_text(room, f"n{i}")).event_id for i in range(1000)]
+            sent = [(await alice.messages.send_text(room, f"n{i}")).event_id for i in range(1000)]
 
             async def collect(n: int, ready: asyncio.Event | None = None) -> list[str]:
                 got: list[str] = []
-                async for message in bob.listen(ready=ready):
+                async for message in bob.messages.listen(ready=ready):
                     assert message.warning is None, message.warning
                     got.append(message.id)
                     if len(got) == n:
@@ -154,9 +155,9 @@ def test_offline_device_catches_up_on_1000_messages_in_order_exactly_once(tmp_pa
             ready = asyncio.Event()
             live = asyncio.create_task(collect(1, ready))
             await asyncio.wait_for(ready.wait(), 20)  # caught up and live: the next message arrives live
-            last = (await alice.send_text(room, "live")).event_id
+            last = (await alice.messages.send_text(room, "live")).event_id
             assert await asyncio.wait_for(live, 20) == [last]
-            assert await bob.sync() == []
+            assert await bob.messages.sync() == []
             await alice.close()
             await bob.close()
 
@@ -181,17 +182,17 @@ def test_no_plaintext_on_the_server(tmp_path: Path, backend: str) -> None:
 
         async def scenario() -> None:
             alice, bob = await _register(srv, tmp_path, "alice"), await _register(srv, tmp_path, "bob")
-            room = (await alice.direct_room("@bob")).room_id
-            group = (await alice.create_room("plans", ["@bob"])).room_id
-            await bob.join(group)
+            room = (await alice.rooms.direct("@bob")).room_id
+            group = (await alice.rooms.create("plans", ["@bob"])).room_id
+            await bob.rooms.join(group)
             for target in (room, group):
-                await alice.send_text(target, f"the password is {marker}")
-                await bob.send_text(target, f"{marker} received")
-            sent = await alice.send_file(group, secret_file)
-            msgs = await bob.sync()
+                await alice.messages.send_text(target, f"the password is {marker}")
+                await bob.messages.send_text(target, f"{marker} received")
+            sent = await alice.files.send(group, secret_file)
+            msgs = await bob.messages.sync()
             assert sum(marker in (m.body or "") for m in msgs) == 5  # four texts and the file (named after the marker)
             out = tmp_path / "downloaded"
-            await bob.download(sent.event_id, out)
+            await bob.files.download(sent.event_id, out)
             assert out.read_bytes() == secret_file.read_bytes()
             await alice.close()
             await bob.close()

@@ -43,7 +43,7 @@ def _token(server: RunningServer, profile: Path, username: str) -> str:
             profile, PASSPHRASE, server_url=server.url, username=username, clock=SystemClock(), kdf=FAST_KDF
         )
         try:
-            return client._access_token()
+            return client.account.access_token()
         finally:
             await client.close()
 

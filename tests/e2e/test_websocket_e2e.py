@@ -26,7 +26,7 @@ def open_server(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 async def _connect(srv: RunningServer, client: Client) -> websockets.ClientConnection:
     url = srv.url.replace("http", "ws", 1) + "/v1/ws"
-    return await websockets.connect(url, additional_headers={"Authorization": f"Bearer {client._access_token()}"})
+    return await websockets.connect(url, additional_headers={"Authorization": f"Bearer {client.account.access_token()}"})
 
 
 async def _closed_code(ws: websockets.ClientConnection) -> int | None:
@@ -52,14 +52,14 @@ def test_logout_and_device_removal_close_live_sockets_and_frames_are_checked(ope
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv()) == {"type": "pong"}
 
-        await alice.logout()
+        await alice.account.logout()
         assert await _closed_code(ws) == 4401
 
-        await alice.login()
+        await alice.account.login()
         ws = await _connect(open_server, alice)
         await ws.send(json.dumps({"type": "ping"}))
         assert json.loads(await ws.recv()) == {"type": "pong"}
-        await alice.remove_device(alice.device_id)
+        await alice.devices.remove(alice.device_id)
         assert await _closed_code(ws) == 4401
         await alice.close()
 
@@ -74,7 +74,7 @@ def test_a_browser_authenticates_the_websocket_with_subprotocols(open_server: Ru
         alice = await Client.register(
             tmp_path / "alice", PASSPHRASE, server_url=open_server.url, username="alice", clock=SystemClock(), kdf=FAST_KDF
         )
-        protocols = ["tokenim.v1", f"tokenim.bearer.{alice._access_token()}"]
+        protocols = ["tokenim.v1", f"tokenim.bearer.{alice.account.access_token()}"]
         ws = await websockets.connect(url, subprotocols=protocols)  # type: ignore[list-item]
         assert ws.subprotocol == "tokenim.v1"  # the token is never echoed back
         await ws.send(json.dumps({"type": "ping"}))

@@ -20,9 +20,8 @@ JSON_HEADERS = {"content-type": "application/json"}
 
 
 def auth(client: Client) -> dict[str, str]:
-    token = client.store.get_secret("access_token")
-    assert token is not None
-    return {"Authorization": f"Bearer {token.decode()}"}
+    token = client.account.access_token()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _no_constants(name: str) -> Any:

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import FAST_KDF, PASSPHRASE, PG_URL, MakeUser
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import TokenIMError
@@ -25,7 +26,7 @@ from tokenim.server.storage.database import Database
 
 
 def _auth(client: Client) -> dict[str, str]:
-    return {"Authorization": f"Bearer {client._access_token()}"}
+    return {"Authorization": f"Bearer {client.account.access_token()}"}
 
 
 async def test_invite_mode_bootstrap_admin_and_invites(database: Database, clock: FakeClock, tmp_path: Path) -> None:
@@ -57,19 +58,19 @@ async def test_invite_mode_bootstrap_admin_and_invites(database: Database, clock
         await register("old", first.code)  # only the newest bootstrap invite works
     assert err.value.code.value == "invite_invalid"
     admin = await register("admin", second.code)
-    assert (await admin.whoami()).is_admin
+    assert (await admin.account.whoami()).is_admin
     assert await services.accounts.do_bootstrap_invite(60_000) is None  # never again once someone exists
 
-    invite = await admin.create_invite(3600)
+    invite = await admin.admin.create_invite(3600)
     bob = await register("bob", invite.code)
-    assert not (await bob.whoami()).is_admin
+    assert not (await bob.account.whoami()).is_admin
     with pytest.raises(TokenIMError) as err:
         await register("carol", invite.code)
     assert err.value.code.value == "invite_invalid" and "already been used" in err.value.message
     with pytest.raises(TokenIMError) as err:
-        await bob.create_invite(3600)
+        await bob.admin.create_invite(3600)
     assert err.value.code.value == "forbidden"
-    late = await admin.create_invite(60)
+    late = await admin.admin.create_invite(60)
     clock.advance(seconds=61)
     with pytest.raises(TokenIMError) as err:
         await register("dave", late.code)
@@ -87,9 +88,9 @@ async def test_invite_mode_bootstrap_admin_and_invites(database: Database, clock
 async def test_tokens_refresh_logout_device_removal_and_hashing(
     http: httpx.AsyncClient, alice: Client, clock: FakeClock, database: Database
 ) -> None:
-    old_access, old_refresh = alice._access_token(), alice.store.get_secret("refresh_token")
+    old_access, old_refresh = alice.account.access_token(), insides(alice).store.get_secret("refresh_token")
     assert old_refresh is not None
-    await alice.refresh()
+    await alice.account.refresh()
     assert (await http.get("/v1/whoami", headers={"Authorization": f"Bearer {old_access}"})).status_code == 401
     reuse = await http.post("/v1/token/refresh", json={"refresh_token": old_refresh.decode()})
     assert reuse.status_code == 401 and reuse.json()["error"]["code"] == "unauthorized"
@@ -97,33 +98,33 @@ async def test_tokens_refresh_logout_device_removal_and_hashing(
 
     async with database.read() as tx:
         hashes = [r[0] for r in await tx.execute(text("SELECT token_hash FROM tokens"))]
-    token = alice._access_token()
+    token = alice.account.access_token()
     assert hashlib.sha256(token.encode()).hexdigest() in hashes and token not in str(hashes)
 
     clock.advance(ms=REFRESH_TOKEN_TTL_MS + 1)
     with pytest.raises(TokenIMError) as err:
-        await alice.refresh()
+        await alice.account.refresh()
     assert err.value.code.value == "token_expired"
-    await alice.login()
+    await alice.account.login()
 
-    token = alice._access_token()
-    await alice.logout()
+    token = alice.account.access_token()
+    await alice.account.logout()
     assert (await http.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})).status_code == 401
 
-    await alice.login()
-    token = alice._access_token()
-    await alice.remove_device(alice.device_id)
+    await alice.account.login()
+    token = alice.account.access_token()
+    await alice.devices.remove(alice.device_id)
     assert (await http.get("/v1/whoami", headers={"Authorization": f"Bearer {token}"})).status_code == 401
     with pytest.raises(TokenIMError) as err:
-        await alice.login()
+        await alice.account.login()
     assert err.value.code.value == "unknown_device"
 
 
 async def test_keys_upload_query_claim(alice: Client, bob: Client, http: httpx.AsyncClient) -> None:
-    counts = await alice.key_counts()
+    counts = await alice.keys.counts()
     assert counts.one_time_keys == 50 and counts.has_fallback_key
     # Re-sending already published keys is harmless; the same id with another key is a conflict.
-    upload = alice.identity.keys_to_upload(0, need_fallback=False)
+    upload = insides(alice).identity.keys_to_upload(0, need_fallback=False)
     ids = list(upload.one_time_keys)[:1]
     again = await http.post(
         "/v1/keys/upload", json={"one_time_keys": {i: upload.one_time_keys[i] for i in ids}}, headers=_auth(alice)
@@ -131,13 +132,13 @@ async def test_keys_upload_query_claim(alice: Client, bob: Client, http: httpx.A
     assert again.status_code == 200
     resp = await http.post("/v1/keys/claim", json={"devices": {alice.user_id: [alice.device_id]}}, headers=_auth(bob))
     claimed = resp.json()["one_time_keys"][alice.user_id][alice.device_id]
-    device = parse_device_keys((await bob.query_keys([alice.user_id]))[alice.user_id].devices[alice.device_id].raw)
+    device = parse_device_keys((await bob.keys.query([alice.user_id]))[alice.user_id].devices[alice.device_id].raw)
     otk = parse_one_time_keys({claimed["key_id"]: claimed["key"]}, fallback=False)[0]
     verify_one_time_key(otk, device)
 
-    users = await bob.query_keys([alice.user_id, "@ghost:tokenim.test"])
+    users = await bob.keys.query([alice.user_id, "@ghost:tokenim.test"])
     assert set(users) == {alice.user_id}
-    assert users[alice.user_id].master.public_key == alice.identity.master.public_key
+    assert users[alice.user_id].master.public_key == alice.keys.info().master_key
 
 
 async def test_client_ignores_tampered_key_objects(alice: Client, bob: Client, database: Database) -> None:
@@ -147,7 +148,7 @@ async def test_client_ignores_tampered_key_objects(alice: Client, bob: Client, d
         )
         raw["created_at"] += 1  # the server relays whatever it holds: the client must notice
         await tx.execute(text("UPDATE devices SET keys_json = :j WHERE user_id = :u"), {"j": json.dumps(raw), "u": alice.user_id})
-    users = await bob.query_keys([alice.user_id])
+    users = await bob.keys.query([alice.user_id])
     assert users[alice.user_id].devices == {} and users[alice.user_id].rejected_devices == [alice.device_id]
     async with database.write() as tx:
         raw = json.loads(
@@ -157,7 +158,7 @@ async def test_client_ignores_tampered_key_objects(alice: Client, bob: Client, d
         await tx.execute(
             text("UPDATE master_keys SET key_json = :j WHERE user_id = :u"), {"j": json.dumps(raw), "u": alice.user_id}
         )
-    assert await bob.query_keys([alice.user_id]) == {}
+    assert await bob.keys.query([alice.user_id]) == {}
 
 
 async def _claim_all(app: Any, claimer: Client, target: Client, n: int) -> list[str]:
@@ -200,7 +201,7 @@ async def test_concurrent_claims_from_two_server_processes_on_postgresql(
 
 
 async def test_a_refresh_token_works_once_even_when_raced(http: httpx.AsyncClient, alice: Client) -> None:
-    refresh = alice.store.get_secret("refresh_token")
+    refresh = insides(alice).store.get_secret("refresh_token")
     assert refresh is not None
     results = await asyncio.gather(*(http.post("/v1/token/refresh", json={"refresh_token": refresh.decode()}) for _ in range(8)))
     assert sorted(r.status_code for r in results) == [200] + [401] * 7

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
 from tests.server.served import auth, http_history, http_sync, raw_request, strict_json, websocket_session, websocket_sync
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.content import MAX_JSON_DEPTH, MAX_JSON_INT
 from tokenim.core.signing import SigningKey, sign_json
@@ -36,7 +37,7 @@ def megolm(client: Client, ciphertext: str = "AwgAEhA") -> dict[str, Any]:
         "algorithm": MEGOLM_ALGORITHM,
         "ciphertext": ciphertext,
         "session_id": "session",
-        "sender_key": client.identity.curve25519,
+        "sender_key": client.keys.info().device_curve25519,
         "device_id": client.device_id,
     }
 
@@ -44,8 +45,8 @@ def megolm(client: Client, ciphertext: str = "AwgAEhA") -> dict[str, Any]:
 def olm(sender: Client, recipient: Client, body: Any = "AwogAAAA") -> dict[str, Any]:
     return {
         "algorithm": OLM_ALGORITHM,
-        "sender_key": sender.identity.curve25519,
-        "ciphertext": {recipient.identity.curve25519: {"type": 0, "body": body}},
+        "sender_key": sender.keys.info().device_curve25519,
+        "ciphertext": {recipient.keys.info().device_curve25519: {"type": 0, "body": body}},
     }
 
 
@@ -96,7 +97,7 @@ async def assert_everyone_can_read(http: httpx.AsyncClient, app: FastAPI, room_i
 async def test_room_content_that_cannot_be_served_is_refused(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     for i, (name, raw) in enumerate(POISON.items()):
         body = with_raw(send_body(megolm(bob, "@@RAW@@")), raw)
         resp = await raw_request(http, "PUT", f"/v1/rooms/{room}/send/p{i}", body, bob)
@@ -118,7 +119,7 @@ async def test_to_device_content_that_cannot_be_served_is_refused(
 
 
 async def test_a_websocket_send_with_unservable_content_gets_an_error_frame(app: FastAPI, alice: Client, bob: Client) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     content = megolm(bob) | {"ciphertext": "\ud800"}
     frames = await websocket_session(
         app, bob, [{"type": "send", "room_id": room, "txn_id": "ws1", "content": content}], until="error"
@@ -129,7 +130,7 @@ async def test_a_websocket_send_with_unservable_content_gets_an_error_frame(app:
 
 async def test_a_websocket_send_with_unservable_ids_gets_an_error_frame(app: FastAPI, alice: Client, bob: Client) -> None:
     """Every send frame is answered with strict JSON, even when its txn_id or room_id can't be echoed or stored."""
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     bad_frames: list[tuple[Any, Any]] = [
         (room, "\ud800"),
         (room, float("nan")),
@@ -161,7 +162,7 @@ async def test_accepted_odd_content_comes_back_exactly_over_http_and_websocket(
     content = olm(bob, alice) | {"odd": odd}
     resp = await http.post("/v1/to_device", json=to_device_body(alice, content), headers=auth(bob))
     assert resp.status_code == 200, resp.text
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     sent = megolm(bob, "x\x00\U0001f600" * 1000)
     resp = await http.put(f"/v1/rooms/{room}/send/odd", json=send_body(sent), headers=auth(bob))
     assert resp.status_code == 200, resp.text
@@ -179,7 +180,9 @@ async def test_accepted_odd_content_comes_back_exactly_over_http_and_websocket(
 async def test_key_objects_that_cannot_be_served_are_refused(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
     """A signed key object is relayed to everyone who queries or claims: it must be servable too."""
     for i, value in enumerate([nested(300), 2**70, nested(MAX_JSON_DEPTH)]):
-        obj = sign_json({"key": SigningKey.generate().public_key, "x": value}, alice.user_id, alice.device_id, alice.identity)
+        obj = sign_json(
+            {"key": SigningKey.generate().public_key, "x": value}, alice.user_id, alice.device_id, insides(alice).identity
+        )
         body = {"one_time_keys": {f"signed_curve25519:bad{i}": obj}}
         resp = await http.post("/v1/keys/upload", json=body, headers=auth(alice))
         assert_refused(resp, "bad_key_object")
@@ -234,7 +237,7 @@ async def test_already_stored_poison_is_withheld_with_a_warning_never_a_500(
     database: Database,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     positions = [await _store_poisoned_event(database, room, bob, text, n) for n, text in enumerate(BAD_STORED)]
     async with database.write() as tx:
         for n, text in enumerate(BAD_STORED):
@@ -249,7 +252,7 @@ async def test_already_stored_poison_is_withheld_with_a_warning_never_a_500(
                     created_at=n,
                 )
             )
-    await bob.send_text(room, "after the poison")
+    await bob.messages.send_text(room, "after the poison")
 
     with caplog.at_level(logging.WARNING, logger="tokenim.server"):
         page = await http_sync(http, alice)
@@ -263,5 +266,5 @@ async def test_already_stored_poison_is_withheld_with_a_warning_never_a_500(
     history = await http_history(http, alice, room)
     assert [e["content"] for e in history["events"] if e["pos"] in positions] == [{}] * len(BAD_STORED)
     # The client shows the withheld events as warnings and still reads what came after.
-    got = await alice.sync()
+    got = await alice.messages.sync()
     assert [m.body for m in got if m.body is not None] == ["after the poison"]

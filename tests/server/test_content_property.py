@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from tests.server.served import auth, http_history, http_sync, raw_request, strict_json, websocket_session, websocket_sync
 from tests.server.test_content import megolm, nested, olm, send_body, to_device_body
 from tests.server.test_errors import new_identity, registration_body
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.content import MAX_JSON_DEPTH
@@ -89,9 +90,9 @@ class World:
 
 @pytest.fixture
 async def world(http: httpx.AsyncClient, app: FastAPI, clock: FakeClock, alice: Client, bob: Client) -> World:
-    room = (await alice.direct_room("@bob")).room_id
-    group = (await alice.create_room("group", ["@bob"])).room_id
-    await bob.join(group)
+    room = (await alice.rooms.direct("@bob")).room_id
+    group = (await alice.rooms.create("group", ["@bob"])).room_id
+    await bob.rooms.join(group)
     return World(http, app, clock, alice, bob, room, group)
 
 
@@ -124,7 +125,7 @@ async def submit(w: World, route: str, value: Any, text: str, slot: str) -> tupl
         body = to_device_body(w.alice, content, text if route == "to_device_type" else ENCRYPTED)
         return _status(await raw_request(w.http, "POST", "/v1/to_device", body_bytes(body), w.bob)), content, ""
     if route == "keys_upload":
-        obj = _signed_or_not({"key": SigningKey.generate().public_key, "x": put}, w.bob.identity)
+        obj = _signed_or_not({"key": SigningKey.generate().public_key, "x": put}, insides(w.bob).identity)
         body = {"one_time_keys": {f"signed_curve25519:p{n}": obj}}
         return _status(await raw_request(w.http, "POST", "/v1/keys/upload", body_bytes(body), w.bob)), obj, w.bob.user_id
     if route == "register":
@@ -135,7 +136,7 @@ async def submit(w: World, route: str, value: Any, text: str, slot: str) -> tupl
         status = _status(await raw_request(w.http, "POST", "/v1/register", body_bytes(body), None))
         return status, body["device_keys"], str(identity.user_id)
     if route == "add_device":
-        device = DeviceIdentity.create(w.bob.identity.user_id, new_device_id(), w.clock.now_ms(), master=w.bob.identity.master)
+        device = DeviceIdentity.create(w.bob.user_id, new_device_id(), w.clock.now_ms(), master=insides(w.bob).identity.master)
         keys = {k: v for k, v in device.device_keys_object(w.clock.now_ms()).items() if k != "signatures"} | {"x": put}
         obj = _signed_or_not(keys, device, also=device.master)
         status = _status(await raw_request(w.http, "POST", "/v1/devices", body_bytes({"device_keys": obj}), w.bob))

@@ -16,7 +16,7 @@ from tokenim.crypto.device import DeviceIdentity
 
 
 def _auth(client: Client) -> dict[str, str]:
-    return {"Authorization": f"Bearer {client._access_token()}"}
+    return {"Authorization": f"Bearer {client.account.access_token()}"}
 
 
 def _error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, MAX_BODY_BYTES
@@ -26,7 +27,7 @@ def _error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
 
 
 def _auth(client: Client) -> dict[str, str]:
-    return {"Authorization": f"Bearer {client._access_token()}"}
+    return {"Authorization": f"Bearer {client.account.access_token()}"}
 
 
 async def test_malformed_json_wrong_types_missing_and_extra_fields(http: httpx.AsyncClient) -> None:
@@ -74,7 +75,7 @@ async def test_unknown_route_wrong_method_and_tokens(http: httpx.AsyncClient, al
     assert (await http.get("/v1/whoami", headers=_auth(alice))).status_code == 200
     clock.advance(ms=ACCESS_TOKEN_TTL_MS + 1)
     _error(await http.get("/v1/whoami", headers=_auth(alice)), 401, "token_expired")
-    await alice.refresh()
+    await alice.account.refresh()
     assert (await http.get("/v1/whoami", headers=_auth(alice))).status_code == 200
 
 
@@ -94,7 +95,7 @@ async def test_login_errors(http: httpx.AsyncClient, alice: Client, bob: Client,
         return str(r.json()["nonce"])
 
     def answer(c: Client, nonce: str, server_name: str = "tokenim.test") -> dict[str, str]:
-        sig = c.identity.sign(
+        sig = insides(c).identity.sign(
             login_challenge_payload(server_name=server_name, user_id=c.user_id, device_id=c.device_id, nonce=nonce)
         )
         return {"user_id": c.user_id, "device_id": c.device_id, "nonce": nonce, "signature": sig}

@@ -22,7 +22,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from tests.support import websocket_scope
+from tests.support import insides, websocket_scope
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.ids import UserId, new_device_id
@@ -69,9 +69,8 @@ def assert_error(resp: httpx.Response, status: int, code: str, *, one_line: bool
 
 
 def auth(client: Client) -> dict[str, str]:
-    token = client.store.get_secret("access_token")
-    assert token is not None
-    return {"Authorization": f"Bearer {token.decode()}"}
+    token = client.account.access_token()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def registration_body(identity: DeviceIdentity, username: str, now: int, *, otks: int = 5) -> dict[str, Any]:
@@ -189,7 +188,7 @@ async def test_bad_identifiers_are_invalid_requests(http: httpx.AsyncClient, ali
 
 async def test_integers_beyond_53_bits_are_refused_not_overflowed(http: httpx.AsyncClient, alice: Client) -> None:
     """A position past 2^53 - 1 (not exact in JSON everywhere, and past 2^63 not in a BIGINT) is a 400."""
-    room = (await alice.create_room("huge")).room_id
+    room = (await alice.rooms.create("huge")).room_id
     for value in (2**53, 2**53 + 1, 2**63, 2**70, 10**30):
         assert_error(await http.post("/v1/to_device/ack", json={"up_to": value}, headers=auth(alice)), 400, "invalid_request")
         for params in ({"since": value}, {"to_device_after": value}):
@@ -207,20 +206,20 @@ async def test_a_nul_character_in_stored_text_is_refused(
     http: httpx.AsyncClient, alice: Client, clock: FakeClock, database: Database
 ) -> None:
     """PostgreSQL text cannot hold NUL: such a name or address is a 400 on both databases, not a driver error."""
-    room = (await alice.create_room("fine")).room_id
+    room = (await alice.rooms.create("fine")).room_id
     for name in ["a\x00b", "\x00"]:
         assert_error(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)), 400, "invalid_request")
         resp = await http.post(f"/v1/rooms/{room}/name", json={"name": name}, headers=auth(alice))
         assert_error(resp, 400, "invalid_request")
     assert (await http.get(f"/v1/rooms/{room}", headers=auth(alice))).json()["name"] == "fine"
-    assert [r.name for r in (await alice.rooms()).rooms] == ["fine"]
+    assert [r.name for r in (await alice.rooms.all()).rooms] == ["fine"]
     body = registration_body(new_identity("erin", clock), "erin", clock.now_ms()) | {"email": "erin\x00@example.com"}
     assert_error(await http.post("/v1/register", json=body), 400, "invalid_request")
     assert await count_rows(database, users) == 1  # only Alice
 
 
 async def test_a_malformed_room_id_in_the_path_is_refused(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
-    room = (await alice.create_room("real")).room_id
+    room = (await alice.rooms.create("real")).room_id
     for bad in ["%00x", "!a%00b", "!" + "a" * 100, "no-bang", "!a b"]:
         for method, path, body in [
             ("GET", f"/v1/rooms/{bad}", None),
@@ -343,7 +342,7 @@ async def test_missing_or_garbage_tokens_are_401(http: httpx.AsyncClient, alice:
         for method, path in [("GET", "/v1/whoami"), ("GET", "/v1/devices"), ("POST", "/v1/logout"), ("GET", "/v1/sync")]:
             assert_error(await http.request(method, path, headers=headers), 401, "unauthorized")
     # A refresh token is not an access token.
-    refresh = alice.store.get_secret("refresh_token")
+    refresh = insides(alice).store.get_secret("refresh_token")
     assert refresh is not None
     resp = await http.get("/v1/whoami", headers={"Authorization": f"Bearer {refresh.decode()}"})
     assert_error(resp, 401, "unauthorized")
@@ -415,7 +414,7 @@ async def challenge(http: httpx.AsyncClient, client: Client) -> str:
 
 def answer(client: Client, nonce: str, *, server_name: str = "tokenim.test", signer: Client | None = None) -> dict[str, str]:
     payload = login_challenge_payload(server_name=server_name, user_id=client.user_id, device_id=client.device_id, nonce=nonce)
-    signature = (signer or client).identity.sign(payload)
+    signature = insides(signer or client).identity.sign(payload)
     return {"user_id": client.user_id, "device_id": client.device_id, "nonce": nonce, "signature": signature}
 
 
@@ -667,13 +666,13 @@ def mutate(rng: random.Random, template: Any) -> Any:
 
 async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple[str, str], Any]:
     """A valid body for every route that takes one, so mutations reach past the model into the services."""
-    room = (await alice.create_room("fuzz", invite=[bob.user_id])).room_id
-    leaving = (await alice.create_room("to leave")).room_id  # leaving `room` would stop the other room routes early
+    room = (await alice.rooms.create("fuzz", invite=[bob.user_id])).room_id
+    leaving = (await alice.rooms.create("to leave")).room_id  # leaving `room` would stop the other room routes early
     now = clock.now_ms()
     newcomer = new_identity("newcomer", clock)
-    second = DeviceIdentity.create(alice.identity.user_id, new_device_id(), now, master=alice.identity.master)
+    second = DeviceIdentity.create(alice.user_id, new_device_id(), now, master=insides(alice).identity.master)
     upload = second.keys_to_upload(45, need_fallback=True)
-    otk = sign_json({"key": SigningKey.generate().public_key}, alice.user_id, alice.device_id, alice.identity)
+    otk = sign_json({"key": SigningKey.generate().public_key}, alice.user_id, alice.device_id, insides(alice).identity)
     return {
         ("POST", "/v1/register"): registration_body(newcomer, "newcomer", now),
         ("POST", "/v1/login/challenge"): {"user_id": alice.user_id, "device_id": alice.device_id},
@@ -703,7 +702,7 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
                 "algorithm": MEGOLM_ALGORITHM,
                 "ciphertext": "AwgAEhA",
                 "session_id": "session",
-                "sender_key": alice.identity.curve25519,
+                "sender_key": alice.keys.info().device_curve25519,
                 "device_id": alice.device_id,
             },
         },

@@ -11,6 +11,7 @@ import pytest
 
 from tests.server.served import JSON_HEADERS, auth
 from tests.server.test_errors import count_rows, new_identity, registration_body
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.encoding import b64encode
@@ -30,8 +31,8 @@ def bad_key_object(resp: httpx.Response, words: str) -> None:
 
 
 def fresh_keys(client: Client, n: int, *, fallback: bool = False) -> dict[str, Any]:
-    client.identity.account.generate_one_time_keys(n)
-    upload = client.identity.keys_to_upload(10**6, need_fallback=fallback)
+    insides(client).identity.account.generate_one_time_keys(n)
+    upload = insides(client).identity.keys_to_upload(10**6, need_fallback=fallback)
     return upload.fallback_keys if fallback else upload.one_time_keys
 
 
@@ -75,11 +76,11 @@ async def test_the_fallback_flag_is_what_the_schema_says(http: httpx.AsyncClient
     (key_id, obj), *_ = fresh_keys(alice, 1).items()
     for value in (None, False):
         unsigned = {"key": obj["key"], "fallback": value}
-        signed = sign_json(unsigned, alice.user_id, alice.device_id, alice.identity)
+        signed = sign_json(unsigned, alice.user_id, alice.device_id, insides(alice).identity)
         resp = await http.post("/v1/keys/upload", json={"one_time_keys": {key_id: signed}}, headers=auth(alice))
         bad_key_object(resp, 'a one-time key has no "fallback" member')
     ((fb_id, fb),) = fresh_keys(alice, 0, fallback=True).items()
-    unflagged = sign_json({"key": fb["key"]}, alice.user_id, alice.device_id, alice.identity)
+    unflagged = sign_json({"key": fb["key"]}, alice.user_id, alice.device_id, insides(alice).identity)
     resp = await http.post("/v1/keys/upload", json={"fallback_keys": {fb_id: unflagged}}, headers=auth(alice))
     bad_key_object(resp, 'a fallback key must hold "fallback": true')
 

@@ -11,6 +11,7 @@ from alembic.config import Config
 from sqlalchemy import select, text
 
 from tests.server.served import JSON_HEADERS, auth
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.ids import UserId, new_device_id
@@ -44,11 +45,13 @@ def assert_key_conflict(resp: httpx.Response, algorithm: str) -> None:
 async def test_a_device_cannot_publish_another_users_curve25519_key(
     http: httpx.AsyncClient, alice: Client, bob: Client, clock: FakeClock
 ) -> None:
-    mallory = DeviceIdentity.create(alice.identity.user_id, new_device_id(), clock.now_ms(), master=alice.identity.master)
-    resp = await add_device(http, alice, device_keys_with(mallory, clock.now_ms(), curve25519=bob.identity.curve25519))
+    mallory = DeviceIdentity.create(
+        insides(alice).identity.user_id, new_device_id(), clock.now_ms(), master=insides(alice).identity.master
+    )
+    resp = await add_device(http, alice, device_keys_with(mallory, clock.now_ms(), curve25519=insides(bob).identity.curve25519))
     assert_key_conflict(resp, "curve25519")
     # Nor one of the user's own other devices.
-    resp = await add_device(http, alice, device_keys_with(mallory, clock.now_ms(), curve25519=alice.identity.curve25519))
+    resp = await add_device(http, alice, device_keys_with(mallory, clock.now_ms(), curve25519=insides(alice).identity.curve25519))
     assert_key_conflict(resp, "curve25519")
     # With keys of its own it is fine.
     assert (await add_device(http, alice, device_keys_with(mallory, clock.now_ms()))).status_code == 200
@@ -59,7 +62,7 @@ async def test_registration_cannot_take_another_devices_key(http: httpx.AsyncCli
     body = {
         "username": "mallory",
         "master_key": ident.master_key_object(),
-        "device_keys": device_keys_with(ident, clock.now_ms(), curve25519=bob.identity.curve25519),
+        "device_keys": device_keys_with(ident, clock.now_ms(), curve25519=insides(bob).identity.curve25519),
     }
     assert_key_conflict(await http.post("/v1/register", json=body, headers=JSON_HEADERS), "curve25519")
     body["device_keys"] = device_keys_with(ident, clock.now_ms())
@@ -67,7 +70,9 @@ async def test_registration_cannot_take_another_devices_key(http: httpx.AsyncCli
 
 
 async def test_the_keys_of_a_removed_device_stay_taken(http: httpx.AsyncClient, alice: Client, clock: FakeClock) -> None:
-    second = DeviceIdentity.create(alice.identity.user_id, new_device_id(), clock.now_ms(), master=alice.identity.master)
+    second = DeviceIdentity.create(
+        insides(alice).identity.user_id, new_device_id(), clock.now_ms(), master=insides(alice).identity.master
+    )
     assert (await add_device(http, alice, device_keys_with(second, clock.now_ms()))).status_code == 200
     assert (await http.delete(f"/v1/devices/{second.device_id}", headers=auth(alice))).status_code == 200
     # The same Olm account (same Curve25519 and Ed25519 keys) under a new device id, or under its old one.
@@ -79,7 +84,9 @@ async def test_the_keys_of_a_removed_device_stay_taken(http: httpx.AsyncClient, 
 async def test_the_same_key_for_curve25519_and_ed25519_is_refused(
     http: httpx.AsyncClient, alice: Client, clock: FakeClock
 ) -> None:
-    second = DeviceIdentity.create(alice.identity.user_id, new_device_id(), clock.now_ms(), master=alice.identity.master)
+    second = DeviceIdentity.create(
+        insides(alice).identity.user_id, new_device_id(), clock.now_ms(), master=insides(alice).identity.master
+    )
     resp = await add_device(http, alice, device_keys_with(second, clock.now_ms(), curve25519=second.ed25519))
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "bad_key_object", resp.text
 
@@ -91,8 +98,8 @@ async def test_the_migration_records_the_keys_of_existing_devices(database: Data
         await tx.run_sync(lambda sync: _run_alembic(sync, "upgrade", "head"))
     async with database.read() as tx:
         rows = {(r.public_key, r.algorithm, r.user_id) for r in await tx.execute(select(device_identity_keys))}
-    assert rows == {(c.identity.curve25519, "curve25519", c.user_id) for c in (alice, bob)} | {
-        (c.identity.ed25519, "ed25519", c.user_id) for c in (alice, bob)
+    assert rows == {(insides(c).identity.curve25519, "curve25519", c.user_id) for c in (alice, bob)} | {
+        (insides(c).identity.ed25519, "ed25519", c.user_id) for c in (alice, bob)
     }
 
 

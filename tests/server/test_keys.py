@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.ids import UserId, new_device_id
@@ -38,15 +39,14 @@ OTK = "signed_curve25519"
 
 
 def auth(client: Client) -> dict[str, str]:
-    token = client.store.get_secret("access_token")
-    assert token is not None
-    return {"Authorization": f"Bearer {token.decode()}"}
+    token = client.account.access_token()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def fresh_one_time_keys(client: Client, n: int) -> dict[str, Any]:
     """`n` new one-time keys made by the client's Olm account, signed by its device key (not yet published)."""
-    client.identity.account.generate_one_time_keys(n)
-    upload = client.identity.keys_to_upload(10**6, need_fallback=False)  # a high count: generate nothing more
+    insides(client).identity.account.generate_one_time_keys(n)
+    upload = insides(client).identity.keys_to_upload(10**6, need_fallback=False)  # a high count: generate nothing more
     assert len(upload.one_time_keys) == n
     return upload.one_time_keys
 
@@ -55,7 +55,7 @@ def signed_key(client: Client, *, fallback: bool = False, public_key: str | None
     obj: dict[str, Any] = {"key": public_key or SigningKey.generate().public_key}
     if fallback:
         obj["fallback"] = True
-    return sign_json(obj, client.user_id, client.device_id, client.identity)
+    return sign_json(obj, client.user_id, client.device_id, insides(client).identity)
 
 
 async def upload(
@@ -113,7 +113,7 @@ async def test_uploading_more_one_time_keys_raises_the_count(http: httpx.AsyncCl
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"one_time_keys": ONE_TIME_KEY_TARGET + 10, "has_fallback_key": True}
     assert await counts(http, alice) == (ONE_TIME_KEY_TARGET + 10, True)
-    alice.identity.mark_keys_as_published()
+    insides(alice).identity.mark_keys_as_published()
     resp = await upload(http, alice, {f"{OTK}:extra{i}": signed_key(alice) for i in range(5)})
     assert resp.json()["one_time_keys"] == ONE_TIME_KEY_TARGET + 15
 
@@ -246,18 +246,18 @@ async def test_query_returns_master_and_devices_and_lists_unknown_users(
     for client in (alice, bob):
         user = body["users"][client.user_id]
         # The master key is relayed byte for byte as the client signed it.
-        assert user["master_key"] == client.identity.master_key_object()
+        assert user["master_key"] == insides(client).identity.master_key_object()
         master = parse_master_key(user["master_key"])
         verify_master_key(master)
         assert list(user["devices"]) == [client.device_id]
         dk = parse_device_keys(user["devices"][client.device_id])
         verify_device_keys(dk, master)
-        assert (dk.ed25519, dk.curve25519) == (client.identity.ed25519, client.identity.curve25519)
+        assert (dk.ed25519, dk.curve25519) == (client.keys.info().device_ed25519, client.keys.info().device_curve25519)
     # A second device appears once it is added.
-    second = DeviceIdentity.create(alice.identity.user_id, new_device_id(), clock.now_ms(), master=alice.identity.master)
+    second = DeviceIdentity.create(alice.user_id, new_device_id(), clock.now_ms(), master=insides(alice).identity.master)
     added = await http.post("/v1/devices", json={"device_keys": second.device_keys_object(clock.now_ms())}, headers=auth(alice))
     assert added.status_code == 200, added.text
-    verified = await bob.query_keys([alice.user_id])
+    verified = await bob.keys.query([alice.user_id])
     assert sorted(verified[alice.user_id].devices) == sorted([alice.device_id, second.device_id])
 
 
@@ -272,10 +272,10 @@ async def test_the_sdk_drops_a_device_whose_stored_keys_were_tampered(
     async with database.write() as tx:
         await tx.execute(update(devices).where(devices.c.user_id == bob.user_id).values(keys_json=json.dumps(keys)))
 
-    verified = await alice.query_keys([bob.user_id, carol.user_id])
+    verified = await alice.keys.query([bob.user_id, carol.user_id])
     assert verified[bob.user_id].devices == {}
     assert verified[bob.user_id].rejected_devices == [bob.device_id]
-    assert verified[bob.user_id].master.public_key == bob.identity.master.public_key
+    assert verified[bob.user_id].master.public_key == bob.keys.info().master_key
     assert list(verified[carol.user_id].devices) == [carol.device_id]  # untouched users are unaffected
     assert verified[carol.user_id].rejected_devices == []
 
@@ -289,7 +289,7 @@ async def test_the_sdk_drops_a_user_whose_master_key_was_tampered(
     async with database.write() as tx:
         await tx.execute(update(master_keys).where(master_keys.c.user_id == bob.user_id).values(key_json=json.dumps(tampered)))
 
-    verified = await alice.query_keys([bob.user_id, carol.user_id])
+    verified = await alice.keys.query([bob.user_id, carol.user_id])
     assert bob.user_id not in verified
     assert list(verified[carol.user_id].devices) == [carol.device_id]
 
@@ -303,7 +303,7 @@ async def test_the_sdk_refuses_a_substituted_master_key_for_the_devices(alice: C
             .where(master_keys.c.user_id == bob.user_id)
             .values(key_json=json.dumps(impostor.master_key_object()))
         )
-    verified = await alice.query_keys([bob.user_id])
+    verified = await alice.keys.query([bob.user_id])
     trusted = verified[bob.user_id].devices if bob.user_id in verified else {}
     assert trusted == {}
 

@@ -105,7 +105,7 @@ def test_the_name_rule_over_every_code_point() -> None:
 async def test_room_names_with_control_or_bidi_characters_are_refused(
     http: httpx.AsyncClient, alice: Client, database: Database
 ) -> None:
-    room = (await alice.create_room("fine")).room_id
+    room = (await alice.rooms.create("fine")).room_id
     for name in BAD_NAMES:
         message = refused(await http.post("/v1/rooms", json={"name": name}, headers=auth(alice)))
         assert "room name" in message, message
@@ -123,7 +123,7 @@ async def test_room_names_with_control_or_bidi_characters_are_refused(
 
 
 async def test_ordinary_names_in_any_script_are_kept(http: httpx.AsyncClient, alice: Client) -> None:
-    room = (await alice.create_room("fine")).room_id
+    room = (await alice.rooms.create("fine")).room_id
     for n, name in enumerate(GOOD_NAMES + JOINED_NAMES):
         resp = await http.post("/v1/rooms", json={"name": f" {name} "}, headers=auth(alice))
         assert resp.status_code == 200 and resp.json()["name"] == name, resp.text

@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from tests.support import WebSocketSession, add_device, bearer, client_auth, login_token
+from tests.support import WebSocketSession, add_device, bearer, client_auth, insides, login_token
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS
@@ -32,7 +32,12 @@ async def _challenge(http: httpx.AsyncClient, client: Client) -> str:
 
 def _answer(client: Client, nonce: str) -> dict[str, str]:
     payload = login_challenge_payload(server_name="tokenim.test", user_id=client.user_id, device_id=client.device_id, nonce=nonce)
-    return {"user_id": client.user_id, "device_id": client.device_id, "nonce": nonce, "signature": client.identity.sign(payload)}
+    return {
+        "user_id": client.user_id,
+        "device_id": client.device_id,
+        "nonce": nonce,
+        "signature": insides(client).identity.sign(payload),
+    }
 
 
 def _code(resp: httpx.Response) -> str:
@@ -86,7 +91,7 @@ def _olm(sender: Client, n: int, to: str) -> dict[str, Any]:
     """Olm-shaped content from `sender`'s device for the device whose Curve25519 key is `to`."""
     return {
         "algorithm": OLM_ALGORITHM,
-        "sender_key": sender.identity.curve25519,
+        "sender_key": sender.keys.info().device_curve25519,
         "ciphertext": {to: {"type": 0, "body": f"b{n}"}},
     }
 
@@ -112,7 +117,7 @@ async def test_acknowledging_on_one_device_keeps_the_other_devices_messages(
     for n in range(2):
         messages = {
             alice.user_id: {
-                alice.device_id: _olm(bob, n, alice.identity.curve25519),
+                alice.device_id: _olm(bob, n, alice.keys.info().device_curve25519),
                 second.device_id: _olm(bob, 10 + n, second.curve25519),
             }
         }
@@ -120,8 +125,8 @@ async def test_acknowledging_on_one_device_keeps_the_other_devices_messages(
         assert resp.status_code == 200, resp.text
     first_msgs, second_msgs = await _pending(http, tokens["first"]), await _pending(http, tokens["second"])
     assert [m["content"] for m in first_msgs] == [
-        _olm(bob, 0, alice.identity.curve25519),
-        _olm(bob, 1, alice.identity.curve25519),
+        _olm(bob, 0, alice.keys.info().device_curve25519),
+        _olm(bob, 1, alice.keys.info().device_curve25519),
     ]
     assert [m["content"] for m in second_msgs] == [_olm(bob, 10, second.curve25519), _olm(bob, 11, second.curve25519)]
     # Bob's device of the same id sees none of them, and acknowledging "everything" touches only its own queue.
@@ -175,7 +180,7 @@ async def test_a_frame_after_the_token_expired_is_not_served(app: FastAPI, alice
 async def test_a_sync_frame_after_the_token_expired_sends_no_backlog(
     app: FastAPI, http: httpx.AsyncClient, alice: Client, bob: Client, clock: FakeClock
 ) -> None:
-    messages = {alice.user_id: {alice.device_id: _olm(bob, 1, alice.identity.curve25519)}}
+    messages = {alice.user_id: {alice.device_id: _olm(bob, 1, alice.keys.info().device_curve25519)}}
     assert (await http.post("/v1/to_device", json={"type": ENCRYPTED, "messages": messages}, headers=client_auth(bob))).is_success
     async with WebSocketSession(app, _token(alice)) as ws:
         await ws.send({"type": "ping"})
@@ -206,7 +211,7 @@ async def _live_socket(ws: WebSocketSession) -> None:
 async def test_a_live_event_after_the_token_expired_is_not_pushed(
     app: FastAPI, alice: Client, bob: Client, clock: FakeClock
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     async with WebSocketSession(app, _token(alice)) as ws:
         await _live_socket(ws)
         seen = len(ws.frames)
@@ -216,10 +221,12 @@ async def test_a_live_event_after_the_token_expired_is_not_pushed(
             "algorithm": "tokenim.megolm.v1.aes-sha2",
             "ciphertext": "AwgAEhA",
             "session_id": "s",
-            "sender_key": bob.identity.curve25519,
+            "sender_key": bob.keys.info().device_curve25519,
             "device_id": bob.device_id,
         }
-        await bob._request("PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body={"type": ENCRYPTED, "content": content})
+        await insides(bob).transport.request(
+            "PUT", f"/v1/rooms/{room}/send/t1", SendResponse, body={"type": ENCRYPTED, "content": content}
+        )
         await ws.wait_for(lambda: ws.close_code is not None or len(ws.frames) > seen)
         assert ws.frames[seen:] == []
         assert ws.close_code == 4401
@@ -232,8 +239,8 @@ async def test_a_live_to_device_message_after_the_token_expired_is_not_pushed(
         await _live_socket(ws)
         seen = len(ws.frames)
         clock.advance(ms=ACCESS_TOKEN_TTL_MS)
-        messages = {alice.user_id: {alice.device_id: _olm(bob, 1, alice.identity.curve25519)}}
-        await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+        messages = {alice.user_id: {alice.device_id: _olm(bob, 1, alice.keys.info().device_curve25519)}}
+        await insides(bob).transport.post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
         await ws.wait_for(lambda: ws.close_code is not None or len(ws.frames) > seen)
         assert ws.frames[seen:] == []
         assert ws.close_code == 4401
@@ -247,9 +254,9 @@ async def test_a_live_to_device_message_reaches_only_the_socket_of_its_device(
         await _live_socket(first_ws)
         await _live_socket(ws)
         first_seen = len(first_ws.frames)
-        for target, key in ((second.device_id, second.curve25519), (alice.device_id, alice.identity.curve25519)):
+        for target, key in ((second.device_id, second.curve25519), (alice.device_id, alice.keys.info().device_curve25519)):
             messages = {alice.user_id: {target: _olm(bob, 1, key)}}
-            await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
+            await insides(bob).transport.post("/v1/to_device", {"type": ENCRYPTED, "messages": messages}, OkResponse)
         await first_ws.wait_for(lambda: len(first_ws.frames) > first_seen)
         await ws.wait_for(lambda: any(f["type"] == "to_device" for f in ws.frames))
         # Each socket got exactly the message for its own device (the first device's came last).

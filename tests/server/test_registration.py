@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import FAST_KDF, PASSPHRASE
+from tests.support import insides
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import TokenIMError
@@ -71,9 +72,8 @@ async def register(tmp_path: Path, transport: httpx.ASGITransport, clock: FakeCl
 
 
 def auth(client: Client) -> dict[str, str]:
-    token = client.store.get_secret("access_token")
-    assert token is not None
-    return {"Authorization": f"Bearer {token.decode()}"}
+    token = client.account.access_token()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def registration_body(username: str, invite: str | None, clock: FakeClock) -> dict[str, Any]:
@@ -126,7 +126,7 @@ async def test_the_bootstrap_invite_makes_the_first_user_admin(
     invite = await services.accounts.do_bootstrap_invite(DEFAULT_INVITE_TTL_MS)
     assert invite is not None and invite.expires_at == clock.now_ms() + DEFAULT_INVITE_TTL_MS
     alice = await register("alice", invite.code)
-    me = await alice.whoami()
+    me = await alice.account.whoami()
     assert (me.user_id, me.is_admin) == ("@alice:tokenim.test", True)
 
     async with database.read() as tx:
@@ -146,7 +146,7 @@ async def test_a_new_bootstrap_invite_revokes_the_previous_one(
     assert first != second
     await refused(register, "early", first, "invite_invalid")
     alice = await register("alice", second)
-    assert (await alice.whoami()).is_admin
+    assert (await alice.account.whoami()).is_admin
     async with database.read() as tx:
         revoked = {bool(r.revoked) for r in await tx.execute(select(invites)) if r.used_by is None}
     assert revoked == {True}
@@ -166,7 +166,7 @@ async def test_an_admin_invites_and_the_invitee_is_not_admin(
     created = resp.json()
     assert set(created) == {"code", "expires_at"} and created["expires_at"] == clock.now_ms() + 3600 * 1000
     bob = await register("bob", created["code"])
-    assert (await bob.whoami()).is_admin is False
+    assert (await bob.account.whoami()).is_admin is False
     # Without a lifetime, an invite lasts a week.
     resp = await http.post("/v1/admin/invites", json={}, headers=auth(alice))
     assert resp.json()["expires_at"] == clock.now_ms() + 7 * 86400 * 1000
@@ -174,18 +174,18 @@ async def test_an_admin_invites_and_the_invitee_is_not_admin(
 
 async def test_a_non_admin_cannot_create_invites(http: httpx.AsyncClient, register: Register, services: Services) -> None:
     alice = await register("alice", await bootstrap(services))
-    bob = await register("bob", (await alice.create_invite(3600)).code)
+    bob = await register("bob", (await alice.admin.create_invite(3600)).code)
     resp = await http.post("/v1/admin/invites", json={"expires_in_seconds": 3600}, headers=auth(bob))
     assert resp.status_code == 403
     assert resp.json()["error"]["code"] == "forbidden"
     with pytest.raises(TokenIMError) as info:
-        await bob.create_invite(3600)
+        await bob.admin.create_invite(3600)
     assert info.value.code.value == "forbidden"
 
 
 async def test_an_invite_works_once(register: Register, services: Services, database: Database) -> None:
     alice = await register("alice", await bootstrap(services))
-    code = (await alice.create_invite(3600)).code
+    code = (await alice.admin.create_invite(3600)).code
     bob = await register("bob", code)
     err = await refused(register, "carol", code, "invite_invalid")
     assert "already been used" in err.message
@@ -199,7 +199,7 @@ async def test_an_unknown_invite_is_invalid(register: Register, services: Servic
 
 async def test_an_expired_invite_is_invalid(register: Register, services: Services, clock: FakeClock) -> None:
     alice = await register("alice", await bootstrap(services))
-    just_in_time, too_late = (await alice.create_invite(60)).code, (await alice.create_invite(60)).code
+    just_in_time, too_late = (await alice.admin.create_invite(60)).code, (await alice.admin.create_invite(60)).code
     clock.advance(ms=59_999)
     await register("bob", just_in_time)
     clock.advance(ms=1)  # an invite expires at exactly its creation time + lifetime
@@ -217,7 +217,7 @@ async def test_a_taken_username_is_409_and_does_not_spend_the_invite(
     http: httpx.AsyncClient, register: Register, services: Services, database: Database, clock: FakeClock
 ) -> None:
     alice = await register("alice", await bootstrap(services))
-    code = (await alice.create_invite(3600)).code
+    code = (await alice.admin.create_invite(3600)).code
     resp = await http.post("/v1/register", json=registration_body("alice", code, clock))
     assert resp.status_code == 409
     assert resp.json()["error"] == {"code": "username_taken", "message": "The username 'alice' is taken.", "status": 409}
@@ -230,7 +230,7 @@ async def test_two_registrations_racing_for_one_invite(
     http: httpx.AsyncClient, register: Register, services: Services, database: Database, clock: FakeClock
 ) -> None:
     alice = await register("alice", await bootstrap(services))
-    code = (await alice.create_invite(3600)).code
+    code = (await alice.admin.create_invite(3600)).code
     results = await asyncio.gather(*(http.post("/v1/register", json=registration_body(n, code, clock)) for n in ("bob", "carol")))
     assert sorted(r.status_code for r in results) == [200, 403], [r.text for r in results]
     loser = next(r for r in results if r.status_code == 403)
@@ -242,7 +242,7 @@ async def test_registration_and_login_are_audited(
     register: Register, services: Services, database: Database, clock: FakeClock
 ) -> None:
     alice = await register("alice", await bootstrap(services))
-    bob = await register("bob", (await alice.create_invite(3600)).code)
+    bob = await register("bob", (await alice.admin.create_invite(3600)).code)
     async with database.read() as tx:
         log = [(r.event, r.user_id, r.device_id, json.loads(r.details_json)) for r in await tx.execute(select(audit_log))]
     events = [e[0] for e in log]
@@ -256,7 +256,10 @@ async def test_registration_and_login_are_audited(
     assert created[0][3] == {"expires_at": clock.now_ms() + 3600 * 1000}
     # The audit log names events, never secrets: no invite code, token or nonce in it.
     secrets = [
-        s.decode() for c in (alice, bob) for s in (c.store.get_secret("access_token"), c.store.get_secret("refresh_token")) if s
+        s.decode()
+        for c in (alice, bob)
+        for s in (c.account.access_token().encode(), insides(c).store.get_secret("refresh_token"))
+        if s
     ]
     text = json.dumps(log)
     assert secrets and not any(s in text for s in secrets)

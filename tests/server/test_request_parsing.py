@@ -68,7 +68,7 @@ NOT_PLAIN_DIGITS = ["1_000", "+5", " 5", "5 ", "%205", "0x10", "1e3", "\u0663", 
 )
 async def test_integer_query_parameters_are_plain_digits(http: httpx.AsyncClient, alice: Client, path: str, name: str) -> None:
     if path == "HISTORY":
-        path = f"/v1/rooms/{(await alice.create_room('r')).room_id}/history"
+        path = f"/v1/rooms/{(await alice.rooms.create('r')).room_id}/history"
     for value in NOT_PLAIN_DIGITS:
         raw = value if value == "%205" else quote(value, safe="")
         error = assert_error(await http.get(f"{path}?{name}={raw}", headers=auth(alice)), 400, "invalid_request")
@@ -80,6 +80,6 @@ async def test_a_since_beyond_the_head_is_treated_as_the_head(http: httpx.AsyncC
     head = (await http_sync(http, alice))["next_pos"]
     ahead = await http_sync(http, alice, since=head + 1000)
     assert ahead["next_pos"] == head and ahead["events"] == []
-    room = await alice.create_room("after the restore")
+    room = await alice.rooms.create("after the restore")
     page = await http_sync(http, alice, since=ahead["next_pos"])
     assert page["events"] and {e["room_id"] for e in page["events"]} == {room.room_id}, "the next events are not skipped"

@@ -25,7 +25,7 @@ def numbered(body: dict[str, object], seq: int) -> dict[str, object]:
 async def test_a_huge_jump_in_send_numbers_is_cheap_and_remembered(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     to_device = {"type": ENCRYPTED, "messages": {}}
     tracemalloc.start()
     try:

@@ -30,11 +30,11 @@ async def room_events(http: httpx.AsyncClient, client: Client) -> list[dict[str,
 async def test_a_megolm_event_naming_another_device_is_refused(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     spoofs = {
         "another user's device": megolm(bob) | {"device_id": alice.device_id},
         "a device that does not exist": megolm(bob) | {"device_id": "NOSUCHDEVICE"},
-        "another device's key": megolm(bob) | {"sender_key": alice.identity.curve25519},
+        "another device's key": megolm(bob) | {"sender_key": alice.keys.info().device_curve25519},
         "a made-up key": megolm(bob) | {"sender_key": "not-a-key"},
     }
     for n, (what, content) in enumerate(spoofs.items()):
@@ -59,7 +59,7 @@ async def test_a_megolm_event_naming_another_device_is_refused(
 async def test_a_to_device_message_with_another_sender_key_is_refused(
     http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client
 ) -> None:
-    spoofed = olm(bob, alice) | {"sender_key": carol.identity.curve25519}
+    spoofed = olm(bob, alice) | {"sender_key": carol.keys.info().device_curve25519}
     message = refused(await http.post("/v1/to_device", json=to_device_body(alice, spoofed), headers=auth(bob)), "sender_mismatch")
     assert "sender_key" in message
     assert (await http_sync(http, alice))["to_device"] == []
@@ -69,8 +69,11 @@ async def test_a_to_device_message_must_be_addressed_to_the_recipient_key(
     http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client
 ) -> None:
     for ciphertext in [
-        {carol.identity.curve25519: {"type": 0, "body": "AwogAAAA"}},
-        {alice.identity.curve25519: {"type": 0, "body": "AwogAAAA"}, carol.identity.curve25519: {"type": 0, "body": "x"}},
+        {carol.keys.info().device_curve25519: {"type": 0, "body": "AwogAAAA"}},
+        {
+            alice.keys.info().device_curve25519: {"type": 0, "body": "AwogAAAA"},
+            carol.keys.info().device_curve25519: {"type": 0, "body": "x"},
+        },
         {},
     ]:
         content = olm(bob, alice) | {"ciphertext": ciphertext}

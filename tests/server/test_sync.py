@@ -18,9 +18,8 @@ from tokenim.server.storage.events import EventStore
 
 
 def auth(client: Client) -> dict[str, str]:
-    token = client.store.get_secret("access_token")
-    assert token is not None
-    return {"Authorization": f"Bearer {token.decode()}"}
+    token = client.account.access_token()
+    return {"Authorization": f"Bearer {token}"}
 
 
 def ciphertext(client: Client, n: int | str = 0) -> dict[str, Any]:
@@ -29,7 +28,7 @@ def ciphertext(client: Client, n: int | str = 0) -> dict[str, Any]:
         "algorithm": MEGOLM_ALGORITHM,
         "ciphertext": f"AwgAEhA{n}",
         "session_id": "session",
-        "sender_key": client.identity.curve25519,
+        "sender_key": client.keys.info().device_curve25519,
         "device_id": client.device_id,
     }
 
@@ -68,7 +67,7 @@ def error_code(resp: httpx.Response) -> str:
 
 
 async def test_send_is_idempotent(http: httpx.AsyncClient, alice: Client, bob: Client, database: Database) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     before = await count_events(database, room)
     first = await send(http, bob, room, "txn-1", "a")
     again = await send(http, bob, room, "txn-1", "b")  # a retry: the content is not looked at again
@@ -88,7 +87,7 @@ async def test_send_is_idempotent(http: httpx.AsyncClient, alice: Client, bob: C
     assert await count_events(database, room) == before + 3
 
     # Reusing a transaction id for another room is refused.
-    group = (await bob.create_room("elsewhere")).room_id
+    group = (await bob.rooms.create("elsewhere")).room_id
     resp = await put(http, bob, group, "txn-1", ciphertext(bob))
     assert (resp.status_code, error_code(resp)) == (400, "invalid_request")
     # Malformed transaction ids are refused.
@@ -97,7 +96,7 @@ async def test_send_is_idempotent(http: httpx.AsyncClient, alice: Client, bob: C
 
 
 async def test_server_stores_ciphertext_only(http: httpx.AsyncClient, alice: Client, bob: Client, database: Database) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     before = await count_events(database, room)
     plain = await http.put(
         f"/v1/rooms/{room}/send/t1", json={"type": "m.room.message", "content": {"body": "hello"}}, headers=auth(bob)
@@ -121,10 +120,10 @@ async def test_server_stores_ciphertext_only(http: httpx.AsyncClient, alice: Cli
 
 
 async def test_sync_order_across_pages(http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client) -> None:
-    room = (await alice.create_room("busy", ["@bob", "@carol"])).room_id
-    await bob.join(room)
-    await carol.join(room)
-    other = (await alice.direct_room("@bob")).room_id  # traffic carol must not see
+    room = (await alice.rooms.create("busy", ["@bob", "@carol"])).room_id
+    await bob.rooms.join(room)
+    await carol.rooms.join(room)
+    other = (await alice.rooms.direct("@bob")).room_id  # traffic carol must not see
     start = (await sync_page(http, carol))["next_pos"]
 
     sent: list[str] = []
@@ -167,8 +166,8 @@ async def test_to_device_until_acknowledged(http: httpx.AsyncClient, alice: Clie
     def olm(n: int) -> dict[str, Any]:
         return {
             "algorithm": OLM_ALGORITHM,
-            "sender_key": bob.identity.curve25519,
-            "ciphertext": {alice.identity.curve25519: {"type": 0, "body": f"b{n}"}},
+            "sender_key": bob.keys.info().device_curve25519,
+            "ciphertext": {alice.keys.info().device_curve25519: {"type": 0, "body": f"b{n}"}},
         }
 
     for n in range(3):
@@ -207,7 +206,7 @@ async def test_to_device_until_acknowledged(http: httpx.AsyncClient, alice: Clie
 
 
 async def test_history_pages_backwards(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     sent = [(await send(http, alice if i % 3 else bob, room, f"h{i}", i))["event_id"] for i in range(120)]
 
     collected: list[dict[str, Any]] = []
@@ -233,7 +232,7 @@ async def test_history_pages_backwards(http: httpx.AsyncClient, alice: Client, b
 
 
 async def test_history_needs_membership(http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     await send(http, alice, room, "secret")
     resp = await http.get(f"/v1/rooms/{room}/history", headers=auth(carol))
     assert (resp.status_code, error_code(resp)) == (403, "forbidden")
@@ -245,7 +244,7 @@ async def test_writer_batches_concurrent_sends(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 50
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     hub = app.state.services.hub
     published: list[int] = []  # events per committed batch: the writer publishes once per commit
     publish = hub.publish_events
@@ -275,7 +274,7 @@ async def test_writer_batches_concurrent_sends(
 
 async def test_writer_isolates_a_failing_job(http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client) -> None:
     """One send that fails inside a batch (not a member) does not fail the others sent with it."""
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     responses = await asyncio.gather(
         *(put(http, alice, room, f"ok{i}", ciphertext(alice, i)) for i in range(10)),
         put(http, carol, room, "bad", ciphertext(carol)),

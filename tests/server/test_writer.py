@@ -19,7 +19,7 @@ from tokenim.server.storage.database import Database
 
 def _content(sender: Client | None, n: int) -> dict[str, object]:
     """Megolm-shaped content from `sender`'s device (None: from a stranger's device the server doesn't know)."""
-    device_id, key = (sender.device_id, sender.identity.curve25519) if sender else ("NOBODY1", "k")
+    device_id, key = (sender.device_id, sender.keys.info().device_curve25519) if sender else ("NOBODY1", "k")
     return {"algorithm": MEGOLM_ALGORITHM, "ciphertext": f"c{n}", "session_id": "s", "sender_key": key, "device_id": device_id}
 
 
@@ -32,7 +32,7 @@ async def test_counters_are_stored_so_a_restarted_writer_continues(
 ) -> None:
     alice = await make_user("alice")
     await make_user("bob")
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     services = app.state.services
     me = Requester(alice.user_id, alice.device_id, "s", False)
     await asyncio.gather(*(services.messages.do_send(me, room, f"a{i}", _content(alice, i)) for i in range(40)))
@@ -53,7 +53,7 @@ async def test_counters_are_stored_so_a_restarted_writer_continues(
 async def test_a_failing_job_does_not_fail_its_batch(make_user: MakeUser, app) -> None:  # type: ignore[no-untyped-def]
     alice = await make_user("alice")
     await make_user("bob")
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     services = app.state.services
     me = Requester(alice.user_id, alice.device_id, "s", False)
     stranger = Requester("@nobody:tokenim.test", "NOBODY1", "s", False)
@@ -77,8 +77,8 @@ async def test_a_failing_job_does_not_fail_its_batch(make_user: MakeUser, app) -
 async def test_a_refused_job_leaves_its_batch_in_one_commit(make_user: MakeUser, app) -> None:  # type: ignore[no-untyped-def]
     alice = await make_user("alice")
     await make_user("bob")
-    room = (await alice.direct_room("@bob")).room_id
-    group = (await alice.create_room("g", [])).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
+    group = (await alice.rooms.create("g", [])).room_id
     services = app.state.services
     me = Requester(alice.user_id, alice.device_id, "s", False)
     stranger = Requester("@nobody:tokenim.test", "NOBODY1", "s", False)

@@ -17,7 +17,7 @@ from tokenim.protocol.wire import CLIENT_FRAMES
 
 
 async def test_every_member_the_schema_names_is_accepted(app: FastAPI, alice: Client, bob: Client) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     send = {"type": "send", "room_id": room, "txn_id": "t1", "content": megolm(bob), "device_seq": 7}
     schema = CLIENT_FRAMES.json_schema()
     named = {ref.rsplit("/", 1)[-1]: set(schema["$defs"][ref.rsplit("/", 1)[-1]]["properties"]) for ref in
@@ -47,7 +47,7 @@ async def test_a_member_the_schema_does_not_name_is_refused(app: FastAPI, alice:
 async def test_a_send_frame_with_an_extra_member_is_refused_and_names_its_txn(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     send = {"type": "send", "room_id": room, "txn_id": "x1", "content": megolm(bob), "priority": "high"}
     frames = await websocket_session(app, bob, [send], until=("sent", "error"))
     assert frames[-1]["type"] == "error" and frames[-1]["txn_id"] == "x1"

@@ -21,8 +21,9 @@ from websockets.frames import Close
 from tokenim.cli import main as cli_main
 from tokenim.cli import messages, rooms
 from tokenim.cli.output import message_text
-from tokenim.client import Client, Message, ProfileStore
+from tokenim.client import Message, ProfileStore
 from tokenim.client.files import check_destination, download_file, safe_file_name, upload_file
+from tokenim.client.messages import Messages
 from tokenim.core.errors import LOCAL_CODES, ErrorCode, TokenIMError
 from tokenim.protocol.api import RoomSummary
 
@@ -152,6 +153,10 @@ class _Listening:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+    @property
+    def messages(self) -> _Listening:
+        return self
+
     async def listen(self, **_kwargs: object) -> AsyncIterator[Message]:
         try:
             for i in range(100):
@@ -220,13 +225,17 @@ class _Rooms:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+    @property
+    def rooms(self) -> _Rooms:
+        return self
+
     def full_user_id(self, user: str) -> str:
         return user if ":" in user else f"@{user.lstrip('@')}:localhost"
 
-    async def resolve_target(self, target: str, *, create: bool = False) -> str:
+    async def resolve(self, target: str, *, create: bool = False) -> str:
         return "!r1"
 
-    async def room(self, room_id: str) -> RoomSummary:
+    async def get(self, room_id: str) -> RoomSummary:
         return RoomSummary(room_id=room_id, kind="group", name="team", membership=self.membership, role="admin", members=[])
 
     async def invite(self, room_id: str, user: str) -> None:
@@ -236,7 +245,7 @@ class _Rooms:
 
     async def join(self, room_id: str) -> RoomSummary:
         self.joined = True
-        return await self.room(room_id)
+        return await self.get(room_id)
 
     async def leave(self, room_id: str) -> None:
         return None
@@ -318,7 +327,15 @@ async def test_read_json_carries_no_file_key(monkeypatch: pytest.MonkeyPatch) ->
         async def __aexit__(self, *exc: object) -> None:
             return None
 
-        async def resolve_target(self, target: str) -> str:
+        @property
+        def rooms(self) -> Reading:
+            return self
+
+        @property
+        def messages(self) -> Reading:
+            return self
+
+        async def resolve(self, target: str) -> str:
             return "!r"
 
         async def sync(self) -> None:
@@ -366,10 +383,10 @@ async def test_listen_says_in_words_why_it_reconnects(monkeypatch: pytest.Monkey
     async def no_wait(_s: float) -> None:
         return None
 
-    monkeypatch.setattr("tokenim.client.messaging.asyncio.sleep", no_wait)
+    monkeypatch.setattr("tokenim.client.messages.asyncio.sleep", no_wait)
     reasons: list[str] = []
     fake = SimpleNamespace(_listen_once=once, _listen_synced=False)
-    stream = Client.listen(fake, on_retry=lambda reason, _delay: reasons.append(reason))  # type: ignore[arg-type]
+    stream = Messages.listen(fake, on_retry=lambda reason, _delay: reasons.append(reason))  # type: ignore[arg-type]
     assert (await anext(stream)).body == "back"
     await stream.aclose()  # type: ignore[attr-defined]
     assert reasons == ["the server restarted"]

@@ -15,8 +15,9 @@ from tokenim.cli.messages import destination
 from tokenim.cli.output import CONTINUATION, clean, duration, message_text, size, when
 from tokenim.cli.prompt import check_strength
 from tokenim.cli.rooms import create_arguments, human_rooms
+from tokenim.client.account import normalise_invite
 from tokenim.client.files import safe_file_name
-from tokenim.client.sdk import normalise_invite, transport_problem
+from tokenim.client.transport import transport_problem
 from tokenim.core.errors import TokenIMError
 
 DANGEROUS = [

@@ -14,8 +14,10 @@ from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import CryptoMachine, RejectedMessage, RoomMessage
 from tokenim.crypto.megolm import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_MS
 from tokenim.crypto.olm import CryptoError
+from tokenim.crypto.outgoing import KeysClaim, ToDeviceBatch
 from tokenim.crypto.persist import export_changes, load_records
-from tokenim.protocol.events import ROOM_KEY
+from tokenim.protocol.api import KeysClaimResponse
+from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_device_keys, parse_one_time_keys
 
 NOW = 1_800_000_000_000
@@ -53,16 +55,28 @@ def event(content: dict[str, Any], sender: Dev, event_id: str, room: str = ROOM)
     return {"event_id": event_id, "room_id": room, "sender": sender.user, "ts": NOW, "content": content}
 
 
-def share_key(sender: Dev, *recipients: Dev, room: str = ROOM, now: int = NOW) -> dict[str, dict[str, dict[str, Any]]]:
-    """What the SDK does before sending: rotate if needed, start Olm sessions, and encrypt the room key."""
-    devices = [r.keys for r in recipients]
-    need = sender.machine.prepare_room_send(room, devices, now)
-    for d in sender.machine.devices_without_session(need):
+def claim_answer(claim: KeysClaim, *recipients: Dev, forge: bool = False) -> KeysClaimResponse:
+    """The server's answer to a claim: one one-time key of each device asked for (`forge`: signed by no one)."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in claim.devices:
         owner = next(r for r in recipients if r.keys == d)
-        sender.machine.start_session(d, owner.one_time_keys()[0])
-    messages, shared = sender.machine.room_key_messages(room, need)
-    sender.machine.mark_key_shared(room, shared)
-    return messages
+        otk = owner.one_time_keys()[0]
+        raw = {**otk.raw, "signatures": {}} if forge else otk.raw
+        out.setdefault(d.user_id, {})[d.device_id] = {"key_id": f"signed_curve25519:{otk.key_id}", "key": raw}
+    return KeysClaimResponse.model_validate({"one_time_keys": out})
+
+
+def share_key(sender: Dev, *recipients: Dev, room: str = ROOM, now: int = NOW) -> dict[str, dict[str, dict[str, Any]]]:
+    """What the SDK does before sending: ask the machine, answer its claim, carry its batch."""
+    outgoing = sender.machine.share_room_key(room, [r.keys for r in recipients], now)
+    if outgoing and isinstance(outgoing[0], KeysClaim):
+        outgoing = sender.machine.receive_claim(outgoing[0], claim_answer(outgoing[0], *recipients))
+    if not outgoing:
+        return {}
+    batch = outgoing[0]
+    assert isinstance(batch, ToDeviceBatch)
+    sender.machine.mark_sent(batch)
+    return dict(batch.body(1)["messages"])
 
 
 def deliver(messages: dict[str, dict[str, dict[str, Any]]], sender: Dev, *recipients: Dev) -> None:
@@ -105,6 +119,33 @@ def test_room_key_over_olm_then_megolm_message(alice: Dev, bob: Dev) -> None:
     assert own.verified
     # The key is shared once: a second message needs no new to-device message.
     assert alice.machine.prepare_room_send(ROOM, [bob.keys], NOW) == []
+
+
+def test_machine_says_what_to_send_next(alice: Dev, bob: Dev, carol: Dev) -> None:
+    """Claim one-time keys for devices without a session, then a batch of the room key, then nothing."""
+    first = alice.machine.share_room_key(ROOM, [bob.keys, carol.keys], NOW)
+    assert len(first) == 1 and isinstance(first[0], KeysClaim)
+    assert first[0].body() == {"devices": {bob.user: [bob.identity.device_id], carol.user: [carol.identity.device_id]}}
+    batch = alice.machine.receive_claim(first[0], claim_answer(first[0], bob, carol))
+    assert len(batch) == 1 and isinstance(batch[0], ToDeviceBatch)
+    body = batch[0].body(7)
+    assert (body["type"], body["device_seq"]) == (ENCRYPTED, 7)
+    assert set(body["messages"]) == {bob.user, carol.user}
+    # Not accepted by the server yet: the devices still lack the key, and asking again offers it again.
+    assert alice.machine.without_room_key(ROOM, [bob.keys, carol.keys]) == [bob.keys, carol.keys]
+    alice.machine.mark_sent(batch[0])
+    assert alice.machine.without_room_key(ROOM, [bob.keys, carol.keys]) == []
+    assert alice.machine.share_room_key(ROOM, [bob.keys, carol.keys], NOW) == []
+    deliver(dict(body["messages"]), alice, bob, carol)
+
+
+def test_claimed_key_not_signed_by_its_device_is_ignored(alice: Dev, bob: Dev, carol: Dev) -> None:
+    """A server that hands out a one-time key of its own making gets no room key encrypted to it."""
+    claim = alice.machine.share_room_key(ROOM, [bob.keys], NOW)[0]
+    assert isinstance(claim, KeysClaim)
+    assert alice.machine.receive_claim(claim, claim_answer(claim, bob, forge=True)) == []
+    assert not alice.machine.olm.has_session(bob.keys)
+    assert alice.machine.without_room_key(ROOM, [bob.keys]) == [bob.keys]
 
 
 def test_unverified_sender_device(alice: Dev, bob: Dev) -> None:

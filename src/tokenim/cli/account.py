@@ -51,7 +51,7 @@ async def cmd_register(args: argparse.Namespace) -> dict[str, Any]:
         invite=args.invite,
         clock=SystemClock(),
     ) as client:
-        return {**(await client.whoami()).model_dump(), "fingerprint": client.keys_info().fingerprint}
+        return {**(await client.account.whoami()).model_dump(), "fingerprint": client.keys.info().fingerprint}
 
 
 def human_register(r: dict[str, Any]) -> str:
@@ -61,8 +61,8 @@ def human_register(r: dict[str, Any]) -> str:
 
 async def cmd_login(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        await client.login()
-        return {**(await client.whoami()).model_dump(), "logged_in": True}
+        await client.account.login()
+        return {**(await client.account.whoami()).model_dump(), "logged_in": True}
 
 
 def human_login(r: dict[str, Any]) -> str:
@@ -72,7 +72,7 @@ def human_login(r: dict[str, Any]) -> str:
 async def cmd_logout(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
         try:
-            ended = await client.logout(everywhere=args.all)
+            ended = await client.account.logout(everywhere=args.all)
         except TokenIMError as err:
             if err.code is ErrorCode.NOT_LOGGED_IN:
                 raise
@@ -96,7 +96,7 @@ def human_logout(r: dict[str, Any]) -> str:
 
 async def cmd_whoami(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        return (await client.whoami()).model_dump()
+        return (await client.account.whoami()).model_dump()
 
 
 def human_whoami(r: dict[str, Any]) -> str:
@@ -116,11 +116,11 @@ async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
                     "device can never log in again. Remove it from another of your devices, or use `tokenim logout` "
                     "to end this session only.",
                 )
-            await client.remove_device(args.device_id)
+            await client.devices.remove(args.device_id)
             return {"removed": args.device_id}
         elif args.device_id:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "`tokenim devices list` takes no device id.")
-        devices = await client.devices()
+        devices = await client.devices.all()
         return {
             "devices": [
                 {
@@ -153,7 +153,7 @@ async def cmd_invite_create(args: argparse.Namespace) -> dict[str, Any]:
     if not MIN_INVITE_S <= seconds <= MAX_INVITE_S:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"An invite lasts between 1 minute and 365 days, not {duration(seconds)}.")
     async with await open_client(args) as client:
-        invite = await client.create_invite(seconds)
+        invite = await client.admin.create_invite(seconds)
         return {"code": invite.code, "expires_at": invite.expires_at}
 
 

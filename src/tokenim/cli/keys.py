@@ -16,7 +16,7 @@ async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "user", None):
         return await cmd_contact_keys(args)
     async with await open_client(args) as client:
-        info = client.keys_info()
+        info = client.keys.info()
         return {
             "user_id": info.user_id,
             "master_key": info.master_key,
@@ -30,7 +30,7 @@ async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
 async def cmd_contact_keys(args: argparse.Namespace) -> dict[str, Any]:
     """`keys show @user`: their master key and fingerprint as the server shows it, against the pinned one."""
     async with await open_client(args) as client:
-        return (await client.contact_keys(args.user)).to_json()
+        return (await client.keys.contact(args.user)).to_json()
 
 
 async def cmd_keys_accept(args: argparse.Namespace) -> dict[str, Any]:
@@ -38,9 +38,9 @@ async def cmd_keys_accept(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
         expected = args.fingerprint
         if expected is None:
-            shown = await client.contact_keys(args.user)
+            shown = await client.keys.contact(args.user)
             if shown.status != "changed":
-                return (await client.accept_contact_key(args.user, "")).to_json()  # raises: says there is nothing to accept
+                return (await client.keys.accept(args.user, "")).to_json()  # raises: says there is nothing to accept
             if not sys.stdin.isatty():
                 raise TokenIMError(
                     ErrorCode.INVALID_REQUEST,
@@ -56,7 +56,7 @@ async def cmd_keys_accept(args: argparse.Namespace) -> dict[str, Any]:
             if answer.strip().lower() not in ("y", "yes"):
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, "Nothing was accepted.")
             expected = shown.current_fingerprint
-        return (await client.accept_contact_key(args.user, expected)).to_json()
+        return (await client.keys.accept(args.user, expected)).to_json()
 
 
 def _fingerprint_rows(fp: str, indent: str) -> str:

@@ -62,9 +62,9 @@ def message_input(args: argparse.Namespace) -> tuple[str, bool]:
 async def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
     text, from_bytes = message_input(args)
     async with await open_client(args) as client:
-        room_id = await client.resolve_target(args.target, create=True)
+        room_id = await client.rooms.resolve(args.target, create=True)
         try:
-            sent = await client.send_text(room_id, text)
+            sent = await client.messages.send_text(room_id, text)
         except TokenIMError as err:
             if err.code is not ErrorCode.BODY_TOO_LARGE or not from_bytes or "max_length" not in err.details:
                 raise
@@ -80,8 +80,8 @@ async def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
 
 async def cmd_send_file(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        room_id = await client.resolve_target(args.target, create=True)
-        sent = await client.send_file(room_id, Path(args.path))
+        room_id = await client.rooms.resolve(args.target, create=True)
+        sent = await client.files.send(room_id, Path(args.path))
         return {"room_id": room_id, **sent.model_dump()}
 
 
@@ -115,9 +115,9 @@ def destination(out: str | None, name: str) -> Path:
 
 async def cmd_download(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        info = await client.file_message(args.event)
+        info = await client.files.describe(args.event)
         out = destination(args.out, info["name"]).absolute()
-        await client.download(args.event, out, overwrite=args.force)
+        await client.files.download(args.event, out, overwrite=args.force)
         return {
             "event_id": args.event,
             "out": str(out),
@@ -135,9 +135,9 @@ async def cmd_read(args: argparse.Namespace) -> dict[str, Any]:
     if not 1 <= args.limit <= 1000:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "--limit is a number of messages from 1 to 1000.")
     async with await open_client(args) as client:
-        room_id = await client.resolve_target(args.target)
-        await client.sync()
-        messages = await client.history(room_id, args.limit)
+        room_id = await client.rooms.resolve(args.target)
+        await client.messages.sync()
+        messages = await client.messages.history(room_id, args.limit)
         return {"messages": [public_message(m.to_json()) for m in messages]}
 
 
@@ -168,7 +168,7 @@ async def cmd_listen(args: argparse.Namespace) -> None:
     async with await open_client(args) as client:
         ready = _Reconnects(announce=not args.json)
         # aclosing: a closed stdout (`listen | head -1`) ends the stream here, not in a half-closed generator.
-        stream = cast("AsyncGenerator[Message, None]", client.listen(ready=ready, on_retry=ready.retry))
+        stream = cast("AsyncGenerator[Message, None]", client.messages.listen(ready=ready, on_retry=ready.retry))
         async with contextlib.aclosing(stream):
             async for message in stream:
                 if args.json:

@@ -56,7 +56,7 @@ def room_label(r: dict[str, Any]) -> str:
 
 async def cmd_rooms(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        return {"rooms": [r.model_dump() for r in (await client.rooms()).rooms]}
+        return {"rooms": [r.model_dump() for r in (await client.rooms.all()).rooms]}
 
 
 def human_rooms(r: dict[str, Any]) -> str:
@@ -72,25 +72,25 @@ async def cmd_room(args: argparse.Namespace) -> dict[str, Any]:
         action = args.room_command
         if action == "create":
             name, users = create_arguments(args.name, args.invite)
-            return (await client.create_room(name, users)).model_dump()
+            return (await client.rooms.create(name, users)).model_dump()
         if action == "rename":
             check_room_name(args.name)
-        room_id = await client.resolve_target(args.room)
+        room_id = await client.rooms.resolve(args.room)
         if action in ("invite", "remove"):
             return await _each_person(client, room_id, action, args.users)
         if action == "join":
-            summary = await client.room(room_id)
+            summary = await client.rooms.get(room_id)
             if summary.membership == "join":
                 return {**summary.model_dump(), "already": True}
-            return (await client.join(room_id)).model_dump()
+            return (await client.rooms.join(room_id)).model_dump()
         if action == "leave":
-            summary = await client.room(room_id)
-            await client.leave(room_id)
+            summary = await client.rooms.get(room_id)
+            await client.rooms.leave(room_id)
             return {**_named(summary.model_dump()), "left": True}
         if action == "rename":
-            await client.rename(room_id, args.name)
-            return (await client.room(room_id)).model_dump()
-        return (await client.members(room_id)).model_dump()
+            await client.rooms.rename(room_id, args.name)
+            return (await client.rooms.get(room_id)).model_dump()
+        return (await client.rooms.members(room_id)).model_dump()
 
 
 def _named(room: dict[str, Any]) -> dict[str, Any]:
@@ -105,11 +105,11 @@ async def _each_person(client: Client, room_id: str, action: str, users: list[st
     for user in users:
         user_id = client.full_user_id(user)
         try:
-            await (client.invite if action == "invite" else client.remove)(room_id, user_id)
+            await (client.rooms.invite if action == "invite" else client.rooms.remove)(room_id, user_id)
             done.append(user_id)
         except TokenIMError as err:
             failed.append({"user_id": user_id, **err.to_json()})
-    room = _named((await client.room(room_id)).model_dump())
+    room = _named((await client.rooms.get(room_id)).model_dump())
     return {**room, "invited" if action == "invite" else "removed": done, "failed": failed}
 
 

@@ -1,10 +1,12 @@
-"""The TokenIM client SDK: accounts, devices, keys and end-to-end encrypted messaging. A test pins these names."""
+"""The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
+`.devices`, `.keys`, `.files`, `.admin`, `.account`). A test pins these names."""
 
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
-from tokenim.client.keys import VerifiedUserKeys
-from tokenim.client.messaging import Client, Message
-from tokenim.client.sdk import KeysInfo
+from tokenim.client.facade import Client
+from tokenim.client.keys import KeysInfo, VerifiedUserKeys
+from tokenim.client.messages import Message
 from tokenim.client.store import KdfParams, ProfileStore
+from tokenim.client.stores import MemoryStore, Store
 
 __all__ = [
     "Client",
@@ -13,8 +15,10 @@ __all__ = [
     "KdfParams",
     "KeyAcceptance",
     "KeysInfo",
+    "MemoryStore",
     "Message",
     "ProfileStore",
     "SendResult",
+    "Store",
     "VerifiedUserKeys",
 ]

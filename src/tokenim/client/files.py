@@ -6,25 +6,26 @@ A download never overwrites an existing file unless asked, and never leaves a pa
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import os
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from tokenim.client.sdk import transport_problem
+from tokenim.client.contacts import SendResult
+from tokenim.client.messages import FILE, NOT_FILE, Messages
+from tokenim.client.state import DeviceState
+from tokenim.client.transport import Transport, transport_problem
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
 from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
 from tokenim.crypto.olm import CryptoError
 from tokenim.protocol.api import BlobResponse
-
-if TYPE_CHECKING:
-    from tokenim.client.sdk import AccountClient
 
 CHUNK = 1 << 20
 
@@ -34,7 +35,7 @@ def _chunks(path: Path) -> Iterator[bytes]:
         yield from iter(lambda: fh.read(CHUNK), b"")
 
 
-async def upload_file(client: AccountClient, path: Path) -> dict[str, Any]:
+async def upload_file(transport: Transport, path: Path) -> dict[str, Any]:
     """Encrypt and upload a file; returns the `m.file` message content that carries its key."""
     if not path.exists():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} does not exist.")
@@ -46,9 +47,9 @@ async def upload_file(client: AccountClient, path: Path) -> dict[str, Any]:
         for chunk in encrypt_chunks(key, _chunks(path)):
             yield chunk
 
-    headers = {"Authorization": f"Bearer {client._access_token()}", "Content-Type": "application/octet-stream"}
+    headers = {"Authorization": f"Bearer {transport.access_token()}", "Content-Type": "application/octet-stream"}
     try:
-        resp = await client._http.post("/v1/blobs", content=body(), headers=headers, timeout=None)
+        resp = await transport.http.post("/v1/blobs", content=body(), headers=headers, timeout=None)
     except httpx.TransportError as exc:
         raise TokenIMError(ErrorCode.SERVER_UNREACHABLE, f"The upload failed: {transport_problem(exc)}.") from None
     except OSError as exc:
@@ -90,7 +91,7 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
         raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: choose another name, or add --force to replace it.")
 
 
-async def download_file(client: AccountClient, info: dict[str, Any], out: Path, *, overwrite: bool) -> None:
+async def download_file(transport: Transport, info: dict[str, Any], out: Path, *, overwrite: bool) -> None:
     """Fetch the blob to a temporary file beside `out`, check its hash, decrypt, then put it in place."""
     check_destination(out, overwrite=overwrite)
     tmp_cipher = tmp_plain = None
@@ -98,8 +99,8 @@ async def download_file(client: AccountClient, info: dict[str, Any], out: Path, 
         tmp_cipher = _temp_beside(out)
         tmp_plain = _temp_beside(out)
         digest = hashlib.sha256()
-        headers = {"Authorization": f"Bearer {client._access_token()}"}
-        async with client._http.stream("GET", f"/v1/blobs/{info['blob_id']}", headers=headers, timeout=None) as resp:
+        headers = {"Authorization": f"Bearer {transport.access_token()}"}
+        async with transport.http.stream("GET", f"/v1/blobs/{info['blob_id']}", headers=headers, timeout=None) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
                 raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
@@ -161,4 +162,43 @@ def safe_file_name(name: str, fallback: str = "download") -> str:
     return (stem + suffix) or fallback
 
 
-__all__ = ["check_destination", "download_file", "safe_file_name", "upload_file"]
+class Files:
+    """`client.files`: send files end-to-end encrypted, and download and check the files of messages."""
+
+    def __init__(self, state: DeviceState, transport: Transport, messages: Messages) -> None:
+        self._state = state
+        self._transport = transport
+        self._messages = messages
+
+    async def send(self, room_id: str, path: Path) -> SendResult:
+        """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
+        self._state.next_send_seq()  # a stale copy of the profile uploads nothing
+        return await self._messages.send_content(room_id, await upload_file(self._transport, path))
+
+    async def download(self, event_id: str, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
+        """Fetch a file sent in a message, check its hash and decrypt it to `out`, which must not exist
+        unless `overwrite`; returns the file's description (name, size, sha256…)."""
+        info = await self.describe(event_id)
+        await download_file(self._transport, info, out, overwrite=overwrite)
+        return info
+
+    async def describe(self, event_id: str) -> dict[str, Any]:
+        """The description of the file a message carries (syncing first if it is not known yet)."""
+        info = self._known(event_id)
+        if info is None:
+            await self._messages.sync()
+            info = self._known(event_id)
+        if info is None:
+            if self._state.store.get_record(NOT_FILE, event_id) is not None:
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Message {event_id} is a text message, not a file.")
+            raise TokenIMError(
+                ErrorCode.NOT_FOUND, f"No file message {event_id} is known here: check the id with `tokenim read`."
+            )
+        return info
+
+    def _known(self, event_id: str) -> dict[str, Any] | None:
+        raw = self._state.store.get_record(FILE, event_id)
+        return None if raw is None else dict(json.loads(raw))
+
+
+__all__ = ["Files", "check_destination", "download_file", "safe_file_name", "upload_file"]

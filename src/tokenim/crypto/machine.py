@@ -1,8 +1,9 @@
 """The crypto machine: what a device must do to send to and receive from a room, without doing I/O.
 
-The SDK asks it what is needed (devices lacking an Olm session, devices lacking the room key),
-performs the requests, and feeds the answers back. The machine also pins each user's master key on
-first sight, so a changed master key is noticed and its devices are no longer shown as verified.
+It says what to send next (`share_room_key` returns typed requests: crypto/outgoing.py) and takes
+the answers back (`receive_claim`, `mark_sent`); the SDK only carries the requests and saves the state.
+The machine also pins each user's master key on first sight, so a changed master key is noticed and
+its devices are no longer shown as verified.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenim.core.errors import TokenIMError
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.megolm import DecryptedEvent, RoomSessions
 from tokenim.crypto.olm import CryptoError, OlmSessions
-from tokenim.protocol.events import ROOM_KEY
-from tokenim.protocol.keys import DeviceKeys, OneTimeKey
+from tokenim.crypto.outgoing import KeysClaim, Outgoing, ToDevice, ToDeviceBatch
+from tokenim.protocol.api import KeysClaimResponse
+from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
+from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,30 +101,60 @@ class CryptoMachine:
         _session, need = self.rooms.prepare(room_id, devices, now)
         return need
 
-    def devices_without_session(self, devices: list[DeviceKeys]) -> list[DeviceKeys]:
-        return [d for d in devices if not self.olm.has_session(d)]
-
     def start_session(self, device: DeviceKeys, otk: OneTimeKey) -> None:
+        """Open an Olm session to `device` from a one-time key it signed (the signature is checked)."""
         self.olm.create_outbound(device, otk)
 
-    def room_key_messages(
-        self, room_id: str, devices: list[DeviceKeys]
-    ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[DeviceKeys]]:
-        """Olm-encrypted `m.room_key` contents for each device that has a session, and those devices.
+    def share_room_key(self, room_id: str, devices: list[DeviceKeys], now: int) -> list[Outgoing]:
+        """Start giving the room key to the room's member `devices`: rotates first if a rule says so.
 
-        Call `mark_key_shared` once the server has accepted them.
-        """
+        Returns what to send next: a `KeysClaim` for devices without an Olm session (answer it with
+        `receive_claim`), else a `ToDeviceBatch` of the room key, else nothing (everyone has it)."""
+        need = self.prepare_room_send(room_id, devices, now)
+        if not need:
+            return []
+        missing = tuple(d for d in need if not self.olm.has_session(d))
+        if missing:
+            return [KeysClaim(room_id, missing)]
+        return self._room_key_batch(room_id, need)
+
+    def receive_claim(self, claim: KeysClaim, resp: KeysClaimResponse) -> list[Outgoing]:
+        """Open sessions from the one-time keys the server handed out, then say what to send next.
+
+        A key that is not signed by the device it is for (a server's forgery) is ignored: that device
+        gets no room key now. The room key goes to every device still lacking it that has a session."""
+        for d in claim.devices:
+            got = resp.one_time_keys.get(d.user_id, {}).get(d.device_id)
+            if got is None:
+                continue
+            try:
+                raw = {got.key_id: got.key}  # `signed_curve25519:<id>`, as the owner uploaded it
+                otk = parse_one_time_keys(raw, fallback=bool(got.key.get("fallback")))[0]
+                self.start_session(d, otk)
+            except (TokenIMError, CryptoError, ValueError):
+                continue
+        outbound = self.rooms.outbound.get(claim.room_id)
+        if outbound is None:
+            return []
+        need = [d for d in claim.devices if (d.user_id, d.device_id) not in outbound.shared_with]
+        return self._room_key_batch(claim.room_id, need)
+
+    def _room_key_batch(self, room_id: str, need: list[DeviceKeys]) -> list[Outgoing]:
         key = self.rooms.outbound[room_id].room_key()
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        shared = []
-        for d in devices:
-            if self.olm.has_session(d):
-                out.setdefault(d.user_id, {})[d.device_id] = self.olm.encrypt(d, ROOM_KEY, key)
-                shared.append(d)
-        return out, shared
+        messages = tuple(ToDevice(d, self.olm.encrypt(d, ROOM_KEY, key)) for d in need if self.olm.has_session(d))
+        return [ToDeviceBatch(room_id, ENCRYPTED, messages)] if messages else []
 
-    def mark_key_shared(self, room_id: str, devices: list[DeviceKeys]) -> None:
-        self.rooms.mark_shared(room_id, devices)
+    def mark_sent(self, batch: ToDeviceBatch) -> None:
+        """The server accepted `batch`: its devices hold the room key of the current session."""
+        outbound = self.rooms.outbound.get(batch.room_id)
+        if outbound is not None and batch.event_type == ENCRYPTED:
+            self.rooms.mark_shared(batch.room_id, [m.device for m in batch.messages])
+
+    def without_room_key(self, room_id: str, devices: list[DeviceKeys]) -> list[DeviceKeys]:
+        """The `devices` that do not hold the room's current key (other than this one), e.g. no session could be made."""
+        outbound = self.rooms.outbound.get(room_id)
+        has_key = (outbound.shared_with if outbound else set()) | {(self.identity.user_id, self.identity.device_id)}
+        return [d for d in devices if (d.user_id, d.device_id) not in has_key]
 
     def encrypt_room_message(self, room_id: str, plaintext: dict[str, Any]) -> dict[str, Any]:
         return self.rooms.encrypt(room_id, plaintext)
