@@ -100,7 +100,7 @@ def content(sender: Client, seq: int) -> dict[str, Any]:
     """Megolm-shaped content naming the sending device and its key, as the server requires."""
     return {
         "algorithm": MEGOLM_ALGORITHM,
-        "ciphertext": f"{seq}:{PADDING}",
+        "ciphertext": f"{seq}/{PADDING}",  # base64 characters only, as the server requires
         "session_id": "bench",
         "sender_key": sender.keys.info().device_curve25519,
         "device_id": sender.device_id,
@@ -201,7 +201,7 @@ async def receiver(ws: Any, expected: int, arrivals: dict[int, float]) -> None:
         if at < 0 or not raw.startswith('{"type":"event"'):
             continue
         start = at + len(_MARK)
-        arrivals[int(raw[start : raw.index(":", start)])] = time.perf_counter()
+        arrivals[int(raw[start : raw.index("/", start)])] = time.perf_counter()
         got += 1
 
 

@@ -17,7 +17,7 @@ async def test_a_poisoned_to_device_message_is_dropped_not_retried_forever(alice
     bad = {
         "algorithm": OLM_ALGORITHM,
         "sender_key": mallory.keys.info().device_curve25519,
-        "ciphertext": {alice.keys.info().device_curve25519: {"type": -1, "body": "AAAA"}},
+        "ciphertext": {alice.keys.info().device_curve25519: {"type": 1, "body": "AAAA"}},
     }
     weird = {
         "algorithm": OLM_ALGORITHM,

@@ -98,19 +98,24 @@ async def test_a_one_time_key_signed_by_another_device_is_refused(alice: Client,
 
 
 def _poisoned(mine: str, sender: Client) -> list[dict[str, Any]]:
-    """Olm content the server relays (right sender key, addressed to the key `mine`) that is no Olm message."""
+    """Olm content the server relays (right sender key and shape, addressed to the key `mine`) that is no Olm
+    message: a normal message with no session behind it, and pre-key messages of garbage."""
     return [
         {
             "algorithm": OLM_ALGORITHM,
             "sender_key": sender.keys.info().device_curve25519,
-            "ciphertext": {mine: {"type": -1, "body": "AAAA"}},
+            "ciphertext": {mine: {"type": 1, "body": "AAAA"}},
         },
         {
             "algorithm": OLM_ALGORITHM,
             "sender_key": sender.keys.info().device_curve25519,
             "ciphertext": {mine: {"type": 0, "body": b64encode(b"\x00" * 40)}},
         },
-        {"algorithm": OLM_ALGORITHM, "sender_key": sender.keys.info().device_curve25519, "ciphertext": {mine: {"type": 0}}},
+        {
+            "algorithm": OLM_ALGORITHM,
+            "sender_key": sender.keys.info().device_curve25519,
+            "ciphertext": {mine: {"type": 0, "body": "AA"}},
+        },
     ]
 
 

@@ -17,7 +17,7 @@ def _fake_ciphertext(device_id: str) -> dict[str, object]:
         "algorithm": MEGOLM_ALGORITHM,
         "ciphertext": "AwgAEhA",
         "session_id": "session",
-        "sender_key": "key",
+        "sender_key": "A" * 43,
         "device_id": device_id,
     }
 

@@ -146,27 +146,53 @@ async def test_a_websocket_send_with_unservable_ids_gets_an_error_frame(app: Fas
         assert answer.get("txn_id") in (None, txn_id), answer
 
 
-async def test_accepted_odd_content_comes_back_exactly_over_http_and_websocket(
+async def test_encrypted_content_relays_base64_and_ids_only(
     http: httpx.AsyncClient, app: FastAPI, alice: Client, bob: Client
 ) -> None:
-    """NUL, astral and combining characters, bidi marks, the largest integers and the deepest nesting are all
-    legal JSON: accepted, and served back unchanged by both paths."""
+    """NUL, astral and combining characters, bidi marks, the largest integers and deep nesting are legal JSON,
+    but encrypted content carries base64 and ids only: anything else (extra members, a forged `sender`, text
+    in an Olm entry, an odd session id) is refused, so no member can put text or a shape other clients do
+    not expect in front of them (found from outside). The well-formed content comes back exactly."""
     odd = {
         "nul": "a\x00b",
         "text": "e\u0301 \U0001f600 \u202e \ufeff \uffff \x7f",
         "ints": [MAX_JSON_INT, -MAX_JSON_INT, 0],
         "deep": nested(MAX_JSON_DEPTH - 3),
-        "": None,
-        "flags": [True, False],
     }
-    content = olm(bob, alice) | {"odd": odd}
-    resp = await http.post("/v1/to_device", json=to_device_body(alice, content), headers=auth(bob))
-    assert resp.status_code == 200, resp.text
+    base = olm(bob, alice)
+    (key,) = base["ciphertext"]
+    bad_olm = [
+        base | {"odd": odd},
+        base | {"sender": "@someone:else", "sender_device": "ABCDEFGH"},
+        base | {"ciphertext": {key: {"type": 2, "body": "AAAA"}}},
+        base | {"ciphertext": {key: {"type": "0", "body": "AAAA"}}},
+        base | {"ciphertext": {key: {"type": 0, "body": 12345}}},
+        base | {"ciphertext": {key: {"type": 0, "body": "\x1b]0;owned\x07"}}},
+        base | {"ciphertext": {key: {"type": 0, "body": "AAAA", "note": "\u202e"}}},
+        base | {"ciphertext": {key: None}},
+    ]
+    for content in bad_olm:
+        resp = await http.post("/v1/to_device", json=to_device_body(alice, content), headers=auth(bob))
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_request", (content, resp.text)
     room = (await alice.rooms.direct("@bob")).room_id
-    sent = megolm(bob, "x\x00\U0001f600" * 1000)
-    resp = await http.put(f"/v1/rooms/{room}/send/odd", json=send_body(sent), headers=auth(bob))
-    assert resp.status_code == 200, resp.text
+    bad_megolm = [
+        megolm(bob, "x\x00\U0001f600"),
+        megolm(bob) | {"session_id": "\x1b[31m"},
+        megolm(bob) | {"session_id": ""},
+        megolm(bob) | {"ciphertext": ""},
+        megolm(bob) | {"odd": odd},
+    ]
+    for n, content in enumerate(bad_megolm):
+        resp = await http.put(f"/v1/rooms/{room}/send/odd{n}", json=send_body(content), headers=auth(bob))
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_request", (content, resp.text)
+    page = await http_sync(http, alice)
+    assert page["to_device"] == [] and [e for e in page["events"] if e["type"] == ENCRYPTED] == []
 
+    # The well-formed forms are relayed exactly, by both paths.
+    content = olm(bob, alice)
+    assert (await http.post("/v1/to_device", json=to_device_body(alice, content), headers=auth(bob))).status_code == 200
+    sent = megolm(bob, "AwgA/+" * 1000)
+    assert (await http.put(f"/v1/rooms/{room}/send/fine", json=send_body(sent), headers=auth(bob))).status_code == 200
     page = await http_sync(http, alice)
     assert [m["content"] for m in page["to_device"]] == [content]
     assert [e["content"] for e in page["events"] if e["type"] == ENCRYPTED] == [sent]

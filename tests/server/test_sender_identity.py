@@ -35,7 +35,7 @@ async def test_a_megolm_event_naming_another_device_is_refused(
         "another user's device": megolm(bob) | {"device_id": alice.device_id},
         "a device that does not exist": megolm(bob) | {"device_id": "NOSUCHDEVICE"},
         "another device's key": megolm(bob) | {"sender_key": alice.keys.info().device_curve25519},
-        "a made-up key": megolm(bob) | {"sender_key": "not-a-key"},
+        "a made-up key": megolm(bob) | {"sender_key": "A" * 43},
     }
     for n, (what, content) in enumerate(spoofs.items()):
         resp = await http.put(f"/v1/rooms/{room}/send/spoof{n}", json=send_body(content), headers=auth(bob))

@@ -7,6 +7,7 @@ from typing import Any
 
 from tokenim.core.content import check_client_json
 from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import DEVICE_ID_PATTERN
 from tokenim.protocol.keys import MEGOLM_ALGORITHM, OLM_ALGORITHM
 
 ENCRYPTED = "m.room.encrypted"
@@ -29,27 +30,65 @@ def check_event_type(event_type: str) -> str:
     return event_type
 
 
+# What the server relays inside encrypted content is base64 and ids only: nothing a member puts there can
+# carry text (escape sequences, bidi controls, NUL) to other members' screens, or a shape their clients
+# do not expect. Unpadded standard base64, as vodozemac writes it.
+_B64 = re.compile(r"^[A-Za-z0-9+/]+$")
+_KEY = re.compile(r"^[A-Za-z0-9+/]{43}$")  # a Curve25519 public key
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+_MEGOLM_FIELDS = {"algorithm", "ciphertext", "session_id", "sender_key", "device_id"}
+_OLM_FIELDS = {"algorithm", "sender_key", "ciphertext"}
+
+
+def _need(content: dict[str, Any], name: str, pattern: re.Pattern[str], what: str) -> None:
+    value = content.get(name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Encrypted content needs '{name}': {what}.")
+
+
+def _only(content: dict[str, Any], fields: set[str], what: str) -> None:
+    extra = set(content) - fields
+    if extra:
+        names = ", ".join(repr(str(n)[:40]) for n in sorted(extra)[:5])
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{what} has members it may not have: {names}.")
+
+
 def check_encrypted_content(content: dict[str, Any]) -> None:
     """A room message must be Megolm ciphertext: the server refuses anything that looks like plaintext."""
     check_client_json(content, "message content")
-    need = {"algorithm": str, "ciphertext": str, "session_id": str, "sender_key": str, "device_id": str}
-    for name, kind in need.items():
-        if not isinstance(content.get(name), kind):
-            raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Encrypted content needs a string '{name}'.")
-    if content["algorithm"] != MEGOLM_ALGORITHM:
+    if content.get("algorithm") != MEGOLM_ALGORITHM:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Room messages must use {MEGOLM_ALGORITHM}.")
-    extra = set(content) - set(need)
-    if extra:
-        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Encrypted content has unexpected fields: {sorted(extra)}.")
+    _only(content, _MEGOLM_FIELDS, "Encrypted content")
+    _need(content, "ciphertext", _B64, "the Megolm message in unpadded base64")
+    _need(content, "session_id", _B64, "the Megolm session id in unpadded base64")
+    _need(content, "sender_key", _KEY, "the sending device's Curve25519 key (43 base64 characters)")
+    _need(content, "device_id", _DEVICE_ID, "the sending device's id")
 
 
 def check_olm_content(content: dict[str, Any]) -> None:
-    """A to-device message must be Olm ciphertext (`ciphertext` maps a Curve25519 key to a message)."""
+    """A to-device message must be Olm ciphertext: `ciphertext` maps a Curve25519 key to exactly
+    `{"type": 0 | 1, "body": <unpadded base64>}` (0: a pre-key message, 1: a normal one)."""
     check_client_json(content, "to-device content")
     if content.get("algorithm") != OLM_ALGORITHM:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"To-device messages must use {OLM_ALGORITHM}.")
-    if not isinstance(content.get("sender_key"), str) or not isinstance(content.get("ciphertext"), dict):
-        raise TokenIMError(ErrorCode.INVALID_REQUEST, "Olm content needs 'sender_key' and a 'ciphertext' object.")
+    _only(content, _OLM_FIELDS, "Olm content")
+    _need(content, "sender_key", _KEY, "the sending device's Curve25519 key (43 base64 characters)")
+    ciphertext = content.get("ciphertext")
+    if not isinstance(ciphertext, dict):
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, "Olm content needs a 'ciphertext' object.")
+    for message in ciphertext.values():
+        if (
+            not isinstance(message, dict)
+            or set(message) != {"type", "body"}
+            or type(message["type"]) is not int
+            or message["type"] not in (0, 1)
+            or not isinstance(message["body"], str)
+            or not _B64.fullmatch(message["body"])
+        ):
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST,
+                'Each Olm ciphertext is {"type": 0 or 1, "body": the Olm message in unpadded base64}, nothing else.',
+            )
 
 
 def check_megolm_sender(content: dict[str, Any], device_id: str, curve25519: str) -> None:
