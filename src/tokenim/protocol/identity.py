@@ -216,6 +216,10 @@ def verify_chain(current: MasterKey, rotations: list[Rotation]) -> Chain:
         if rot.old_key != keys[-1]:
             raise ChainError(ChainProblem.BROKEN_LINK, f"The rotation from version {version} starts from another key.")
         keys.append(rot.new_key)
+    if len(keys) < current.version:
+        raise ChainError(
+            ChainProblem.MISSING_LINK, f"No rotation leads from version {len(keys)} to the current version {current.version}."
+        )
     if len(keys) != current.version or keys[-1] != current.public_key:
         raise ChainError(
             ChainProblem.HEAD_MISMATCH,
