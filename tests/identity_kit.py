@@ -105,6 +105,7 @@ class Account:
     devices: dict[str, Device]
     device_objects: dict[str, dict[str, Any]]
     tokens: dict[str, str]
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def master(self) -> SigningKey:
@@ -133,6 +134,7 @@ class Account:
         resp = await self.http.post("/v1/login", json={**ident, "nonce": c["nonce"], "signature": device.signing.sign(payload)})
         if resp.status_code == 200:
             self.tokens[device.device_id] = resp.json()["access_token"]
+            self.refresh_tokens[device.device_id] = resp.json()["refresh_token"]
         return resp
 
     async def add_device(self, device: Device | None = None) -> tuple[Device, httpx.Response]:
