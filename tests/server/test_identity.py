@@ -217,6 +217,13 @@ async def test_a_rotation_of_another_user_is_forbidden(alice: Account, bob: Acco
     del new
 
 
+async def test_a_rotation_naming_another_user_is_forbidden(alice: Account, bob: Account, database: Database) -> None:
+    """Alice's own keys sign it, but it would file a rotation of Bob's in Alice's chain."""
+    new, body = alice.rotation_body()
+    body["rotation"] = rotation_object(bob.user_id, alice.master, 1, new)
+    assert code(await refused_rotation(alice, body, new, database)) == "forbidden"
+
+
 # ---- revocation ----------------------------------------------------------------------------------
 
 

@@ -191,3 +191,23 @@ def test_a_revocation_by_the_pinned_key_counts_even_when_the_chain_is_not_truste
     d = decide(ALICE, pin, shown.answer(), NOW)
     assert d.verdict is Verdict.CHANGED_UNSIGNED
     assert d.revoked == {"DEVICEBBBB"} and d.unverified == ("DEVICEAAAA",)
+
+
+def test_a_revoked_device_id_stays_untrusted_under_new_keys() -> None:
+    """A server that shows the revoked id again, with fresh keys signed by the master key, is not believed."""
+    shown = Shown()
+    gone = shown.devices[1]
+    shown.revocations = [revocation_object(gone, shown.keys[0], 1)]
+    shown.devices[1] = Device(ALICE, gone.device_id)
+    d = decide(ALICE, shown.pin(), shown.answer(), NOW)
+    assert set(d.devices) == {"DEVICEAAAA"} and d.revoked == {"DEVICEBBBB"}
+
+
+def test_an_untrusted_chain_lets_only_the_pinned_version_vouch_for_a_revocation() -> None:
+    shown = Shown(2)
+    pin = shown.pin()
+    gone = shown.devices[1]
+    shown.revocations = [revocation_object(gone, shown.keys[1], 1)]  # the pinned key, claiming to be version 1
+    shown.keys = [SigningKey.generate()]
+    d = decide(ALICE, pin, shown.answer(), NOW)
+    assert d.verdict is Verdict.ROLLED_BACK and d.revoked == frozenset()

@@ -206,8 +206,6 @@ def verify_chain(current: MasterKey, rotations: list[Rotation]) -> Chain:
     links = _links_by_version(current.user_id, rotations)
     if links and min(links) != 1:
         raise ChainError(ChainProblem.NOT_FROM_ONE, f"The chain starts at version {min(links)}, not 1.")
-    if not links and current.version != 1:
-        raise ChainError(ChainProblem.MISSING_LINK, f"No rotation leads from version 1 to version {current.version}.")
     keys: list[str] = [links[1].old_key] if links else [current.public_key]
     for version in range(1, len(links) + 1):
         rot = links.get(version)

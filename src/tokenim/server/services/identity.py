@@ -157,8 +157,7 @@ class IdentityService:
             row = await self._ctx.accounts.get_device(b.tx, uid, did)
             if row is not None and (row.ed25519, row.curve25519) != (rev.ed25519, rev.curve25519):
                 raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The revocation names other keys than device {did} has.")
-            await self._ctx.auth.delete_device_tokens(b.tx, uid, did)
-            await self._ctx.accounts.delete_device(b.tx, uid, did)  # its one-time keys and to-device messages cascade
+            await self._ctx.accounts.delete_device(b.tx, uid, did)  # its tokens, one-time keys and to-device messages cascade
             await self._ctx.identity.insert_revocation(b.tx, rev, b.now)
             await self._ctx.auditor.record(b.tx, "device.revoked", uid, did, by_device=requester.device_id)
             await self._announce(b, uid, did, REVOKED)
