@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from tests.identity_kit import Account, Device, master_key_object, register, resign, revocation_object, rotation_object
+from tests.support import WebSocketSession
 from tokenim.core.ids import new_device_id
 from tokenim.core.signing import SigningKey, sign_json
 from tokenim.crypto.trust import Pin, Verdict, decide
@@ -372,3 +373,15 @@ async def test_a_crash_before_the_announcement_leaves_no_device_change(
     assert await state(http, database, alice) == before
     assert (await alice.login(alice.devices[second])).status_code == 200  # neither removed nor revoked
     assert room and new  # the room makes each change announce something; the key was never used
+
+
+async def test_revoking_a_device_closes_its_open_websocket(http: httpx.AsyncClient, app: FastAPI, alice: Account) -> None:
+    keep, gone = list(alice.devices.values())
+    async with WebSocketSession(app, alice.tokens[gone.device_id]) as ws:
+        await ws.send({"type": "ping"})
+        await ws.wait_for(lambda: len(ws.frames) == 1)
+        revocation = revocation_object(gone, alice.master, 1)
+        resp = await http.post("/v1/keys/revoke", json={"revocation": revocation}, headers=alice.auth(keep.device_id))
+        assert resp.status_code == 200, resp.text
+        await ws.wait_for(lambda: ws.close_code is not None)  # at once, without another frame
+    assert ws.close_code == 4401
