@@ -22,6 +22,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from tests.identity_kit import Device, master_key_object, resign, revocation_object, rotation_object
 from tests.support import insides, websocket_scope
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
@@ -673,6 +674,8 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
     second = DeviceIdentity.create(alice.user_id, new_device_id(), now, master=insides(alice).identity.master)
     upload = second.keys_to_upload(45, need_fallback=True)
     otk = sign_json({"key": SigningKey.generate().public_key}, alice.user_id, alice.device_id, insides(alice).identity)
+    second_device = Device(alice.user_id, second.device_id, curve25519=second.curve25519)
+    second_device.signing = SigningKey.generate()  # the revocation names keys; only their shape matters here
     return {
         ("POST", "/v1/register"): registration_body(newcomer, "newcomer", now),
         ("POST", "/v1/login/challenge"): {"user_id": alice.user_id, "device_id": alice.device_id},
@@ -688,6 +691,8 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
         ("POST", "/v1/keys/upload"): {"one_time_keys": {"signed_curve25519:fuzz1": otk}, "fallback_keys": {}},
         ("POST", "/v1/keys/query"): {"user_ids": [alice.user_id, bob.user_id]},
         ("POST", "/v1/keys/claim"): {"devices": {bob.user_id: [bob.device_id]}},
+        ("POST", "/v1/keys/rotate"): rotation_body(alice, now),
+        ("POST", "/v1/keys/revoke"): {"revocation": revocation_object(second_device, insides(alice).identity.master, 1, now)},
         ("POST", "/v1/admin/invites"): {"expires_in_seconds": 3600},
         ("POST", "/v1/rooms"): {"name": "room", "invite": [bob.user_id]},
         ("POST", "/v1/rooms/direct"): {"user_id": bob.user_id},
@@ -709,6 +714,17 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
         ("POST", "/v1/to_device"): {"type": "m.x", "messages": {bob.user_id: {bob.device_id: {"a": 1}}}},
         ("POST", "/v1/to_device/ack"): {"up_to": 0},
         ("POST", "/v1/blobs"): {"any": "bytes"},
+    }
+
+
+def rotation_body(alice: Client, now: int) -> dict[str, Any]:
+    """A well-formed rotation of Alice's master key to a new one, her device re-signed."""
+    new = SigningKey.generate()
+    device = resign(insides(alice).identity.device_keys_object(now), alice.user_id, new)
+    return {
+        "master_key": master_key_object(alice.user_id, new, 2, now),
+        "rotation": rotation_object(alice.user_id, insides(alice).identity.master, 1, new, ts=now),
+        "devices": [device],
     }
 
 

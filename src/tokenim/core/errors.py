@@ -33,6 +33,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
     PROFILE_FORKED = "profile_forked"
+    KEY_CHAIN_INVALID = "key_chain_invalid"
+    DEVICES_NOT_RESIGNED = "devices_not_resigned"
+    DEVICE_REVOKED = "device_revoked"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     SERVER_BUSY = "server_busy"
@@ -76,6 +79,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.PROFILE_FORKED: 409,
+    ErrorCode.KEY_CHAIN_INVALID: 409,
+    ErrorCode.DEVICES_NOT_RESIGNED: 400,
+    ErrorCode.DEVICE_REVOKED: 403,
     ErrorCode.TOO_MANY_CONNECTIONS: 429,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.SERVER_BUSY: 503,

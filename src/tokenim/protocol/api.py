@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
-from tokenim.core.limits import MAX_POSITION
+from tokenim.core.limits import MAX_DEVICES_PER_USER, MAX_POSITION
 from tokenim.protocol.wire import (
     DeviceIdStr,
     DeviceKeysJson,
@@ -16,6 +16,8 @@ from tokenim.protocol.wire import (
     OlmContentJson,
     OneTimeKeyJson,
     OneTimeKeysJson,
+    RevocationJson,
+    RotationJson,
     ToDeviceJson,
     UserIdStr,
 )
@@ -128,6 +130,10 @@ class KeysQueryRequest(_Wire):
 class UserKeys(_Wire):
     master_key: MasterKeyJson
     devices: dict[str, DeviceKeysJson]
+    rotations: list[RotationJson] = Field(
+        default_factory=list, description="the chain: one rotation per version from 1 to the current one, oldest first"
+    )
+    revocations: list[RevocationJson] = Field(default_factory=list, description="the user's revoked devices")
 
 
 class KeysQueryResponse(_Wire):
@@ -166,6 +172,24 @@ class LogoutAllResponse(_Wire):
 
     ok: bool = True
     sessions_ended: int
+
+
+class RotateRequest(_Wire):
+    """`POST /v1/keys/rotate`: the new master key, the rotation to it, and every device re-signed by it."""
+
+    master_key: MasterKeyJson
+    rotation: RotationJson
+    devices: list[DeviceKeysJson] = Field(max_length=MAX_DEVICES_PER_USER)
+
+
+class RotateResponse(_Wire):
+    version: int
+
+
+class RevokeRequest(_Wire):
+    """`POST /v1/keys/revoke`: a device revocation signed by the current master key."""
+
+    revocation: RevocationJson
 
 
 class AddDeviceRequest(_Wire):

@@ -33,53 +33,58 @@ DEVICE_KEYS_MEMBERS = frozenset({"user_id", "device_id", "algorithms", "keys", "
 ONE_TIME_KEY_MEMBERS = frozenset({"key", "fallback", "signatures"})
 
 
-def _bad(what: str, why: str) -> TokenIMError:
+def bad_key_object(what: str, why: str) -> TokenIMError:
+    """A `bad_key_object` error naming the object and what is wrong with it."""
     return TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The {what} is malformed: {why}.")
 
 
-def _check_key_b64(value: object, what: str, field: str) -> str:
+def check_key_b64(value: object, what: str, field: str) -> str:
+    """A base64 string of a 32-byte key, or `bad_key_object`."""
     if not isinstance(value, str):
-        raise _bad(what, f"{field} must be a base64 string")
+        raise bad_key_object(what, f"{field} must be a base64 string")
     try:
         raw = b64decode(value)
     except ValueError:
-        raise _bad(what, f"{field} is not valid base64") from None
+        raise bad_key_object(what, f"{field} is not valid base64") from None
     if len(raw) != 32:
-        raise _bad(what, f"{field} must be a 32-byte key")
+        raise bad_key_object(what, f"{field} must be a 32-byte key")
     return value
 
 
-def _check_int(value: object, what: str, field: str) -> int:
+def check_int(value: object, what: str, field: str) -> int:
+    """A non-negative integer (not a bool), or `bad_key_object`."""
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _bad(what, f"{field} must be a non-negative integer")
+        raise bad_key_object(what, f"{field} must be a non-negative integer")
     return value
 
 
-def _check_time(value: object, what: str, field: str) -> int:
+def check_time(value: object, what: str, field: str) -> int:
+    """An integer time in milliseconds within the accepted range, or `bad_key_object`."""
     if not isinstance(value, int) or isinstance(value, bool) or not MIN_TIME_MS <= value <= MAX_TIME_MS:
-        raise _bad(what, f"{field} must be an integer time in milliseconds since the Unix epoch")
+        raise bad_key_object(what, f"{field} must be an integer time in milliseconds since the Unix epoch")
     return value
 
 
-def _require_dict(value: object, what: str) -> dict[str, Any]:
+def require_dict(value: object, what: str) -> dict[str, Any]:
+    """A JSON object that can be stored and served back, or `bad_key_object`."""
     if not isinstance(value, dict):
-        raise _bad(what, "it must be a JSON object")
+        raise bad_key_object(what, "it must be a JSON object")
     check_client_json(value, what, ErrorCode.BAD_KEY_OBJECT)  # relayed to every client: it must be servable
     return value
 
 
-def _require_members(raw: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+def require_members(raw: dict[str, Any], allowed: frozenset[str], what: str) -> None:
     """Only the documented members, and `signatures` shaped as {signer: {key id: signature}}."""
     extra = sorted(set(raw) - allowed)
     if extra:
-        raise _bad(what, f"it has members that are not part of it: {', '.join(repr(e[:40]) for e in extra[:5])}")
+        raise bad_key_object(what, f"it has members that are not part of it: {', '.join(repr(e[:40]) for e in extra[:5])}")
     sigs = raw.get("signatures")
     if sigs is None:
         return
     if not isinstance(sigs, dict) or not all(
         isinstance(by, dict) and all(isinstance(v, str) for v in by.values()) for by in sigs.values()
     ):
-        raise _bad(what, "signatures must map each signer to an object of key id -> signature strings")
+        raise bad_key_object(what, "signatures must map each signer to an object of key id -> signature strings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,27 +124,27 @@ class OneTimeKey:
 def parse_master_key(value: object) -> MasterKey:
     """Check the shape of a master-key object."""
     what = "master key"
-    raw = _require_dict(value, what)
-    _require_members(raw, MASTER_KEY_MEMBERS, what)
+    raw = require_dict(value, what)
+    require_members(raw, MASTER_KEY_MEMBERS, what)
     user_id = raw.get("user_id")
     try:
         uid = check_user_id(user_id)
     except TokenIMError:
-        raise _bad(what, "user_id is not a user id") from None
+        raise bad_key_object(what, "user_id is not a user id") from None
     if raw.get("usage") != ["master"]:
-        raise _bad(what, 'usage must be ["master"]')
+        raise bad_key_object(what, 'usage must be ["master"]')
     keys = raw.get("keys")
     if not isinstance(keys, dict) or len(keys) != 1:
-        raise _bad(what, "keys must hold exactly one ed25519 key")
+        raise bad_key_object(what, "keys must hold exactly one ed25519 key")
     ((key_id, public),) = keys.items()
-    _check_key_b64(public, what, "the key")
+    check_key_b64(public, what, "the key")
     if key_id != f"ed25519:{public}":
-        raise _bad(what, "the key id must be ed25519:<public key>")
+        raise bad_key_object(what, "the key id must be ed25519:<public key>")
     return MasterKey(
         user_id=uid,
         public_key=public,
-        version=_check_int(raw.get("version"), what, "version"),
-        created_at=_check_time(raw.get("created_at"), what, "created_at"),
+        version=check_int(raw.get("version"), what, "version"),
+        created_at=check_time(raw.get("created_at"), what, "created_at"),
         raw=raw,
     )
 
@@ -152,11 +157,13 @@ def _require_exact_signatures(raw: dict[str, Any], signer: str, key_ids: list[st
     """
     sigs: dict[str, dict[str, str]] = raw["signatures"]  # verify_json found the expected ones in it
     if set(sigs) - {signer}:
-        raise _bad(what, f"it carries signatures by others than {signer}, which nobody checks")
+        raise bad_key_object(what, f"it carries signatures by others than {signer}, which nobody checks")
     mine = sigs[signer]
     expected = {f"ed25519:{k}" for k in key_ids}
     if set(mine) - expected:
-        raise _bad(what, f"it carries signatures by keys nobody checks; only {' and '.join(sorted(expected))} may sign it")
+        raise bad_key_object(
+            what, f"it carries signatures by keys nobody checks; only {' and '.join(sorted(expected))} may sign it"
+        )
 
 
 def verify_master_key(mk: MasterKey) -> None:
@@ -168,25 +175,25 @@ def verify_master_key(mk: MasterKey) -> None:
 def parse_device_keys(value: object) -> DeviceKeys:
     """Check the shape of a device-keys object."""
     what = "device keys object"
-    raw = _require_dict(value, what)
-    _require_members(raw, DEVICE_KEYS_MEMBERS, what)
+    raw = require_dict(value, what)
+    require_members(raw, DEVICE_KEYS_MEMBERS, what)
     try:
         uid = check_user_id(raw.get("user_id"))
         did = check_device_id(raw.get("device_id"))
     except TokenIMError as exc:
-        raise _bad(what, exc.message.rstrip(".")) from None
+        raise bad_key_object(what, exc.message.rstrip(".")) from None
     if raw.get("algorithms") != DEVICE_ALGORITHMS:
-        raise _bad(what, f"algorithms must be {DEVICE_ALGORITHMS}")
+        raise bad_key_object(what, f"algorithms must be {DEVICE_ALGORITHMS}")
     keys = raw.get("keys")
     if not isinstance(keys, dict) or set(keys) != {f"curve25519:{did}", f"ed25519:{did}"}:
-        raise _bad(what, "keys must hold curve25519:<device id> and ed25519:<device id>")
+        raise bad_key_object(what, "keys must hold curve25519:<device id> and ed25519:<device id>")
     return DeviceKeys(
         user_id=uid,
         device_id=did,
-        curve25519=_check_key_b64(keys[f"curve25519:{did}"], what, "the curve25519 key"),
-        ed25519=_check_key_b64(keys[f"ed25519:{did}"], what, "the ed25519 key"),
-        master_key_version=_check_int(raw.get("master_key_version"), what, "master_key_version"),
-        created_at=_check_time(raw.get("created_at"), what, "created_at"),
+        curve25519=check_key_b64(keys[f"curve25519:{did}"], what, "the curve25519 key"),
+        ed25519=check_key_b64(keys[f"ed25519:{did}"], what, "the ed25519 key"),
+        master_key_version=check_int(raw.get("master_key_version"), what, "master_key_version"),
+        created_at=check_time(raw.get("created_at"), what, "created_at"),
         raw=raw,
     )
 
@@ -203,19 +210,19 @@ def verify_device_keys(dk: DeviceKeys, master: MasterKey) -> None:
 def parse_one_time_keys(value: object, *, fallback: bool) -> list[OneTimeKey]:
     """Check the shape of `{"signed_curve25519:<id>": {"key": ..., "signatures": ...}}`."""
     what = "fallback key" if fallback else "one-time key"
-    mapping = _require_dict(value, what + " map")
+    mapping = require_dict(value, what + " map")
     out: list[OneTimeKey] = []
     for full_id, obj in mapping.items():
         algorithm, _, key_id = full_id.partition(":")
         if algorithm != ONE_TIME_KEY_ALGORITHM or not ONE_TIME_KEY_ID.fullmatch(key_id):
-            raise _bad(what, f"key ids must look like {ONE_TIME_KEY_ALGORITHM}:<1 to 64 base64 characters>")
-        raw = _require_dict(obj, what)
-        _require_members(raw, ONE_TIME_KEY_MEMBERS, what)
+            raise bad_key_object(what, f"key ids must look like {ONE_TIME_KEY_ALGORITHM}:<1 to 64 base64 characters>")
+        raw = require_dict(obj, what)
+        require_members(raw, ONE_TIME_KEY_MEMBERS, what)
         if fallback and raw.get("fallback") is not True:
-            raise _bad(what, 'a fallback key must hold "fallback": true (inside the signed object)')
+            raise bad_key_object(what, 'a fallback key must hold "fallback": true (inside the signed object)')
         if not fallback and "fallback" in raw:
-            raise _bad(what, 'a one-time key has no "fallback" member (only a fallback key has one, and it is true)')
-        out.append(OneTimeKey(key_id=key_id, public_key=_check_key_b64(raw.get("key"), what, "key"), fallback=fallback, raw=raw))
+            raise bad_key_object(what, 'a one-time key has no "fallback" member (only a fallback key has one, and it is true)')
+        out.append(OneTimeKey(key_id=key_id, public_key=check_key_b64(raw.get("key"), what, "key"), fallback=fallback, raw=raw))
     return out
 
 

@@ -74,6 +74,31 @@ class OneTimeKeyObject(_Doc):
     signatures: Signatures
 
 
+class RotationObject(_Doc):
+    """The user's master key moves from version n to n + 1, signed by the old key and by the new key."""
+
+    type: Literal["tokenim.master_key_rotation.v1"]
+    user_id: UserIdStr
+    old_key: str = Field(pattern=B64, min_length=43, max_length=43, description="the master public key of version n")
+    old_version: int = Field(ge=1)
+    new_key: str = Field(pattern=B64, min_length=43, max_length=43, description="the master public key of version n + 1")
+    new_version: int = Field(ge=2)
+    ts: TimeMs
+    signatures: Signatures
+
+
+class RevocationObject(_Doc):
+    """A device that must never be trusted or accepted again, signed by the user's current master key."""
+
+    type: Literal["tokenim.device_revocation.v1"]
+    user_id: UserIdStr
+    device_id: DeviceIdStr
+    keys: dict[str, str] = Field(description='{"curve25519:<device id>": "<pub>", "ed25519:<device id>": "<pub>"}')
+    master_key_version: int = Field(ge=1)
+    ts: TimeMs
+    signatures: Signatures
+
+
 def _flat(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema()
 
@@ -86,6 +111,8 @@ ONE_TIME_KEY_MAP_SCHEMA: dict[str, Any] = {
 }
 MasterKeyJson = Annotated[dict[str, Any], WithJsonSchema(_flat(MasterKeyObject))]
 DeviceKeysJson = Annotated[dict[str, Any], WithJsonSchema(_flat(DeviceKeysObject))]
+RotationJson = Annotated[dict[str, Any], WithJsonSchema(_flat(RotationObject))]
+RevocationJson = Annotated[dict[str, Any], WithJsonSchema(_flat(RevocationObject))]
 OneTimeKeysJson = Annotated[dict[str, Any], WithJsonSchema(ONE_TIME_KEY_MAP_SCHEMA)]
 OneTimeKeyJson = Annotated[dict[str, Any], WithJsonSchema(_flat(OneTimeKeyObject))]
 

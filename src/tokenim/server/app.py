@@ -8,6 +8,7 @@ from tokenim import __version__
 from tokenim.core.clock import Clock
 from tokenim.server.api.contract import install_openapi
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
+from tokenim.server.api.identity import build_identity_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
@@ -18,6 +19,7 @@ from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Auditor, Context
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
+from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
@@ -28,6 +30,7 @@ from tokenim.server.storage.audit import AuditStore
 from tokenim.server.storage.auth import AuthStore
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.events import EventStore
+from tokenim.server.storage.identity import IdentityStore
 from tokenim.server.storage.keys import OneTimeKeyStore
 from tokenim.server.storage.rooms import RoomStore
 
@@ -42,6 +45,7 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         keys=OneTimeKeyStore(),
         auth=AuthStore(),
         auditor=Auditor(AuditStore(), clock),
+        identity=IdentityStore(),
     )
     accounts = AccountService(ctx, config.registration)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
@@ -51,8 +55,9 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     return Services(
         accounts=accounts,
         auth=AuthService(ctx, on_session_end=hub.close_session),
-        keys=KeyService(ctx, accounts, room_service.do_announce_device, hub.notify_keys_low),
-        devices=DeviceService(ctx, room_service.do_announce_device, on_removed=hub.close_device),
+        keys=KeyService(ctx, accounts, writer, room_service.announce_device, hub.notify_keys_low),
+        devices=DeviceService(ctx, writer, room_service.announce_device, on_removed=hub.close_device),
+        identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
@@ -72,6 +77,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
     routers = [
         build_router(services, config.server_name),
         build_messaging_router(services.rooms, services.messages, services.files, requester),
+        build_identity_router(services.identity, requester),
     ]
     for router in routers:
         app.include_router(router)

@@ -42,6 +42,7 @@ from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
+from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
@@ -61,6 +62,7 @@ class Services:
     rooms: RoomService
     messages: MessageService
     files: FileService
+    identity: IdentityService
     hub: Hub
     writer: EventWriter
 
@@ -96,6 +98,7 @@ def build_router(services: Services, server_name: str) -> APIRouter:
             E.TOO_MANY_KEYS,
             E.INVITE_REQUIRED,
             E.INVITE_INVALID,
+            E.DEVICE_REVOKED,
             E.USERNAME_TAKEN,
             E.KEY_CONFLICT,
             auth=False,
@@ -108,7 +111,7 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         "/v1/login/challenge",
         response_model=ChallengeResponse,
         tags=["auth"],
-        responses=errors(E.UNKNOWN_USER, E.UNKNOWN_DEVICE, auth=False),
+        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.UNKNOWN_DEVICE, auth=False),
     )
     async def challenge(body: ChallengeRequest) -> ChallengeResponse:
         return await services.auth.do_challenge(body.user_id, body.device_id)
@@ -117,7 +120,15 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         "/v1/login",
         response_model=TokenResponse,
         tags=["auth"],
-        responses=errors(E.UNKNOWN_USER, E.UNKNOWN_DEVICE, E.CHALLENGE_INVALID, E.CHALLENGE_EXPIRED, E.BAD_SIGNATURE, auth=False),
+        responses=errors(
+            E.UNKNOWN_USER,
+            E.UNKNOWN_DEVICE,
+            E.CHALLENGE_INVALID,
+            E.CHALLENGE_EXPIRED,
+            E.BAD_SIGNATURE,
+            E.DEVICE_REVOKED,
+            auth=False,
+        ),
     )
     async def login(body: LoginRequest) -> TokenResponse:
         return await services.auth.do_login(body)
@@ -152,7 +163,7 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         "/v1/devices",
         response_model=OkResponse,
         tags=["devices"],
-        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_EXISTS, E.KEY_CONFLICT),
+        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_REVOKED, E.DEVICE_EXISTS, E.KEY_CONFLICT),
     )
     async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:
         await services.keys.do_add_device(me, body.device_keys, body.one_time_keys, body.fallback_keys)

@@ -24,7 +24,7 @@ from tokenim.protocol.keys import (
     verify_master_key,
     verify_one_time_key,
 )
-from tokenim.server.services.common import Context, Requester, secret_hash
+from tokenim.server.services.common import Context, Requester, refuse_revoked_keys, secret_hash
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
 
@@ -116,6 +116,7 @@ class AccountService:
                 grants_admin = await self._take_invite(tx, reg, now)
                 if await self._ctx.accounts.username_exists(tx, reg.username):
                     raise TokenIMError(ErrorCode.USERNAME_TAKEN, f"The username '{reg.username}' is taken.")
+                await refuse_revoked_keys(self._ctx, tx, reg.device)
                 is_admin = grants_admin or await self._is_first_user(tx)
                 await self._ctx.accounts.insert_user(tx, UserRow(reg.user_id, reg.username, reg.email, is_admin, now))
                 await self._ctx.accounts.insert_master_key(tx, reg.user_id, 1, reg.master.public_key, reg.master.raw, now)

@@ -42,6 +42,10 @@ class AuthService:
             raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
         device = await self._ctx.accounts.get_device(tx, user_id, device_id)
         if device is None:
+            if await self._ctx.identity.is_revoked(tx, user_id, device_id):
+                raise TokenIMError(
+                    ErrorCode.DEVICE_REVOKED, f"Device {device_id} of {user_id} was revoked: it can never log in again."
+                )
             raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"{user_id} has no device {device_id}.")
         return device.ed25519
 

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokenim.core.clock import Clock
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.protocol.keys import DeviceKeys
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditEvent, AuditStore
 from tokenim.server.storage.auth import AuthStore
 from tokenim.server.storage.database import Database, Tx
+from tokenim.server.storage.identity import IdentityStore
 from tokenim.server.storage.keys import OneTimeKeyStore
 
 
@@ -58,3 +61,12 @@ class Context:
     keys: OneTimeKeyStore
     auth: AuthStore
     auditor: Auditor
+    identity: IdentityStore
+
+
+async def refuse_revoked_keys(ctx: Context, tx: Tx, device: DeviceKeys) -> None:
+    """A revoked device id, or a device key that belonged to any revoked device, is refused forever."""
+    if await ctx.identity.is_revoked(tx, device.user_id, device.device_id):
+        raise TokenIMError(ErrorCode.DEVICE_REVOKED, f"Device {device.device_id} was revoked: it can never be added again.")
+    if await ctx.identity.revoked_key_in(tx, [device.ed25519, device.curve25519]):
+        raise TokenIMError(ErrorCode.DEVICE_REVOKED, "These device keys belong to a revoked device: make new keys.")

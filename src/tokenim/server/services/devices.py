@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id
 from tokenim.protocol.api import DeviceInfo, DevicesResponse
 from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 
 
 class DeviceService:
@@ -16,10 +17,12 @@ class DeviceService:
     def __init__(
         self,
         ctx: Context,
-        announce: Callable[[str, str, str], Awaitable[None]],
+        writer: EventWriter,
+        announce: AnnounceDevice,
         on_removed: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._ctx = ctx
+        self._writer = writer
         self._announce = announce
         self._on_removed = on_removed
 
@@ -33,11 +36,15 @@ class DeviceService:
         )
 
     async def do_remove(self, requester: Requester, device_id: str) -> None:
+        """Delete the device, its tokens and keys, its audit record and its `device_list` event: one transaction."""
         did = check_device_id(device_id)
-        async with self._ctx.db.write() as tx:
-            await self._ctx.auth.delete_device_tokens(tx, requester.user_id, did)
-            if not await self._ctx.accounts.delete_device(tx, requester.user_id, did):
+
+        async def job(b: Batch) -> None:
+            await self._ctx.auth.delete_device_tokens(b.tx, requester.user_id, did)
+            if not await self._ctx.accounts.delete_device(b.tx, requester.user_id, did):
                 raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You have no device {did}.")
-            await self._ctx.auditor.record(tx, "device.removed", requester.user_id, did, by_device=requester.device_id)
+            await self._ctx.auditor.record(b.tx, "device.removed", requester.user_id, did, by_device=requester.device_id)
+            await self._announce(b, requester.user_id, did, "removed")
+
+        await self._writer.submit(job)
         self._on_removed(requester.user_id, did)
-        await self._announce(requester.user_id, did, "removed")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from sqlalchemy.exc import IntegrityError
 
@@ -13,13 +13,15 @@ from tokenim.core.limits import MAX_DEVICES_PER_USER, MAX_ONE_TIME_KEYS_PER_UPLO
 from tokenim.protocol.api import ClaimedKey, KeyCountsResponse, KeysClaimResponse, KeysQueryResponse, UserKeys
 from tokenim.protocol.keys import (
     ONE_TIME_KEY_ALGORITHM,
+    DeviceKeys,
     parse_device_keys,
     parse_master_key,
     parse_one_time_keys,
     verify_one_time_key,
 )
 from tokenim.server.services.accounts import AccountService, check_new_device
-from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.common import Context, Requester, refuse_revoked_keys
+from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 
 
@@ -30,12 +32,14 @@ class KeyService:
         self,
         ctx: Context,
         accounts: AccountService,
-        announce: Callable[[str, str, str], Awaitable[None]],
+        writer: EventWriter,
+        announce: AnnounceDevice,
         notify_keys_low: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._notify_keys_low = notify_keys_low
         self._ctx = ctx
         self._accounts = accounts
+        self._writer = writer
         self._announce = announce
 
     async def _device_keys(self, tx: Tx, requester: Requester):  # type: ignore[no-untyped-def]
@@ -87,12 +91,18 @@ class KeyService:
         return KeyCountsResponse(one_time_keys=count, has_fallback_key=has_fallback)
 
     async def access_query(self, user_ids: list[str]) -> KeysQueryResponse:
-        """Each user's current master key and signed device keys; clients verify them all again."""
+        """Each user's current master key, the chain of rotations that leads to it, their revocations and
+        signed device keys, as stored; clients verify them all again."""
         wanted = sorted({check_user_id(u) for u in user_ids})
         async with self._ctx.db.read() as tx:
             masters = await self._ctx.accounts.current_master_keys(tx, list(wanted))
             devices = await self._ctx.accounts.list_devices(tx, list(masters))
-        users = {uid: UserKeys(master_key=mk, devices={}) for uid, mk in masters.items()}
+            rotations = await self._ctx.identity.rotations(tx, list(masters))
+            revocations = await self._ctx.identity.revocations(tx, list(masters))
+        users = {
+            uid: UserKeys(master_key=mk, devices={}, rotations=rotations.get(uid, []), revocations=revocations.get(uid, []))
+            for uid, mk in masters.items()
+        }
         for d in devices:
             users[d.user_id].devices[d.device_id] = d.keys
         return KeysQueryResponse(users=users, unknown=[u for u in wanted if u not in masters])
@@ -119,26 +129,29 @@ class KeyService:
         return KeysClaimResponse(one_time_keys=out)
 
     async def do_add_device(self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object) -> None:
-        """Add another device to the requester's account: its keys must be signed by the current master key."""
-        now = self._ctx.clock.now_ms()
+        """Add another device to the requester's account: its keys must be signed by the current master key,
+        and neither its id nor its keys revoked. The device, its audit record and its `device_list` event
+        commit together."""
+
+        async def job(b: Batch) -> DeviceKeys:
+            masters = await self._ctx.accounts.current_master_keys(b.tx, [requester.user_id])
+            master = parse_master_key(masters[requester.user_id])
+            device, otks = check_new_device(master, device_raw, otks_raw, fallback_raw)
+            await refuse_revoked_keys(self._ctx, b.tx, device)
+            if await self._ctx.accounts.get_device(b.tx, device.user_id, device.device_id) is not None:
+                raise TokenIMError(ErrorCode.DEVICE_EXISTS, f"Device {device.device_id} already exists.")
+            if await self._ctx.accounts.count_devices(b.tx, requester.user_id) >= MAX_DEVICES_PER_USER:
+                raise TokenIMError(ErrorCode.TOO_MANY_KEYS, f"An account may have at most {MAX_DEVICES_PER_USER} devices.")
+            await self._accounts.insert_device(b.tx, device, otks, b.now)
+            await self._ctx.auditor.record(
+                b.tx, "device.added", requester.user_id, device.device_id, by_device=requester.device_id
+            )
+            await self._announce(b, requester.user_id, device.device_id, "added")
+            return device
+
         try:
-            await self._insert_new_device(requester, device_raw, otks_raw, fallback_raw, now)
+            await self._writer.submit(job)
         except IntegrityError:  # a race with another add of the same device or the same keys
             raise TokenIMError(
                 ErrorCode.KEY_CONFLICT, "The device or its keys were added by another request at the same moment."
             ) from None
-
-    async def _insert_new_device(
-        self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object, now: int
-    ) -> None:
-        async with self._ctx.db.write() as tx:
-            masters = await self._ctx.accounts.current_master_keys(tx, [requester.user_id])
-            master = parse_master_key(masters[requester.user_id])
-            device, otks = check_new_device(master, device_raw, otks_raw, fallback_raw)
-            if await self._ctx.accounts.get_device(tx, device.user_id, device.device_id) is not None:
-                raise TokenIMError(ErrorCode.DEVICE_EXISTS, f"Device {device.device_id} already exists.")
-            if await self._ctx.accounts.count_devices(tx, requester.user_id) >= MAX_DEVICES_PER_USER:
-                raise TokenIMError(ErrorCode.TOO_MANY_KEYS, f"An account may have at most {MAX_DEVICES_PER_USER} devices.")
-            await self._accounts.insert_device(tx, device, otks, now)
-            await self._ctx.auditor.record(tx, "device.added", requester.user_id, device.device_id, by_device=requester.device_id)
-        await self._announce(requester.user_id, device.device_id, "added")

@@ -232,18 +232,16 @@ class RoomService:
 
         await self._writer.submit(job)
 
-    async def do_announce_device(self, user_id: str, device_id: str, change: str) -> None:
-        """Tell every room the user is in that their devices changed, so senders re-share or rotate keys."""
-
-        async def job(b: Batch) -> None:
-            for room, me in await self._rooms.rooms_of(b.tx, user_id):
-                if me.membership != JOIN:
-                    continue
-                content = {"user_id": user_id, "device_id": device_id, "change": change}
-                ev = await b.add_event(room.room_id, DEVICE_LIST, user_id, content)
-                b.publish(ev, [m.user_id for m in await self._rooms.members(b.tx, room.room_id)])
-
-        await self._writer.submit(job)
+    async def announce_device(self, b: Batch, user_id: str, device_id: str, change: str) -> None:
+        """Inside the batch that changes the device: tell every room the user is in that their devices
+        changed (`tokenim.device_list`), so senders re-check keys. Same transaction, so a device change
+        is never committed without its announcement, nor the other way round."""
+        content = {"user_id": user_id, "device_id": device_id, "change": change}
+        for room, me in await self._rooms.rooms_of(b.tx, user_id):
+            if me.membership != JOIN:
+                continue
+            ev = await b.add_event(room.room_id, DEVICE_LIST, user_id, content)
+            b.publish(ev, [m.user_id for m in await self._rooms.members(b.tx, room.room_id)])
 
     async def access_members(self, requester: Requester, room_id: str) -> MembersResponse:
         async with self._ctx.db.read() as tx:

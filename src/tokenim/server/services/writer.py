@@ -91,6 +91,8 @@ class Batch:
 
 
 Job = Callable[[Batch], Awaitable[T]]
+# Writes `tokenim.device_list` events for (user id, device id, change) into the batch changing the device.
+AnnounceDevice = Callable[[Batch, str, str, str], Awaitable[None]]
 
 
 @dataclass

@@ -70,6 +70,40 @@ device_identity_keys = Table(
     Column("device_id", String(32), nullable=False),
 )
 
+# Each rotation of a user's master key, as signed (`rotation_json` is the truth; the other columns are
+# read from it). The primary key allows one rotation out of each version: a chain cannot fork here.
+master_key_rotations = Table(
+    "master_key_rotations",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("old_version", Integer, primary_key=True),
+    Column("new_version", Integer, nullable=False),
+    Column("old_key", String(64), nullable=False),
+    Column("new_key", String(64), nullable=False),
+    Column("rotation_json", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
+)
+
+# Revoked devices, as signed by the master key (`revocation_json` is the truth). Kept forever: the device
+# id and its keys are refused from then on. No foreign key to `devices`: the device row is deleted.
+device_revocations = Table(
+    "device_revocations",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("device_id", String(32), primary_key=True),
+    Column("ed25519", String(64), nullable=False),
+    Column("curve25519", String(64), nullable=False),
+    Column("master_key_version", Integer, nullable=False),
+    Column("revocation_json", Text, nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
+)
+Index("ix_device_revocations_ed25519", device_revocations.c.ed25519)
+Index("ix_device_revocations_curve25519", device_revocations.c.curve25519)
+
 one_time_keys = Table(
     "one_time_keys",
     metadata,
