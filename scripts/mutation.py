@@ -38,6 +38,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
             "tests/unit/test_protocol_keys.py",
             "tests/unit/test_crypto_device.py",
             "tests/server/test_keys.py",
+            "tests/server/test_device_limits.py",
             "tests/client/test_promises.py::test_a_claimed_one_time_key_that_does_not_verify_starts_no_session",
             "tests/client/test_promises.py::test_a_one_time_key_signed_by_another_device_is_refused",
         ],
@@ -100,10 +101,16 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     ),
 }
 
-# Lines whose expressions are not mutated: the raising of an error (its code and sentence; the condition that
-# decides to raise, on the line before, is still mutated) and a line holding nothing but a string literal (the
-# continuation of an error sentence). Mutating these only makes equivalent mutants and costs test runs.
-DO_NOT_MUTATE_PATTERNS = [r"^\s*raise \w*Error\(", r'^\s*f?"[^"]*"\s*[,)]*\s*$']
+# Lines whose expressions are not mutated: building an error to raise or return (its code and sentence; the
+# condition that decides to refuse, on the line before, is still mutated), a line holding nothing but a string
+# literal (the continuation of a sentence), and `what = "..."` (the name of the object in an error sentence).
+# Mutating these only makes equivalent mutants and costs test runs.
+DO_NOT_MUTATE_PATTERNS = [
+    r"^\s*raise \w+\(",
+    r"^\s*return (TokenIMError|CryptoError)\(",
+    r'^\s*f?"[^"]*"\s*[,)]*\s*$',
+    r'^\s*what = "[^"]*"$',
+]
 
 RESULT = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
 
