@@ -79,6 +79,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         [
             "tests/server/test_sync.py",
             "tests/server/test_sender_identity.py",
+            "tests/server/test_delivery.py",
             "tests/server/test_promises.py::test_acknowledging_on_one_device_keeps_the_other_devices_messages",
             "tests/server/test_promises.py::test_to_device_messages_reach_only_the_device_they_name",
             "tests/server/test_membership.py",
