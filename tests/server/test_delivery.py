@@ -1,7 +1,8 @@
 """Delivery details that each guard a promise: transaction ids are per sender and device (another person's
 or another device's identical id is a new send, and a repeat mixed into a batch with new sends returns the
 original), a reused device_seq under a new transaction id is a fork, a live to-device push is exactly the
-message that sync would return, and a to-device request names at most 1000 devices."""
+message that sync would return, a to-device request names at most 1000 devices, and a history page holds
+at most the limit asked for."""
 
 from __future__ import annotations
 
@@ -107,3 +108,29 @@ async def test_a_to_device_request_names_at_most_1000_devices(http: httpx.AsyncC
     assert (await http.post("/v1/to_device", json=body(1000), headers=client_auth(bob))).status_code == 200
     resp = await http.post("/v1/to_device", json=body(1001), headers=client_auth(bob))
     assert (resp.status_code, resp.json()["error"]["code"]) == (400, "invalid_request")
+
+
+async def test_a_reused_device_seq_on_a_to_device_send_is_a_fork(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
+    content = {
+        "algorithm": OLM_ALGORITHM,
+        "sender_key": bob.identity.curve25519,
+        "ciphertext": {alice.identity.curve25519: {"type": 0, "body": "b"}},
+    }
+    body = {"type": ENCRYPTED, "messages": {alice.user_id: {alice.device_id: content}}, "device_seq": 5}
+    assert (await http.post("/v1/to_device", json=body, headers=client_auth(bob))).status_code == 200
+    resp = await http.post("/v1/to_device", json=body, headers=client_auth(bob))
+    assert (resp.status_code, resp.json()["error"]["code"]) == (409, "profile_forked")
+    synced = (await http.get("/v1/sync", params={"since": 0}, headers=client_auth(alice))).json()["to_device"]
+    assert len(synced) == 1
+
+
+async def test_a_history_page_holds_at_most_the_limit_asked_for(http: httpx.AsyncClient, alice: Client) -> None:
+    room = (await alice.create_room("Pages", [])).room_id
+    for n in range(3):
+        assert (
+            await _put(http, client_auth(alice), room, f"p{n}", _megolm(alice.identity.curve25519, alice.device_id, n))
+        ).is_success
+    resp = await http.get(f"/v1/rooms/{room}/history", params={"limit": 1}, headers=client_auth(alice))
+    page = resp.json()
+    assert len(page["events"]) == 1
+    assert page["next_before"] == page["events"][0]["seq"]
