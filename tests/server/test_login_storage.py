@@ -46,8 +46,10 @@ async def test_removing_a_device_leaves_another_users_device_of_the_same_id_logg
     second = await add_device(alice, clock)
     twin = await add_device(bob, clock, device_id=second.device_id)
     second_token, twin_token = await login_token(http, second), await login_token(http, twin)
+    first_token = client_auth(alice)["Authorization"].removeprefix("Bearer ")
     await alice.remove_device(second.device_id)
     assert (await http.get("/v1/whoami", headers=bearer(second_token))).status_code == 401
+    assert (await http.get("/v1/whoami", headers=bearer(first_token))).status_code == 200  # the remover's own session
     resp = await http.get("/v1/whoami", headers=bearer(twin_token))
     assert (resp.status_code, resp.json()["user_id"]) == (200, bob.user_id)
 
