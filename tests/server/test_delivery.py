@@ -134,3 +134,33 @@ async def test_a_history_page_holds_at_most_the_limit_asked_for(http: httpx.Asyn
     page = resp.json()
     assert len(page["events"]) == 1
     assert page["next_before"] == page["events"][0]["seq"]
+    assert page["events"][0]["sender_device"] == alice.device_id
+
+
+async def test_a_sync_page_is_limited_only_when_more_is_left(http: httpx.AsyncClient, alice: Client) -> None:
+    room = (await alice.create_room("Sync", [])).room_id
+
+    async def sync(**params: int) -> dict[str, Any]:
+        resp = await http.get("/v1/sync", params=params, headers=client_auth(alice))
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    start = (await sync())["next_pos"]
+    for n in range(2):
+        assert (
+            await _put(http, client_auth(alice), room, f"s{n}", _megolm(alice.identity.curve25519, alice.device_id, n))
+        ).is_success
+    exact = await sync(since=start, limit=2)
+    assert (len(exact["events"]), exact["limited"]) == (2, False)
+    assert [e["sender_device"] for e in exact["events"]] == [alice.device_id] * 2
+    one = await sync(since=start, limit=1)
+    assert (len(one["events"]), one["limited"], one["next_pos"]) == (1, True, one["events"][0]["pos"])
+    rest = await sync(since=one["next_pos"], limit=1)
+    assert [e["event_id"] for e in rest["events"]] == [exact["events"][1]["event_id"]]
+
+
+async def test_sync_reports_this_devices_own_one_time_key_count(http: httpx.AsyncClient, alice: Client) -> None:
+    synced = (await http.get("/v1/sync", headers=client_auth(alice))).json()
+    counts = (await http.get("/v1/keys/counts", headers=client_auth(alice))).json()
+    assert synced["one_time_keys"] == counts["one_time_keys"] > 0
+    assert synced["has_fallback_key"] is counts["has_fallback_key"] is True
