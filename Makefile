@@ -31,7 +31,7 @@ test: lint
 # Mutation testing of the security-critical modules (see docs/testing.md); not part of `make test`.
 # One group while developing: make mutation GROUPS=login
 mutation: $(STAMP)
-	$(BIN)/python scripts/mutation.py $(GROUPS)
+	nice -n 15 $(BIN)/python scripts/mutation.py $(GROUPS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

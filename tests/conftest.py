@@ -3,8 +3,10 @@ an in-process server, and `alice`/`bob`/`carol` clients with their own profiles.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -63,14 +65,31 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.write_line(line, yellow=not PG_URL, bold=True)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, empty SQLite file, made once per session: copying it costs a millisecond, migrating
+    a fresh file about 0.2 s, and there is one database per test (mutation testing runs them thousands of times)."""
+    path = tmp_path_factory.mktemp("template") / "server.db"
+
+    async def migrate() -> None:
+        db = Database(f"sqlite:///{path}")
+        await db.migrate()
+        await db.close()
+
+    asyncio.run(migrate())
+    assert not [p for p in path.parent.iterdir() if p != path], "the template must be one file (no WAL left over)"
+    return path
+
+
 @pytest.fixture(params=_backends())
-async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """A migrated, empty database."""
+async def database(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Database]:
+    """A migrated, empty database (on SQLite, a copy of the session's migrated template)."""
     if request.param == "sqlite":
+        shutil.copyfile(sqlite_template, tmp_path / "server.db")
         db = Database(f"sqlite:///{tmp_path / 'server.db'}")
     else:
         db = Database(await _fresh_pg_database())
-    await db.migrate()
+        await db.migrate()
     yield db
     await db.close()
 

@@ -212,6 +212,8 @@ async def test_when_one_time_keys_run_out_the_fallback_key_is_returned(
     assert (await upload(http, alice, {}, new_fallback)).json() == {"one_time_keys": 0, "has_fallback_key": True}
     got = (await claim(http, bob, {alice.user_id: [alice.device_id]}))[alice.user_id][alice.device_id]
     assert check_claimed(got, alice_device) == ("fresh-fallback", True)  # the new one replaced the old
+    # ...and the old one is gone from the server, not merely passed over.
+    assert [k[1] for k in await stored_keys(database, alice.user_id, alice.device_id) if k[0]] == ["fresh-fallback"]
 
 
 async def test_claim_for_several_devices_and_unknown_ones(

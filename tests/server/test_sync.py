@@ -141,6 +141,7 @@ async def test_sync_order_across_pages(http: httpx.AsyncClient, alice: Client, b
     while True:
         page = await sync_page(http, carol, since=since, limit=50)
         pages += 1
+        assert pages <= 10, "sync paging does not move forwards"  # a failure, not a hang
         assert len(page["events"]) <= 50
         got.extend(page["events"])
         assert page["next_pos"] >= since
@@ -216,6 +217,7 @@ async def test_history_pages_backwards(http: httpx.AsyncClient, alice: Client, b
         params = {"limit": 25} | ({"before": before} if before is not None else {})
         page = await history_page(http, alice, room, **params)
         pages += 1
+        assert pages <= 10, "history paging does not move backwards"  # a failure, not a hang
         assert len(page["events"]) <= 25
         collected.extend(page["events"])
         if page["next_before"] is None:
