@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from tests.support import WebSocketSession, add_device, client_auth, login_token
+from tests.support import WebSocketSession, add_device, client_auth, insides, login_token
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.protocol.api import OkResponse
@@ -40,13 +40,13 @@ async def _put(
 async def test_transaction_ids_are_per_sender_and_device(
     http: httpx.AsyncClient, alice: Client, bob: Client, clock: FakeClock
 ) -> None:
-    room = (await alice.create_room("Txn", ["@bob"])).room_id
-    await bob.join(room)
+    room = (await alice.rooms.create("Txn", ["@bob"])).room_id
+    await bob.rooms.join(room)
     second = await add_device(alice, clock)
     twin = await add_device(bob, clock, device_id=alice.device_id)  # device ids are unique per user only
     senders = [
-        (client_auth(alice), _megolm(alice.identity.curve25519, alice.device_id, 1)),
-        (client_auth(bob), _megolm(bob.identity.curve25519, bob.device_id, 2)),
+        (client_auth(alice), _megolm(insides(alice).identity.curve25519, alice.device_id, 1)),
+        (client_auth(bob), _megolm(insides(bob).identity.curve25519, bob.device_id, 2)),
         ({"Authorization": f"Bearer {await login_token(http, second)}"}, _megolm(second.curve25519, second.device_id, 3)),
         ({"Authorization": f"Bearer {await login_token(http, twin)}"}, _megolm(twin.curve25519, twin.device_id, 4)),
     ]
@@ -63,8 +63,8 @@ async def test_transaction_ids_are_per_sender_and_device(
 
 
 async def test_a_reused_device_seq_under_a_new_transaction_id_is_a_fork(http: httpx.AsyncClient, alice: Client) -> None:
-    room = (await alice.create_room("Forks", [])).room_id
-    content = _megolm(alice.identity.curve25519, alice.device_id, 1)
+    room = (await alice.rooms.create("Forks", [])).room_id
+    content = _megolm(insides(alice).identity.curve25519, alice.device_id, 1)
     sent = await _put(http, client_auth(alice), room, "one", content, seq=1)
     assert sent.status_code == 200, sent.text
     retry = await _put(http, client_auth(alice), room, "one", content, seq=1)
@@ -79,13 +79,15 @@ async def test_a_live_to_device_push_is_the_message_sync_returns(
     token = client_auth(alice)["Authorization"].removeprefix("Bearer ")
     content = {
         "algorithm": OLM_ALGORITHM,
-        "sender_key": bob.identity.curve25519,
-        "ciphertext": {alice.identity.curve25519: {"type": 0, "body": "b"}},
+        "sender_key": insides(bob).identity.curve25519,
+        "ciphertext": {insides(alice).identity.curve25519: {"type": 0, "body": "b"}},
     }
     async with WebSocketSession(app, token) as ws:
         await ws.send({"type": "sync", "since": 0, "to_device_after": 0})
         await ws.wait_for(lambda: any(f["type"] == "synced" for f in ws.frames))
-        await bob._post("/v1/to_device", {"type": ENCRYPTED, "messages": {alice.user_id: {alice.device_id: content}}}, OkResponse)
+        await insides(bob).transport.post(
+            "/v1/to_device", {"type": ENCRYPTED, "messages": {alice.user_id: {alice.device_id: content}}}, OkResponse
+        )
         await ws.wait_for(lambda: any(f["type"] == "to_device" for f in ws.frames))
     pushed = [f["message"] for f in ws.frames if f["type"] == "to_device"]
     synced = (await http.get("/v1/sync", params={"since": 0}, headers=client_auth(alice))).json()["to_device"]
@@ -98,8 +100,8 @@ async def test_a_live_to_device_push_is_the_message_sync_returns(
 async def test_a_to_device_request_names_at_most_1000_devices(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
     content = {
         "algorithm": OLM_ALGORITHM,
-        "sender_key": bob.identity.curve25519,
-        "ciphertext": {alice.identity.curve25519: {"type": 0, "body": "b"}},
+        "sender_key": insides(bob).identity.curve25519,
+        "ciphertext": {insides(alice).identity.curve25519: {"type": 0, "body": "b"}},
     }
 
     def body(n: int) -> dict[str, Any]:
@@ -113,8 +115,8 @@ async def test_a_to_device_request_names_at_most_1000_devices(http: httpx.AsyncC
 async def test_a_reused_device_seq_on_a_to_device_send_is_a_fork(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
     content = {
         "algorithm": OLM_ALGORITHM,
-        "sender_key": bob.identity.curve25519,
-        "ciphertext": {alice.identity.curve25519: {"type": 0, "body": "b"}},
+        "sender_key": insides(bob).identity.curve25519,
+        "ciphertext": {insides(alice).identity.curve25519: {"type": 0, "body": "b"}},
     }
     body = {"type": ENCRYPTED, "messages": {alice.user_id: {alice.device_id: content}}, "device_seq": 5}
     assert (await http.post("/v1/to_device", json=body, headers=client_auth(bob))).status_code == 200
@@ -125,10 +127,10 @@ async def test_a_reused_device_seq_on_a_to_device_send_is_a_fork(http: httpx.Asy
 
 
 async def test_a_history_page_holds_at_most_the_limit_asked_for(http: httpx.AsyncClient, alice: Client) -> None:
-    room = (await alice.create_room("Pages", [])).room_id
+    room = (await alice.rooms.create("Pages", [])).room_id
     for n in range(3):
         assert (
-            await _put(http, client_auth(alice), room, f"p{n}", _megolm(alice.identity.curve25519, alice.device_id, n))
+            await _put(http, client_auth(alice), room, f"p{n}", _megolm(insides(alice).identity.curve25519, alice.device_id, n))
         ).is_success
     resp = await http.get(f"/v1/rooms/{room}/history", params={"limit": 1}, headers=client_auth(alice))
     page = resp.json()
@@ -138,7 +140,7 @@ async def test_a_history_page_holds_at_most_the_limit_asked_for(http: httpx.Asyn
 
 
 async def test_a_sync_page_is_limited_only_when_more_is_left(http: httpx.AsyncClient, alice: Client) -> None:
-    room = (await alice.create_room("Sync", [])).room_id
+    room = (await alice.rooms.create("Sync", [])).room_id
 
     async def sync(**params: int) -> dict[str, Any]:
         resp = await http.get("/v1/sync", params=params, headers=client_auth(alice))
@@ -148,7 +150,7 @@ async def test_a_sync_page_is_limited_only_when_more_is_left(http: httpx.AsyncCl
     start = (await sync())["next_pos"]
     for n in range(2):
         assert (
-            await _put(http, client_auth(alice), room, f"s{n}", _megolm(alice.identity.curve25519, alice.device_id, n))
+            await _put(http, client_auth(alice), room, f"s{n}", _megolm(insides(alice).identity.curve25519, alice.device_id, n))
         ).is_success
     exact = await sync(since=start, limit=2)
     assert (len(exact["events"]), exact["limited"]) == (2, False)

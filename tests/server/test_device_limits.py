@@ -26,7 +26,7 @@ async def test_an_account_holds_at_most_the_device_limit(
     with pytest.raises(TokenIMError) as info:
         await add_device(alice, clock)
     assert info.value.code is ErrorCode.TOO_MANY_KEYS
-    assert len((await alice.devices()).devices) == 3
+    assert len((await alice.devices.all()).devices) == 3
 
 
 async def test_a_device_id_the_account_already_has_is_refused(alice: Client, clock: FakeClock) -> None:
@@ -39,7 +39,7 @@ async def test_a_device_id_the_account_already_has_is_refused(alice: Client, clo
 async def test_an_added_device_is_audited_and_announced_in_the_users_rooms(
     http: httpx.AsyncClient, alice: Client, bob: Client, clock: FakeClock, database: Database
 ) -> None:
-    room = (await alice.direct_room("@bob")).room_id
+    room = (await alice.rooms.direct("@bob")).room_id
     second = await add_device(alice, clock)
     async with database.read() as tx:
         events = await AuditStore().for_user(tx, alice.user_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 from fastapi import FastAPI
 
-from tests.support import WebSocketSession, add_device, bearer, client_auth, login_token
+from tests.support import WebSocketSession, add_device, bearer, client_auth, insides, login_token
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.server.storage.audit import AuditStore
@@ -47,7 +47,7 @@ async def test_removing_a_device_leaves_another_users_device_of_the_same_id_logg
     twin = await add_device(bob, clock, device_id=second.device_id)
     second_token, twin_token = await login_token(http, second), await login_token(http, twin)
     first_token = client_auth(alice)["Authorization"].removeprefix("Bearer ")
-    await alice.remove_device(second.device_id)
+    await alice.devices.remove(second.device_id)
     assert (await http.get("/v1/whoami", headers=bearer(second_token))).status_code == 401
     assert (await http.get("/v1/whoami", headers=bearer(first_token))).status_code == 200  # the remover's own session
     resp = await http.get("/v1/whoami", headers=bearer(twin_token))
@@ -59,9 +59,11 @@ async def test_failed_logins_and_logouts_are_audited_with_user_device_and_reason
 ) -> None:
     ident = {"user_id": alice.user_id, "device_id": alice.device_id}
     nonce = (await http.post("/v1/login/challenge", json=ident)).json()["nonce"]
-    resp = await http.post("/v1/login", json={**ident, "nonce": nonce, "signature": alice.identity.sign(b"not the challenge")})
+    resp = await http.post(
+        "/v1/login", json={**ident, "nonce": nonce, "signature": insides(alice).identity.sign(b"not the challenge")}
+    )
     assert resp.json()["error"]["code"] == "bad_signature"
-    await alice.logout()
+    await alice.account.logout()
     async with database.read() as tx:
         events = await AuditStore().for_user(tx, alice.user_id)
     failed = [(e.user_id, e.device_id, e.details) for e in events if e.event == "login.failed"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import client_auth
+from tests.support import client_auth, insides
 from tokenim.client import Client
 from tokenim.protocol.events import ENCRYPTED
 from tokenim.protocol.keys import MEGOLM_ALGORITHM
@@ -18,7 +18,7 @@ def _ciphertext(client: Client, n: int) -> dict[str, Any]:
         "algorithm": MEGOLM_ALGORITHM,
         "ciphertext": f"AwgAEhA{n}",
         "session_id": "session",
-        "sender_key": client.identity.curve25519,
+        "sender_key": insides(client).identity.curve25519,
         "device_id": client.device_id,
     }
 
@@ -60,20 +60,20 @@ def _summary(events: list[dict[str, Any]], bob: Client) -> list[str]:
 
 
 async def test_a_user_sees_only_the_periods_they_were_in_the_room(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
-    room = (await alice.create_room("Periods", [])).room_id
+    room = (await alice.rooms.create("Periods", [])).room_id
     before = await _sent(http, alice, room, 0)
-    await alice.invite(room, "@bob")
+    await alice.rooms.invite(room, "@bob")
     invited_while = await _sent(http, alice, room, 1)
     # Invited, not joined: the history shows the invitation and nothing else.
     assert _summary(await _history(http, bob, room), bob) == ["invite"]
     assert _summary(await _synced(http, bob, room), bob) == ["invite"]
 
-    await bob.join(room)
+    await bob.rooms.join(room)
     inside = await _sent(http, alice, room, 2)
-    await bob.leave(room)
+    await bob.rooms.leave(room)
     while_away = await _sent(http, alice, room, 3)
-    await alice.invite(room, "@bob")
-    await bob.join(room)
+    await alice.rooms.invite(room, "@bob")
+    await bob.rooms.join(room)
     back = await _sent(http, alice, room, 4)
 
     expected = ["invite", "join", f"message {inside}", "leave", "invite", "join", f"message {back}"]
@@ -86,14 +86,14 @@ async def test_a_user_sees_only_the_periods_they_were_in_the_room(http: httpx.As
 
 
 async def test_sending_follows_removal_and_return_at_once(http: httpx.AsyncClient, alice: Client, bob: Client) -> None:
-    room = (await alice.create_room("Cached", ["@bob"])).room_id
-    await bob.join(room)
+    room = (await alice.rooms.create("Cached", ["@bob"])).room_id
+    await bob.rooms.join(room)
     await _sent(http, bob, room, 0)  # the room's members are now cached for the send path
-    await alice.remove(room, "@bob")
+    await alice.rooms.remove(room, "@bob")
     refused = await _send(http, bob, room, 1)
     assert (refused.status_code, refused.json()["error"]["code"]) == (403, "forbidden")
-    await alice.invite(room, "@bob")
+    await alice.rooms.invite(room, "@bob")
     invited = await _send(http, bob, room, 2)
     assert invited.status_code == 403, invited.text
-    await bob.join(room)
+    await bob.rooms.join(room)
     await _sent(http, bob, room, 3)
