@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_user_id
-from tokenim.core.names import check_room_name
+from tokenim.core.names import check_room_name, name_key
 from tokenim.protocol.api import Member, MembersResponse, RoomsResponse, RoomSummary
 from tokenim.protocol.events import CREATE, DEVICE_LIST, MEMBER, NAME
 from tokenim.server.services.common import Context, Requester
@@ -45,11 +45,12 @@ class RoomService:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {uid} on this server.")
 
     async def _require_free_name(self, tx: Tx, user_id: str, name: str, renamed: str | None = None) -> None:
-        """Names find rooms: refuse a group name already used by a room this person is in or invited to."""
-        key = name.strip().casefold()
+        """Names find rooms: refuse a group name already used by a room this person is in or invited to, or one
+        that looks the same (compared by `name_key`: NFKC, case folded, invisible characters dropped)."""
+        key = name_key(name)
         for room, me in await self._rooms.rooms_of(tx, user_id):
             mine = room.kind == "group" and me.membership in (JOIN, INVITE) and room.room_id != renamed
-            if mine and room.name.strip().casefold() == key:
+            if mine and name_key(room.name) == key:
                 raise TokenIMError(
                     ErrorCode.ROOM_NAME_TAKEN,
                     f"You are already in a room named '{room.name}' ({room.room_id}): choose another name.",
