@@ -28,10 +28,10 @@ from tokenim.core.errors import ErrorCode, TokenIMError
 BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 ZERO_WIDTH_JOINER = "\u200d"
 EMOJI_PRESENTATION = "\ufe0f"
-# Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15.1; unchanged in 16.0),
-# as inclusive ranges: Python's unicodedata has no such property. Most are also Cf or Cn and refused as such;
-# this adds the ones that are letters (Lo: the Hangul fillers) or marks (Mn: U+034F, the variation selectors,
-# U+17B4/5, the Mongolian free variation selectors).
+# Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt; checked against the `regex` module's
+# \p{Default_Ignorable_Code_Point}), as inclusive ranges: Python's unicodedata has no such property. Most are
+# also Cf or Cn and refused as such; this adds the ones that are letters (Lo: the Hangul fillers) or marks (Mn:
+# U+034F, the variation selectors, U+17B4/5, the Mongolian free variation selectors).
 DEFAULT_IGNORABLE_RANGES = (
     (0x00AD, 0x00AD),  # soft hyphen
     (0x034F, 0x034F),  # combining grapheme joiner
