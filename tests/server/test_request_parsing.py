@@ -17,6 +17,22 @@ async def test_json_nested_deeper_than_the_parser_goes_is_bad_json(http: httpx.A
     deep = b'{"user_ids": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
     error = assert_error(await http.post("/v1/keys/query", content=deep, headers=JSON_HEADERS | auth(alice)), 400, "bad_json")
     assert "parsing the body" not in error["message"] and "JSON" in error["message"]
+    assert "nested too deeply" in error["message"], error
+
+
+# Bodies the JSON parser gives up on for another reason than nesting, and what the sentence must say instead
+# (found from outside: every one of them was said to be "nested too deeply").
+UNREADABLE_BODIES = [
+    (b'{"user_ids": ["\xff\xfe"]}', "UTF-8"),
+    ('{"user_ids": ["caf\u00e9"]}'.encode("latin-1"), "UTF-8"),
+    (b'{"user_ids": [' + b"7" * 5000 + b"]}", "number"),
+]
+
+
+@pytest.mark.parametrize(("body", "cause"), UNREADABLE_BODIES)
+async def test_a_body_the_parser_gives_up_on_says_why(http: httpx.AsyncClient, alice: Client, body: bytes, cause: str) -> None:
+    error = assert_error(await http.post("/v1/keys/query", content=body, headers=JSON_HEADERS | auth(alice)), 400, "bad_json")
+    assert cause in error["message"] and "nested" not in error["message"], error
 
 
 async def test_an_empty_body_says_a_json_body_is_needed(http: httpx.AsyncClient, alice: Client) -> None:

@@ -65,3 +65,39 @@ async def test_nobody_is_removed_from_a_direct_chat(http: httpx.AsyncClient, ali
     resp = await _call(http, alice, "POST", f"/v1/rooms/{room}/remove", {"user_id": bob.user_id})
     assert resp.status_code == 400 and "leave it instead" in resp.json()["error"]["message"], resp.text
     assert (await _roles(http, alice, room))[bob.user_id] == ("join", "admin")
+
+
+async def test_an_invitee_joining_a_room_with_no_admin_left_becomes_admin(
+    http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client
+) -> None:
+    """The admin leaves while the others are only invited (found from outside: they then joined as members, and
+    nobody could rename the room or remove anyone). The first to join becomes admin; the next is a member."""
+    resp = await _call(http, alice, "POST", "/v1/rooms", {"name": "plans", "invite": [bob.user_id, carol.user_id]})
+    room = resp.json()["room_id"]
+    assert (await _call(http, alice, "POST", f"/v1/rooms/{room}/leave")).status_code == 200
+    assert (await _call(http, bob, "POST", f"/v1/rooms/{room}/join")).status_code == 200
+    assert (await _call(http, carol, "POST", f"/v1/rooms/{room}/join")).status_code == 200
+    roles = await _roles(http, bob, room)
+    assert roles[bob.user_id] == ("join", "admin")
+    assert roles[carol.user_id] == ("join", "member")
+    assert (await _call(http, bob, "POST", f"/v1/rooms/{room}/name", {"name": "plans 2"})).status_code == 200
+    assert (await _call(http, bob, "POST", f"/v1/rooms/{room}/remove", {"user_id": carol.user_id})).status_code == 200
+
+
+async def test_an_invitee_joining_after_everyone_left_becomes_admin(
+    http: httpx.AsyncClient, alice: Client, bob: Client, carol: Client
+) -> None:
+    """Everyone joined leaves (the hand-on at leave finds nobody), and an invitee joins later."""
+    room = await _group(http, alice, bob)
+    resp = await _call(http, bob, "POST", f"/v1/rooms/{room}/invite", {"user_id": carol.user_id})
+    assert resp.status_code == 200, resp.text
+    assert (await _call(http, alice, "POST", f"/v1/rooms/{room}/leave")).status_code == 200
+    assert (await _roles(http, bob, room))[bob.user_id] == ("join", "admin")  # handed on at leave
+    assert (await _call(http, bob, "POST", f"/v1/rooms/{room}/leave")).status_code == 200
+    assert (await _call(http, carol, "POST", f"/v1/rooms/{room}/join")).status_code == 200
+    assert (await _roles(http, carol, room))[carol.user_id] == ("join", "admin")
+    resp = await _call(http, carol, "POST", f"/v1/rooms/{room}/invite", {"user_id": alice.user_id})
+    assert resp.status_code == 200, resp.text
+    assert (await _call(http, alice, "POST", f"/v1/rooms/{room}/join")).status_code == 200
+    assert (await _roles(http, carol, room))[alice.user_id] == ("join", "member")  # an admin is there now
+    assert (await _call(http, carol, "POST", f"/v1/rooms/{room}/name", {"name": "plans 2"})).status_code == 200

@@ -57,3 +57,25 @@ async def test_a_huge_jump_in_send_numbers_is_cheap_and_remembered(
 async def test_send_numbers_outside_the_range_are_invalid(http: httpx.AsyncClient, alice: Client, seq: int) -> None:
     resp = await http.post("/v1/to_device", json={"type": ENCRYPTED, "messages": {}, "device_seq": seq}, headers=auth(alice))
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_request", resp.text
+
+
+async def test_a_repeated_transaction_id_gets_the_first_answer_whatever_its_send_number(
+    http: httpx.AsyncClient, alice: Client, bob: Client
+) -> None:
+    """As docs/protocol.md says: a retry is recognised by its txn id alone, so a repeat carrying the same, another
+    used, a new or no send number is answered with the first result (and a new number is not spent by it)."""
+    room = (await alice.rooms.direct("@bob")).room_id
+    first = await http.put(f"/v1/rooms/{room}/send/t1", json=numbered(send_body(megolm(bob)), 5), headers=auth(bob))
+    assert first.status_code == 200, first.text
+    other = await http.put(f"/v1/rooms/{room}/send/t2", json=numbered(send_body(megolm(bob)), 6), headers=auth(bob))
+    assert other.status_code == 200, other.text
+    for body in (
+        numbered(send_body(megolm(bob)), 5),
+        numbered(send_body(megolm(bob)), 6),
+        numbered(send_body(megolm(bob)), 9),
+        send_body(megolm(bob)),
+    ):
+        resp = await http.put(f"/v1/rooms/{room}/send/t1", json=body, headers=auth(bob))
+        assert resp.status_code == 200 and resp.json() == first.json(), resp.text
+    resp = await http.put(f"/v1/rooms/{room}/send/t3", json=numbered(send_body(megolm(bob)), 9), headers=auth(bob))
+    assert resp.status_code == 200, resp.text

@@ -63,3 +63,32 @@ async def test_a_websocket_sync_beyond_the_head_answers_from_the_head(
     head = (await http.get("/v1/sync", headers=auth(alice))).json()["next_pos"]
     frames = await websocket_session(app, alice, [{"type": "sync", "since": head + 1000}], until="synced")
     assert frames[-1] == {"type": "synced", "pos": head}
+
+
+# Numbers out of range in each frame: the sentence names the member and its bounds, as HTTP's does (found from
+# outside: device_seq 2^53 was "must be a positive integer", since 2^53 and up_to 2^60 "non-negative integers").
+OUT_OF_RANGE = [
+    ("send", "device_seq", 2**53, "from 1 to 9007199254740991"),
+    ("send", "device_seq", 0, "from 1 to 9007199254740991"),
+    ("send", "device_seq", "7", "from 1 to 9007199254740991"),
+    ("sync", "since", 2**53, "from 0 to 9007199254740991"),
+    ("sync", "to_device_after", 2**60, "from 0 to 9007199254740991"),
+    ("sync", "since", -1, "from 0 to 9007199254740991"),
+    ("ack_to_device", "up_to", 2**60, "from 0 to 9007199254740991"),
+    ("ack_to_device", "up_to", True, "from 0 to 9007199254740991"),
+]
+
+
+@pytest.mark.parametrize(("kind", "member", "value", "bounds"), OUT_OF_RANGE)
+async def test_a_number_out_of_range_says_the_bounds(
+    app: FastAPI, alice: Client, bob: Client, kind: str, member: str, value: object, bounds: str
+) -> None:
+    frame: dict[str, Any] = {"type": kind}
+    if kind == "send":
+        room = (await alice.rooms.direct("@bob")).room_id
+        frame |= {"room_id": room, "txn_id": "n1", "content": megolm(bob)}
+    frame[member] = value
+    frames = await websocket_session(app, bob, [frame], until=("sent", "error", "synced"))
+    error = frames[-1]["error"]
+    assert error["code"] == "invalid_request", frames[-1]
+    assert f"'{member}' must be an integer {bounds}" in error["message"], error

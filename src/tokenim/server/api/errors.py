@@ -24,8 +24,23 @@ def error_response(err: TokenIMError) -> JSONResponse:
 
 
 # FastAPI's words when reading the body fails for another reason than bad syntax (JSON nested past the
-# parser's recursion limit, for one); it would otherwise reach the client as an `invalid_request` sentence.
+# parser's recursion limit, bytes that are not UTF-8, a 5,000-digit integer); the exception it raises has the
+# parser's own as its cause, and would otherwise reach the client as an `invalid_request` sentence.
 _FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+
+
+def unreadable_body(cause: BaseException | None) -> TokenIMError:
+    """`bad_json` for a body the JSON parser gave up on, saying why when the cause is known: nested past the
+    parser's recursion limit, not UTF-8, or an integer with more digits than Python converts."""
+    if isinstance(cause, RecursionError):
+        why = "it is nested too deeply to parse"
+    elif isinstance(cause, UnicodeError):
+        why = "it is not UTF-8 text"
+    elif isinstance(cause, ValueError) and "digits" in str(cause):
+        why = "it holds a number with too many digits"
+    else:
+        return TokenIMError(ErrorCode.BAD_JSON, "The request body could not be read as JSON.")
+    return TokenIMError(ErrorCode.BAD_JSON, f"The request body could not be read as JSON: {why}.")
 
 
 def _is_json_content_type(value: str | None) -> bool:
@@ -111,9 +126,7 @@ def install_error_handlers(app: FastAPI) -> None:
             response.headers["Allow"] = ", ".join(allowed_methods(request))
             return response
         elif exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_ERROR:
-            err = TokenIMError(
-                ErrorCode.BAD_JSON, "The request body could not be read as JSON (it may be nested too deeply to parse)."
-            )
+            err = unreadable_body(exc.__cause__)
         else:
             err = TokenIMError(ErrorCode.INVALID_REQUEST, str(exc.detail))
         return error_response(err)

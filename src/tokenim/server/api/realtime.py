@@ -117,8 +117,8 @@ async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages
         if not isinstance(room_id, str) or not isinstance(txn_id, str) or not isinstance(content, dict):
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "A send frame needs room_id, txn_id and a content object.")
         check_room_id(room_id)  # as the HTTP path checks it: nothing else can name a room
-        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_POSITION):
-            raise TokenIMError(ErrorCode.INVALID_REQUEST, "device_seq must be a positive integer.")
+        if seq is not None:
+            _check_number("device_seq", seq, 1)
         messages.check_send("m.room.encrypted", content, txn_id)
         _check_frame(frame)
         sent = await messages.do_send(me, room_id, txn_id, content, seq)
@@ -130,6 +130,14 @@ async def _send(frame: dict[str, Any], conn: Connection, me: Requester, messages
         _error(conn, TokenIMError(ErrorCode.INTERNAL, "Something went wrong on the server; the details are in its log."), **echo)
     finally:
         conn.in_flight -= 1
+
+
+def _check_number(member: str, value: object, least: int) -> int:
+    """A frame's position or send number: an integer from `least` to 2^53 - 1 (what a double holds exactly),
+    the same bounds as on HTTP, said with the bounds when it is not."""
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= MAX_POSITION:
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"'{member}' must be an integer from {least} to {MAX_POSITION}.")
+    return value
 
 
 def _check_frame(frame: dict[str, Any]) -> None:
@@ -151,15 +159,12 @@ async def _handle(frame: dict[str, Any], conn: Connection, me: Requester, messag
         conn.in_flight += 1
         _spawn(_send(frame, conn, me, messages))
     elif kind == "sync":
-        since, after = frame.get("since", 0), frame.get("to_device_after", 0)
-        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= MAX_POSITION for n in (since, after)):
-            raise TokenIMError(ErrorCode.INVALID_REQUEST, "since and to_device_after must be non-negative integers.")
+        since = _check_number("since", frame.get("since", 0), 0)
+        after = _check_number("to_device_after", frame.get("to_device_after", 0), 0)
         _check_frame(frame)
         await _catch_up(messages, me, conn, since, after)
     elif kind == "ack_to_device":
-        up_to = frame.get("up_to")
-        if not isinstance(up_to, int) or isinstance(up_to, bool) or not 0 <= up_to <= MAX_POSITION:
-            raise TokenIMError(ErrorCode.INVALID_REQUEST, "up_to must be a non-negative integer.")
+        up_to = _check_number("up_to", frame.get("up_to"), 0)
         _check_frame(frame)
         await messages.do_ack_to_device(me, up_to)
     elif kind == "ping":

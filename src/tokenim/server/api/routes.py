@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tokenim import __version__
 from tokenim.core.errors import ErrorCode as E
+from tokenim.core.limits import MAX_DEVICES_PER_USER
 from tokenim.protocol.api import (
     AddDeviceRequest,
     ChallengeRequest,
@@ -163,6 +164,10 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         "/v1/devices",
         response_model=OkResponse,
         tags=["devices"],
+        description=(
+            "Add a device whose keys are signed by the account's current master key. An account has at most "
+            f"{MAX_DEVICES_PER_USER} devices: one more is `too_many_keys` (400); remove one first."
+        ),
         responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_REVOKED, E.DEVICE_EXISTS, E.KEY_CONFLICT),
     )
     async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_username, make_user_id
 from tokenim.core.limits import MAX_ONE_TIME_KEYS_PER_UPLOAD
-from tokenim.core.names import name_problem
+from tokenim.core.names import email_problem
 from tokenim.protocol.api import InviteResponse, RegisterRequest, RegisterResponse, WhoAmIResponse
 from tokenim.protocol.keys import (
     DeviceKeys,
@@ -79,7 +79,7 @@ def check_new_device(
 def _check_email(email: str | None) -> str | None:
     if email is None:
         return None
-    problem = name_problem(email)
+    problem = email_problem(email)
     if problem is not None:  # shown to people (whoami, later the admin console): no control characters
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The email address can't be used: {problem}.")
     local, at, domain = email.partition("@")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_user_id
-from tokenim.core.names import check_room_name
+from tokenim.core.names import check_room_name, name_key
 from tokenim.protocol.api import Member, MembersResponse, RoomsResponse, RoomSummary
 from tokenim.protocol.events import CREATE, DEVICE_LIST, MEMBER, NAME
 from tokenim.server.services.common import Context, Requester
@@ -45,11 +45,12 @@ class RoomService:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {uid} on this server.")
 
     async def _require_free_name(self, tx: Tx, user_id: str, name: str, renamed: str | None = None) -> None:
-        """Names find rooms: refuse a group name already used by a room this person is in or invited to."""
-        key = name.strip().casefold()
+        """Names find rooms: refuse a group name already used by a room this person is in or invited to, or one
+        that looks the same (compared by `name_key`: NFKC, case folded, invisible characters dropped)."""
+        key = name_key(name)
         for room, me in await self._rooms.rooms_of(tx, user_id):
             mine = room.kind == "group" and me.membership in (JOIN, INVITE) and room.room_id != renamed
-            if mine and room.name.strip().casefold() == key:
+            if mine and name_key(room.name) == key:
                 raise TokenIMError(
                     ErrorCode.ROOM_NAME_TAKEN,
                     f"You are already in a room named '{room.name}' ({room.room_id}): choose another name.",
@@ -110,7 +111,8 @@ class RoomService:
         return await self.access_room(requester, room_id)
 
     async def do_direct(self, requester: Requester, other: str) -> RoomSummary:
-        """Find the direct chat with `other`, or create it with both people joined."""
+        """Find the direct chat with `other`, or create it with both people joined. Whoever of the two had left
+        it is brought back: the caller joins again, the other person is invited again (and may join)."""
         other_id = check_user_id(other)
         if other_id == requester.user_id:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "A direct chat needs another person.")
@@ -121,6 +123,9 @@ class RoomService:
                 mine = await self._rooms.get_member(b.tx, existing, requester.user_id)
                 if mine is not None and mine.membership != JOIN:
                     await self._member_event(b, existing, requester.user_id, requester.user_id, JOIN, ADMIN)
+                theirs = await self._rooms.get_member(b.tx, existing, other_id)
+                if theirs is None or theirs.membership == LEAVE:
+                    await self._member_event(b, existing, requester.user_id, other_id, INVITE, ADMIN)
                 return existing
             await self._require_users(b.tx, [other_id])
             room_id = await self._create(b, requester, "direct", "", [requester.user_id, other_id], [])
@@ -159,13 +164,22 @@ class RoomService:
         await self._writer.submit(job)
 
     async def do_join(self, requester: Requester, room_id: str) -> RoomSummary:
+        """Accept an invitation. Joining a group room that has no joined admin (its admins left while the
+        others were only invited) makes the joiner admin, so a room with members always has one."""
+
         async def job(b: Batch) -> None:
-            _room, me = await self._room_and_me(b.tx, requester, room_id)
+            room, me = await self._room_and_me(b.tx, requester, room_id)
             if me is not None and me.membership == JOIN:
                 return
             if me is None or me.membership != INVITE:
                 raise TokenIMError(ErrorCode.FORBIDDEN, "You need an invitation to join this room.")
-            await self._member_event(b, room_id, requester.user_id, requester.user_id, JOIN, me.role)
+            role = me.role
+            if room.kind == "group" and not any(m.role == ADMIN for m in await self._rooms.members(b.tx, room_id)):
+                role = ADMIN
+                await self._ctx.auditor.record(
+                    b.tx, "room.admin_on_join", requester.user_id, requester.device_id, room_id=room_id, target=requester.user_id
+                )
+            await self._member_event(b, room_id, requester.user_id, requester.user_id, JOIN, role)
 
         await self._writer.submit(job)
         return await self.access_room(requester, room_id)
