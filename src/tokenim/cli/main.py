@@ -8,6 +8,7 @@ import contextlib
 import os
 import sqlite3
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -306,7 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except UsageError as exc:
-        return _fail(TokenIMError(ErrorCode.INVALID_REQUEST, str(exc)), as_json)
+        try:
+            return _fail(TokenIMError(ErrorCode.INVALID_REQUEST, str(exc)), as_json)
+        except BrokenPipeError:
+            return _stdout_closed()
     if args.command == "serve":
         from tokenim.server.run import serve
 
@@ -315,6 +319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         return serve(config_file=args.config, flags=flags)
     args.json = getattr(args, "json", False)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:  # also while reporting an error (`tokenim read x --json | true`)
+        return _stdout_closed()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         _prepare(args)
         return _run(args)
@@ -325,9 +336,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return _stdout_closed()
+        raise
     except (OSError, sqlite3.DatabaseError, httpx.InvalidURL) as exc:
         return _fail(local_error(exc, args), args.json)
+    except Exception as exc:  # never a traceback: one sentence, and the details only when asked for
+        if os.environ.get("TOKENIM_DEBUG"):
+            traceback.print_exc()
+        return _fail(unexpected_error(exc, args), args.json)
+
+
+def unexpected_error(exc: BaseException, args: argparse.Namespace) -> TokenIMError:
+    """Something this command did not expect (often a damaged profile): say so, never show a traceback."""
+    return TokenIMError(
+        ErrorCode.INTERNAL,
+        f"Something unexpected went wrong while running '{args.command}'; if the profile in "
+        f"{getattr(args, 'profile', '?')} was changed by hand or damaged, that may be why. Nothing more was done. "
+        "Set TOKENIM_DEBUG=1 to see the details.",
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -17,7 +18,7 @@ from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.events import MAX_CONTENT_BYTES
 
 if TYPE_CHECKING:
-    from tokenim.client import Message
+    from tokenim.client import Client, Message
 
 # Text read from a file or standard input: anything much bigger can't fit in a message anyway.
 MAX_TEXT_INPUT_BYTES = 4 * MAX_CONTENT_BYTES
@@ -61,8 +62,10 @@ def message_input(args: argparse.Namespace) -> tuple[str, bool]:
 
 async def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
     text, from_bytes = message_input(args)
+    if not text.strip():
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, "The message is empty: nothing was sent.")
     async with await open_client(args) as client:
-        room_id = await client.rooms.resolve(args.target, create=True)
+        room_id = await _room_to_send_to(client, args.target, text)
         try:
             sent = await client.messages.send_text(room_id, text)
         except TokenIMError as err:
@@ -76,6 +79,25 @@ async def cmd_send(args: argparse.Namespace) -> dict[str, Any]:
                 details={"length_bytes": len(text.encode()), "max_length_bytes": fits},
             ) from None
         return {"room_id": room_id, **sent.model_dump()}
+
+
+async def _room_to_send_to(client: Client, target: str, text: str) -> str:
+    """The room for `send`; a direct chat is started only for a message that can be sent (a refused
+    message must leave nothing behind, not even a new chat in the other person's list)."""
+    try:
+        return await client.rooms.resolve(target)
+    except TokenIMError as err:
+        if err.code is not ErrorCode.NOT_FOUND or not target.startswith("@"):
+            raise
+    plaintext = json.dumps({"type": "m.text", "body": text, "room_id": "!" + "x" * 20}).encode()
+    fits = MAX_CONTENT_BYTES * 3 // 4  # base64 makes 4 characters of every 3 bytes: nothing longer fits
+    if len(plaintext) > fits:
+        raise TokenIMError(
+            ErrorCode.BODY_TOO_LARGE,
+            f"This text is {len(text.encode()):,} bytes, more than one message holds "
+            f"(under {fits:,} bytes once encoded). Nothing was sent and no chat was started.",
+        )
+    return await client.rooms.resolve(target, create=True)
 
 
 async def cmd_send_file(args: argparse.Namespace) -> dict[str, Any]:

@@ -102,6 +102,8 @@ async def _each_person(client: Client, room_id: str, action: str, users: list[st
     """Invite or remove each person in turn; one failure does not stop the others, and each is reported."""
     done: list[str] = []
     failed: list[dict[str, Any]] = []
+    # Named before anything changes: removing yourself leaves the room, and then it can no longer be read.
+    room = _named((await client.rooms.get(room_id)).model_dump())
     for user in users:
         user_id = client.full_user_id(user)
         try:
@@ -109,7 +111,6 @@ async def _each_person(client: Client, room_id: str, action: str, users: list[st
             done.append(user_id)
         except TokenIMError as err:
             failed.append({"user_id": user_id, **err.to_json()})
-    room = _named((await client.rooms.get(room_id)).model_dump())
     return {**room, "invited" if action == "invite" else "removed": done, "failed": failed}
 
 

@@ -62,6 +62,25 @@ class KdfParams:
         )
 
 
+# Bounds on what a profile may ask Argon2id for: a damaged (or planted) profile must not make the CLI try to
+# allocate terabytes or run for hours before it can even say the passphrase is wrong.
+_KDF_BOUNDS = {"time_cost": (1, 64), "memory_kib": (8, 4 * 1024 * 1024), "parallelism": (1, 64)}
+
+
+def _unlock_parameters(kdf_json: str, wrapped_json: str) -> tuple[KdfParams, bytes, bytes]:
+    """The stored KDF settings and wrapped key, checked; ValueError/TypeError/KeyError when damaged."""
+    raw = json.loads(kdf_json)
+    params = KdfParams(**raw)
+    for name, (low, high) in _KDF_BOUNDS.items():
+        value = getattr(params, name)
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"{name} out of range")
+    if len(bytes.fromhex(params.salt_hex)) < 8:
+        raise ValueError("salt too short")
+    wrapped = json.loads(wrapped_json)
+    return params, bytes.fromhex(wrapped["nonce"]), bytes.fromhex(wrapped["ct"])
+
+
 def _subkey(data_key: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"tokenim-profile:" + purpose).derive(data_key)
 
@@ -151,12 +170,15 @@ class ProfileStore:
         if len(rows) != 2:
             conn.close()
             raise TokenIMError(ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is incomplete or damaged.")
-        params = KdfParams(**json.loads(rows["kdf"]))
-        wrapped = json.loads(rows["wrapped_key"])
         try:
-            data_key = AESGCM(params.derive(passphrase)).decrypt(
-                bytes.fromhex(wrapped["nonce"]), bytes.fromhex(wrapped["ct"]), b"tokenim-data-key"
-            )
+            params, nonce, wrapped = _unlock_parameters(rows["kdf"], rows["wrapped_key"])
+        except (ValueError, TypeError, KeyError):  # json, fromhex, a missing or mistyped member
+            conn.close()
+            raise TokenIMError(
+                ErrorCode.PROFILE_MISSING, f"The profile in {profile_dir} is damaged: its key settings are unreadable."
+            ) from None
+        try:
+            data_key = AESGCM(params.derive(passphrase)).decrypt(nonce, wrapped, b"tokenim-data-key")
         except InvalidTag:
             conn.close()
             raise TokenIMError(ErrorCode.WRONG_PASSPHRASE, "The passphrase is wrong: the profile stays locked.") from None
