@@ -18,6 +18,7 @@ from tests.unit.test_cli_findings import STRONG, _Rooms, refused, run
 from tokenim.cli import main as cli_main
 from tokenim.cli import messages, rooms
 from tokenim.client import ProfileStore
+from tokenim.client.files import download_file
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.api import RoomSummary
 
@@ -140,3 +141,18 @@ def test_a_refused_send_starts_no_direct_chat(
     monkeypatch.setattr(messages, "open_client", opened)
     error = refused(capsys, "--profile", str(tmp_path), "send", "@dave", text)
     assert error["code"] == code and not fake.started
+
+
+@pytest.mark.parametrize("blob_id", ["../../v1/whoami", "//evil.example/x", "a" * 10, None, 5])
+async def test_a_file_message_naming_no_valid_blob_fetches_nothing(tmp_path: Path, blob_id: object) -> None:
+    """The blob id comes from another member's message: a path in its place must not send this device's
+    token to another route (found from outside: `../../v1/whoami` made an authenticated GET)."""
+
+    class NoRequests:
+        def access_token(self) -> str:
+            raise AssertionError("nothing may be fetched")
+
+    with pytest.raises(TokenIMError) as err:
+        await download_file(NoRequests(), {"blob_id": blob_id}, tmp_path / "out", overwrite=False)  # type: ignore[arg-type]
+    assert err.value.code is ErrorCode.BAD_RESPONSE
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 import stat
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +27,7 @@ from tokenim.crypto.attachments import ALGORITHM as FILE_ALGORITHM
 from tokenim.crypto.attachments import FileKey, decrypt_chunks, encrypt_chunks
 from tokenim.crypto.olm import CryptoError
 from tokenim.protocol.api import BlobResponse
+from tokenim.protocol.wire import BLOB_ID_PATTERN
 
 CHUNK = 1 << 20
 
@@ -91,8 +93,17 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
         raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: choose another name, or add --force to replace it.")
 
 
+_BLOB_ID = re.compile(BLOB_ID_PATTERN)
+
+
 async def download_file(transport: Transport, info: dict[str, Any], out: Path, *, overwrite: bool) -> None:
-    """Fetch the blob to a temporary file beside `out`, check its hash, decrypt, then put it in place."""
+    """Fetch the blob to a temporary file beside `out`, check its hash, decrypt, then put it in place.
+
+    The blob id comes from another member's message: it must be a blob id, never a path (`../../v1/…`)
+    that would send this device's token to another route."""
+    blob_id = info.get("blob_id")
+    if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
+        raise TokenIMError(ErrorCode.BAD_RESPONSE, "This file message names no valid file: nothing was downloaded.")
     check_destination(out, overwrite=overwrite)
     tmp_cipher = tmp_plain = None
     try:
@@ -100,7 +111,7 @@ async def download_file(transport: Transport, info: dict[str, Any], out: Path, *
         tmp_plain = _temp_beside(out)
         digest = hashlib.sha256()
         headers = {"Authorization": f"Bearer {transport.access_token()}"}
-        async with transport.http.stream("GET", f"/v1/blobs/{info['blob_id']}", headers=headers, timeout=None) as resp:
+        async with transport.http.stream("GET", f"/v1/blobs/{blob_id}", headers=headers, timeout=None) as resp:
             if resp.status_code >= 400:
                 await resp.aread()
                 raise TokenIMError.from_json(resp.json() if resp.content else None, http_status=resp.status_code)
