@@ -46,6 +46,20 @@ async def test_an_ambiguous_name_lists_the_rooms_and_their_ids(alice: Client, bo
     assert (await _error(bob.rooms.resolve("Dinner"))).code is ErrorCode.NOT_FOUND
 
 
+async def test_an_invitation_never_shadows_a_room_you_are_in(alice: Client, bob: Client, carol: Client) -> None:
+    """Found from outside: a stranger inviting bob to a room named like his own stopped every name-based
+    command of his; the room he is in is meant, and `join` means the invitation."""
+    mine = await bob.rooms.create("plans")
+    theirs = await carol.rooms.create("plans", ["@bob"])
+    assert await bob.rooms.resolve("plans") == mine.room_id
+    assert await bob.rooms.resolve("\uff30\uff2c\uff21\uff2e\uff33") == mine.room_id  # compared as the server compares names
+    assert await bob.rooms.resolve("plans", prefer="invite") == theirs.room_id
+    # Two invitations and no joined room of that name: still ambiguous, listed.
+    await alice.rooms.create("lunch", ["@bob"])
+    await carol.rooms.create("lunch", ["@bob"])
+    assert (await _error(bob.rooms.resolve("lunch"))).code is ErrorCode.INVALID_REQUEST
+
+
 async def test_looking_up_a_person_creates_no_direct_chat(alice: Client, bob: Client) -> None:
     err = await _error(alice.rooms.resolve("@bob"))
     assert err.code is ErrorCode.NOT_FOUND and "no direct chat" in err.message

@@ -75,7 +75,7 @@ async def cmd_room(args: argparse.Namespace) -> dict[str, Any]:
             return (await client.rooms.create(name, users)).model_dump()
         if action == "rename":
             check_room_name(args.name)
-        room_id = await client.rooms.resolve(args.room)
+        room_id = await client.rooms.resolve(args.room, prefer="invite" if action == "join" else "join")
         if action in ("invite", "remove"):
             return await _each_person(client, room_id, action, args.users)
         if action == "join":

@@ -8,6 +8,7 @@ from tokenim.client.state import DeviceState
 from tokenim.client.transport import Transport
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_user_id
+from tokenim.core.names import name_key
 from tokenim.protocol.api import MembersResponse, OkResponse, RoomsResponse, RoomSummary
 from tokenim.protocol.keys import DeviceKeys
 
@@ -96,10 +97,13 @@ class Rooms:
         """A room's members and their membership."""
         return await self._transport.get(f"/v1/rooms/{room_id}/members", MembersResponse)
 
-    async def resolve(self, target: str, *, create: bool = False) -> str:
+    async def resolve(self, target: str, *, create: bool = False, prefer: str = "join") -> str:
         """A room id, a room name, or a person (`@bob`: the direct chat with them; made only if `create`).
 
-        A name that several of your rooms share is refused with their ids listed (`details.candidates`).
+        Names compare as the server compares them (look-alikes are one name). When several of your rooms
+        share a name and exactly one of them has the membership `prefer` (joined, by default), that one is
+        meant: an invitation from someone else never shadows a room you are in. Otherwise the name is
+        refused with their ids listed (`details.candidates`).
         """
         if target.startswith("@"):
             user_id = str(check_user_id(self._state.full_user_id(target)))
@@ -113,10 +117,11 @@ class Rooms:
             return direct[0].room_id
         if target.startswith("!"):
             return target
-        key = target.strip().casefold()
-        rooms = [r for r in (await self.all()).rooms if r.kind == "group" and r.name.strip().casefold() == key]
+        key = name_key(target.strip())
+        rooms = [r for r in (await self.all()).rooms if r.kind == "group" and name_key(r.name) == key]
         exact = [r for r in rooms if r.name == target]
-        matches = exact if len(exact) == 1 else rooms
+        preferred = [r for r in rooms if r.membership == prefer]
+        matches = exact if len(exact) == 1 else preferred if len(preferred) == 1 else rooms
         if not matches:
             raise TokenIMError(ErrorCode.NOT_FOUND, f"You are in no room named '{target}': see `tokenim rooms`.")
         if len(matches) > 1:
