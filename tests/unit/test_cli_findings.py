@@ -232,7 +232,7 @@ class _Rooms:
     def full_user_id(self, user: str) -> str:
         return user if ":" in user else f"@{user.lstrip('@')}:localhost"
 
-    async def resolve(self, target: str, *, create: bool = False) -> str:
+    async def resolve(self, target: str, *, create: bool = False, prefer: str = "join") -> str:
         return "!r1"
 
     async def get(self, room_id: str) -> RoomSummary:

@@ -101,10 +101,10 @@ async def download_file(transport: Transport, info: dict[str, Any], out: Path, *
 
     The blob id comes from another member's message: it must be a blob id, never a path (`../../v1/…`)
     that would send this device's token to another route."""
+    check_destination(out, overwrite=overwrite)
     blob_id = info.get("blob_id")
     if not isinstance(blob_id, str) or not _BLOB_ID.fullmatch(blob_id):
         raise TokenIMError(ErrorCode.BAD_RESPONSE, "This file message names no valid file: nothing was downloaded.")
-    check_destination(out, overwrite=overwrite)
     tmp_cipher = tmp_plain = None
     try:
         tmp_cipher = _temp_beside(out)
