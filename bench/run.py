@@ -28,6 +28,7 @@ import websockets
 
 from tokenim.client import Client, KdfParams
 from tokenim.core.clock import SystemClock
+from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.keys import MEGOLM_ALGORITHM
 from tokenim.server.storage.database import PG_SERVER_SETTINGS, SQLITE_SYNCHRONOUS
 
@@ -117,9 +118,13 @@ async def ws_connect(server: Server, client: Client) -> Any:
 
 async def ws_sync(ws: Any) -> None:
     """Subscribe from the current position: read the backlog until the server says we are synced."""
-    await ws.send(json.dumps({"type": "sync", "since": 0, "to_device_after": 1 << 62}))
-    while json.loads(await ws.recv()).get("type") != "synced":
-        pass
+    await ws.send(json.dumps({"type": "sync", "since": 0, "to_device_after": MAX_POSITION}))
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame.get("type") == "synced":
+            return
+        if frame.get("type") == "error":  # never wait for ever on a refused frame
+            raise RuntimeError(frame)
 
 
 async def bench_http_sequential(server: Server, client: Client, room: str, n: int) -> float:
