@@ -9,15 +9,13 @@ from typing import Any
 import httpx
 
 from tests.conftest import PASSPHRASE, MakeUser
-from tests.support import insides
+from tests.support import add_device, insides, login_token
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
-from tokenim.core.ids import DeviceId
 from tokenim.core.signing import SigningKey
-from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import CryptoMachine, RejectedMessage, RoomMessage
 from tokenim.crypto.megolm import ROTATE_AFTER_MESSAGES
-from tokenim.protocol.api import HistoryResponse, OkResponse
+from tokenim.protocol.api import HistoryResponse
 from tokenim.protocol.events import ENCRYPTED
 
 
@@ -151,36 +149,12 @@ async def test_rotation_after_seven_days(alice: Client, bob: Client, clock: Fake
 # ---- (c) a removed device no longer gets keys ---------------------------------------------------
 
 
-async def _add_device(client: Client, device_id: str, clock: FakeClock) -> DeviceIdentity:
-    """A second device for `client`'s user, signed by the same master key, added through POST /v1/devices."""
-    now = clock.now_ms()
-    second = DeviceIdentity.create(client.user_id, DeviceId(device_id), now, master=insides(client).identity.master)
-    upload = second.keys_to_upload(0, need_fallback=True)
-    body = {
-        "device_keys": second.device_keys_object(now),
-        "one_time_keys": upload.one_time_keys,
-        "fallback_keys": upload.fallback_keys,
-    }
-    await insides(client).transport.post("/v1/devices", body, OkResponse)
-    second.mark_keys_as_published()
-    return second
-
-
-async def _login(http: httpx.AsyncClient, identity: DeviceIdentity) -> str:
-    ident = {"user_id": identity.user_id, "device_id": identity.device_id}
-    challenge = (await http.post("/v1/login/challenge", json=ident)).json()
-    signature = identity.sign_login_challenge(server_name=challenge["server_name"], nonce=challenge["nonce"])
-    resp = await http.post("/v1/login", json={**ident, "nonce": challenge["nonce"], "signature": signature})
-    assert resp.status_code == 200, resp.text
-    return str(resp.json()["access_token"])
-
-
 async def test_removed_device_triggers_rotation(alice: Client, bob: Client, clock: FakeClock, http: httpx.AsyncClient) -> None:
     room = (await alice.rooms.direct("@bob")).room_id
     await alice.messages.send_text(room, "to one device")
     first = session_of(alice, room)
 
-    second = await _add_device(bob, "BOBSECOND1", clock)
+    second = await add_device(bob, clock, "BOBSECOND1")
     assert {d.device_id for d in (await bob.devices.all()).devices} == {bob.device_id, "BOBSECOND1"}
     await alice.messages.sync()  # sees the device-list event
     sent = await alice.messages.send_text(room, "to both devices")
@@ -188,7 +162,7 @@ async def test_removed_device_triggers_rotation(alice: Client, bob: Client, cloc
     assert (bob.user_id, "BOBSECOND1") in insides(alice).machine.rooms.outbound[room].shared_with
 
     # The second device, on its own, receives the key over Olm and reads the message from then on.
-    token = await _login(http, second)
+    token = await login_token(http, second)
     machine = CryptoMachine(second)
     page = (await http.get("/v1/sync", headers={"Authorization": f"Bearer {token}"})).json()
     alice_keys = (await bob.keys.query([alice.user_id]))[alice.user_id]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,21 +13,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import FAST_KDF
-from tests.unit.test_cli_findings import STRONG, _Rooms, refused, run
+from tests.unit.test_cli_findings import STRONG, _environment, _Rooms, refused, run  # noqa: F401 (autouse fixture)
 from tokenim.cli import main as cli_main
 from tokenim.cli import messages, rooms
 from tokenim.client import ProfileStore
 from tokenim.client.files import download_file
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.api import RoomSummary
-
-
-@pytest.fixture(autouse=True)
-def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in [k for k in os.environ if k.startswith("TOKENIM_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("TOKENIM_PASSPHRASE", STRONG)
-    monkeypatch.chdir(tmp_path)
 
 
 class _Leaving(_Rooms):

@@ -339,13 +339,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise
     except (OSError, sqlite3.DatabaseError, httpx.InvalidURL) as exc:
         return _fail(local_error(exc, args), args.json)
-    except Exception as exc:  # never a traceback: one sentence, and the details only when asked for
+    except Exception:  # never a traceback: one sentence, and the details only when asked for
         if os.environ.get("TOKENIM_DEBUG"):
             traceback.print_exc()
-        return _fail(unexpected_error(exc, args), args.json)
+        return _fail(unexpected_error(args), args.json)
 
 
-def unexpected_error(exc: BaseException, args: argparse.Namespace) -> TokenIMError:
+def unexpected_error(args: argparse.Namespace) -> TokenIMError:
     """Something this command did not expect (often a damaged profile): say so, never show a traceback."""
     return TokenIMError(
         ErrorCode.INTERNAL,
