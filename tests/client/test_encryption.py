@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 
 from tests.conftest import PASSPHRASE, MakeUser
-from tests.support import add_device, insides, login_token
+from tests.support import add_device, bearer, insides, login_token
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.signing import SigningKey
 from tokenim.crypto.machine import CryptoMachine, RejectedMessage, RoomMessage
 from tokenim.crypto.megolm import ROTATE_AFTER_MESSAGES
+from tokenim.crypto.trust import Pin
 from tokenim.protocol.api import HistoryResponse
 from tokenim.protocol.events import ENCRYPTED
 
@@ -166,7 +167,8 @@ async def test_removed_device_triggers_rotation(alice: Client, bob: Client, cloc
     machine = CryptoMachine(second)
     page = (await http.get("/v1/sync", headers={"Authorization": f"Bearer {token}"})).json()
     alice_keys = (await bob.keys.query([alice.user_id]))[alice.user_id]
-    machine.observe_user(alice.user_id, alice_keys.master.public_key, list(alice_keys.devices.values()))
+    answer = (await http.post("/v1/keys/query", json={"user_ids": [alice.user_id]}, headers=bearer(token))).json()
+    machine.observe(alice.user_id, answer["users"][alice.user_id], clock.now_ms())
     for msg in page["to_device"]:
         machine.receive_to_device(msg["sender"], msg["content"], alice_keys.devices[msg["sender_device"]])
     read = machine.decrypt_room_event(await raw_event(alice, room, sent.event_id))
@@ -325,7 +327,7 @@ async def test_changed_master_key_is_not_verified(alice: Client, bob: Client) ->
     assert [(m.body, m.verified) for m in got] == [("before the change", True)]
 
     # Alice's master key is now another one than Bob pinned (as if the server swapped it).
-    insides(bob).machine.pinned_masters[alice.user_id] = SigningKey.generate().public_key
+    insides(bob).machine.pins[alice.user_id] = Pin(alice.user_id, SigningKey.generate().public_key, 1, 0)
 
     room = (await alice.rooms.create("new room", ["@bob"])).room_id
     await bob.rooms.join(room)

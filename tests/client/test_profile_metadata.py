@@ -38,7 +38,7 @@ async def test_profile_keeps_no_room_or_contact_id_readable(alice: Client, bob: 
             if client is alice:
                 assert room in records["outbound"]
                 assert insides(reopened).store.get_record("outbound", room) == records["outbound"][room]
-                assert set(records["pinned_master"]) >= {bob.user_id, carol.user_id}
+                assert set(records["pin"]) >= {bob.user_id, carol.user_id}
             else:
                 assert any(ref.startswith(room + "|") for ref in records["inbound"])
         finally:

@@ -3,6 +3,7 @@ messages, and every check on the way in (replay, wrong recipient, wrong sender),
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +17,7 @@ from tokenim.crypto.megolm import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_MS
 from tokenim.crypto.olm import CryptoError
 from tokenim.crypto.outgoing import KeysClaim, ToDeviceBatch
 from tokenim.crypto.persist import export_changes, load_records
+from tokenim.crypto.trust import Verdict
 from tokenim.protocol.api import KeysClaimResponse
 from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_device_keys, parse_one_time_keys
@@ -43,7 +45,8 @@ class Dev:
 
     def trust(self, *others: Dev) -> None:
         for o in others:
-            self.machine.observe_user(o.user, o.identity.master.public_key, [o.keys])
+            answer = {"master_key": o.identity.master_key_object(), "devices": {o.identity.device_id: o.keys.raw}}
+            self.machine.observe(o.user, answer, NOW)
 
 
 def device(name: str, device_id: str | None = None) -> Dev:
@@ -158,8 +161,10 @@ def test_unverified_sender_device(alice: Dev, bob: Dev) -> None:
 def test_changed_master_key_refuses_devices(alice: Dev, bob: Dev) -> None:
     bob.trust(alice)
     assert bob.machine.is_verified(alice.user, alice.identity.device_id, alice.keys.ed25519)
-    other_master = device("alice", "ALICEDEV2").identity.master.public_key
-    assert bob.machine.observe_user(alice.user, other_master, [alice.keys]) == []
+    other = device("alice", "ALICEDEV2")
+    answer = {"master_key": other.identity.master_key_object(), "devices": {"ALICEDEV2": other.keys.raw}}
+    decision = bob.machine.observe(alice.user, answer, NOW)
+    assert decision.verdict is Verdict.CHANGED_UNSIGNED and decision.devices == {}
     assert bob.machine.pinned_masters[alice.user] == alice.identity.master.public_key
     assert not bob.machine.is_verified(alice.user, alice.identity.device_id, alice.keys.ed25519)
 
@@ -378,7 +383,9 @@ def test_persist_round_trip(alice: Dev, bob: Dev) -> None:
     bob_records = export_changes(bob.machine, PICKLE_KEY)
     alice_records = export_changes(alice.machine, PICKLE_KEY)
     assert bob_records["inbound"] and bob_records["olm_session"] and bob_records["seen"]
-    assert bob_records["pinned_master"] == {alice.user: alice.identity.master.public_key.encode()}
+    pin = json.loads(bob_records["pin"][alice.user] or b"")
+    assert pin["master_key"] == alice.identity.master.public_key and pin["version"] == 1
+    assert pin["followed"] == [alice.identity.master.public_key]
     assert alice_records["outbound"]
     # Nothing changed since: the next export is empty.
     assert all(not items for items in export_changes(bob.machine, PICKLE_KEY).values())
@@ -388,6 +395,7 @@ def test_persist_round_trip(alice: Dev, bob: Dev) -> None:
 
     bob2 = _restart(bob, bob_records)
     alice2 = _restart(alice, alice_records)
+    assert bob2.machine.pins[alice.user] == bob.machine.pins[alice.user]
     again = bob2.machine.decrypt_room_event(event(first, alice, "$1"))
     assert isinstance(again, RoomMessage)
     assert again.content["body"] == "before restart"
@@ -410,3 +418,18 @@ def test_persist_round_trip(alice: Dev, bob: Dev) -> None:
         load_records(
             CryptoMachine(bob.identity), {"inbound": {k: v for k, v in bob_records["inbound"].items() if v}}, os.urandom(32)
         )
+
+
+def test_revoked_keys_and_legacy_pins_survive_a_restart(alice: Dev, bob: Dev) -> None:
+    bob.trust(alice)
+    bob.machine.revoke_keys({alice.keys.ed25519, alice.keys.curve25519})
+    assert not bob.machine.is_verified(alice.user, alice.identity.device_id, alice.keys.ed25519)
+    records = export_changes(bob.machine, PICKLE_KEY)
+    assert set(records["revoked_key"]) == {alice.keys.ed25519, alice.keys.curve25519}
+    # A profile saved before pins had versions holds the bare key: it is read as version 1.
+    records["pinned_master"] = {"@old:tokenim.test": b"OLDKEY", bob.user: b"NOT-MINE"}
+    again = _restart(bob, records)
+    assert again.machine.revoked_keys == {alice.keys.ed25519, alice.keys.curve25519}
+    assert again.machine.pins["@old:tokenim.test"].version == 1
+    assert again.machine.followed_keys("@old:tokenim.test") == ("OLDKEY",)
+    assert again.machine.pinned_masters[bob.user] == bob.identity.master.public_key  # one's own key is never read back

@@ -42,7 +42,7 @@ def test_first_sight_pins_the_current_key() -> None:
     shown = Shown(2)
     d = decide(ALICE, None, shown.answer(), NOW)
     assert d.verdict is Verdict.FIRST_SEEN and d.verdict.trusted
-    assert d.pin == Pin(ALICE, shown.keys[1].public_key, 2, NOW)
+    assert d.pin == Pin(ALICE, shown.keys[1].public_key, 2, NOW, (shown.keys[1].public_key,))
     assert set(d.devices) == {"DEVICEAAAA", "DEVICEBBBB"} and d.unverified == ()
 
 
@@ -62,8 +62,20 @@ def test_a_signed_rotation_is_followed() -> None:
     shown.rotate()
     d = decide(ALICE, pin, shown.answer(), NOW)
     assert d.verdict is Verdict.ROTATED_SIGNED and d.verdict.trusted
-    assert d.pin == Pin(ALICE, shown.keys[2].public_key, 3, NOW)
+    keys = tuple(k.public_key for k in shown.keys)
+    assert d.pin == Pin(ALICE, keys[2], 3, NOW, keys)  # the pinned key, then each one followed, oldest first
     assert set(d.devices) == {"DEVICEAAAA", "DEVICEBBBB"}
+    shown.rotate()
+    again = decide(ALICE, d.pin, shown.answer(), NOW + 1)
+    assert again.pin is not None and again.pin.followed == (*keys, shown.keys[3].public_key)
+
+
+def test_a_pin_followed_from_a_later_version_lists_only_what_it_followed() -> None:
+    shown = Shown(2)
+    pin = shown.pin()  # pinned at version 2: version 1 was never trusted here
+    shown.rotate()
+    d = decide(ALICE, pin, shown.answer(), NOW)
+    assert d.pin is not None and d.pin.followed == (shown.keys[1].public_key, shown.keys[2].public_key)
 
 
 def test_a_new_key_without_a_rotation_is_a_warning() -> None:

@@ -3,7 +3,8 @@
 
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
 from tokenim.client.facade import Client
-from tokenim.client.keys import KeysInfo, VerifiedUserKeys
+from tokenim.client.keys import DeviceRevocation, KeysInfo, VerifiedUserKeys
+from tokenim.client.lifecycle import KeyRotation, KeyStatus
 from tokenim.client.messages import Message
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import MemoryStore, Store
@@ -11,9 +12,12 @@ from tokenim.client.stores import MemoryStore, Store
 __all__ = [
     "Client",
     "ContactKeys",
+    "DeviceRevocation",
     "ExcludedDevice",
     "KdfParams",
     "KeyAcceptance",
+    "KeyRotation",
+    "KeyStatus",
     "KeysInfo",
     "MemoryStore",
     "Message",

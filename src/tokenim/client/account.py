@@ -94,8 +94,10 @@ class Account:
         return ended
 
     async def whoami(self) -> WhoAmIResponse:
-        """Who the server thinks this session is."""
-        return await self._transport.get("/v1/whoami", WhoAmIResponse)
+        """Who the server thinks this session is; its key-rotation period is remembered for `keys.rotation_due`."""
+        me = await self._transport.get("/v1/whoami", WhoAmIResponse)
+        self._state.store.set_meta({"key_rotation_days": str(me.key_rotation_days)})
+        return me
 
 
 async def register(

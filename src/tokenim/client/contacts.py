@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenim.core.errors import TokenIMError
 from tokenim.core.ids import check_device_id, parse_user_id
 from tokenim.core.signing import fingerprint
+from tokenim.crypto.machine import KeyWarning
+from tokenim.crypto.trust import Pin, Verdict
 from tokenim.protocol.api import SendResponse
 
 
@@ -22,8 +24,10 @@ class ExcludedDevice(BaseModel):
 
     user_id: str
     device_id: str | None = None  # None: every device of the user
-    reason: str  # master_key_changed | bad_master_key | bad_device_signature | no_keys | no_session
+    reason: str  # master_key_changed | bad_master_key | bad_device_signature | revoked | no_keys | no_session
     message: str
+    # With master_key_changed: what kind of change (changed_unsigned | broken_chain | forked | rolled_back).
+    verdict: str | None = None
 
 
 class SendResult(SendResponse):
@@ -34,7 +38,10 @@ class SendResult(SendResponse):
 
 @dataclass(frozen=True, slots=True)
 class ContactKeys:
-    """What `tokenim keys show @user` prints. `status`: trusted, pinned_now (first seen now) or changed."""
+    """What `tokenim keys show @user` prints. `status`: trusted, pinned_now (first seen now) or changed;
+    `verdict` says how the server's keys compare with the pinned ones (crypto/trust.py `Verdict`), and with a
+    change `message` says what kind and what to do. `current_master` is empty when the server's key does not
+    verify at all."""
 
     user_id: str
     status: str
@@ -43,6 +50,9 @@ class ContactKeys:
     current_master: str
     current_fingerprint: str
     devices: list[dict[str, str]] = field(default_factory=list)
+    verdict: str = ""
+    version: int = 0  # the version of the pinned master key
+    message: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,11 +91,28 @@ def digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
-def changed_message(user_id: str, pinned: str, current: str) -> str:
-    return (
-        f"{user_id}'s master key changed (pinned fingerprint {fingerprint(pinned)}, the server now shows "
-        f"{fingerprint(current)}); compare it with them, then run `tokenim keys accept {user_id}`."
-    )
+def warning_message(user_id: str, pin: Pin | None, warning: KeyWarning) -> str:
+    """Why a user's devices get nothing now, by kind of change, and what to do about it (one sentence)."""
+    who = safe_user(user_id)
+    shown = warning.presented
+    pinned = f"pinned fingerprint {fingerprint(pin.master_key)}" if pin is not None else "nothing pinned yet"
+    now = f"the server now shows {fingerprint(shown.public_key)}" if shown is not None else "its key does not verify"
+    compare = f"compare fingerprints with them, then run `tokenim keys accept {who}`."
+    if not warning.acceptable:
+        why = f" ({warning.problem.value.replace('_', ' ')})" if warning.problem is not None else ""
+        return (
+            f"the server's master key chain for {who} does not verify{why}: their devices get nothing until it does "
+            f"({pinned}); the server is at fault, so tell its admin, and compare fingerprints with {who}."
+        )
+    if warning.verdict is Verdict.ROLLED_BACK:
+        old = f" (version {shown.version}, older than the pinned version {pin.version})" if pin and shown else ""
+        return f"the server shows an older master key of {who}{old}: a rollback ({pinned}, {now}); {compare}"
+    if warning.verdict is Verdict.FORKED:
+        return (
+            f"the server shows another history of {who}'s master key than the one followed here: a forked chain "
+            f"({pinned}, {now}); {compare}"
+        )
+    return f"{who}'s master key changed without a signed rotation ({pinned}, {now}); {compare}"
 
 
 __all__ = [
@@ -93,8 +120,8 @@ __all__ = [
     "ExcludedDevice",
     "KeyAcceptance",
     "SendResult",
-    "changed_message",
     "digits",
     "safe_device",
     "safe_user",
+    "warning_message",
 ]

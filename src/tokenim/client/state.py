@@ -53,13 +53,20 @@ class DeviceState:
         name = user.lstrip("@")
         return user if ":" in user else f"@{name}:{self.store.get_meta('server_name')}"
 
-    def persist(self, *, send_seq: int | None = None, records: Records | None = None, meta: dict[str, str] | None = None) -> None:
+    def persist(
+        self,
+        *,
+        send_seq: int | None = None,
+        records: Records | None = None,
+        meta: dict[str, str] | None = None,
+        secrets: dict[str, bytes | None] | None = None,
+    ) -> None:
         """Write what changed in the crypto state (sessions, keys, seen indexes, the account) with the send number
-        about to be used and any other `records` and `meta`, in one durable transaction."""
+        about to be used and any other `records`, `meta` and `secrets`, in one durable transaction."""
         changes = export_changes(self.machine, self.store.pickle_key)
         for kind, items in (records or {}).items():
             changes.setdefault(kind, {}).update(items)
-        secrets: dict[str, bytes | None] = {}
+        secrets = dict(secrets or {})
         if self.machine.olm.account_dirty:
             self.machine.olm.account_dirty = False
             secrets["olm_account"] = self.identity.pickle_account(self.store.pickle_key).encode()

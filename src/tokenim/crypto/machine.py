@@ -2,8 +2,9 @@
 
 It says what to send next (`share_room_key` returns typed requests: crypto/outgoing.py) and takes
 the answers back (`receive_claim`, `mark_sent`); the SDK only carries the requests and saves the state.
-The machine also pins each user's master key on first sight, so a changed master key is noticed and
-its devices are no longer shown as verified.
+The machine also keeps, per user, the pinned master key and the keys followed through signed rotations
+(crypto/trust.py decides), and the device keys known revoked: a change that is not a signed rotation is
+noticed and the user's devices are no longer shown as verified; a revoked device is refused for good.
 """
 
 from __future__ import annotations
@@ -16,9 +17,44 @@ from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.megolm import DecryptedEvent, RoomSessions
 from tokenim.crypto.olm import CryptoError, OlmSessions
 from tokenim.crypto.outgoing import KeysClaim, Outgoing, ToDevice, ToDeviceBatch
+from tokenim.crypto.trust import Decision, Pin, Verdict, decide
 from tokenim.protocol.api import KeysClaimResponse
 from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
-from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
+from tokenim.protocol.identity import ChainProblem
+from tokenim.protocol.keys import (
+    DeviceKeys,
+    MasterKey,
+    OneTimeKey,
+    parse_master_key,
+    parse_one_time_keys,
+    verify_master_key,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWarning:
+    """Why a user's devices are not trusted now: the verdict (never a trusted one), the master key the server
+    shows (None if it is not even a well-formed, self-signed key of that user) and, when the chain itself
+    does not verify, the problem."""
+
+    verdict: Verdict
+    presented: MasterKey | None
+    problem: ChainProblem | None
+
+    @property
+    def acceptable(self) -> bool:
+        """Whether the user may accept the presented key: only when the server's chain verifies (a broken or
+        forking chain would not verify under any pin)."""
+        return self.presented is not None and self.problem is None
+
+
+def _presented(answer: dict[str, Any]) -> MasterKey | None:
+    try:
+        master = parse_master_key(answer.get("master_key"))
+        verify_master_key(master)
+    except TokenIMError:
+        return None
+    return master
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,45 +90,90 @@ class CryptoMachine:
         self.olm = OlmSessions(identity.account, identity.user_id, identity.device_id)
         self.rooms = RoomSessions(identity.user_id, identity.device_id, identity.curve25519, identity.ed25519)
         # Our own master key is known, not learned: a server can't substitute it on first sight.
-        self.pinned_masters: dict[str, str] = {identity.user_id: identity.master.public_key}
+        me, master = identity.user_id, identity.master.public_key
+        self.pins: dict[str, Pin] = {me: Pin(me, master, identity.master_version, identity.master_created_at, (master,))}
         self.trusted_devices: dict[tuple[str, str], str] = {}  # (user, device) -> ed25519 when signed by the pinned master
         self.dirty_pins: set[str] = set()
-        # Users whose server-presented master key differs from the pinned one: user -> presented key. Their
-        # devices get no room keys until the pinned key comes back or the user accepts the new one.
-        self.key_changes: dict[str, str] = {}
+        # Device keys named in a verified revocation: refused for good, even if the server hides the revocation.
+        self.revoked_keys: set[str] = set()
+        self.dirty_revoked = False
+        # Users whose keys the server now shows in a way that is not a signed continuation of the pinned chain.
+        # Their devices get no room keys until the pinned chain comes back or the user accepts the new key.
+        self.key_changes: dict[str, KeyWarning] = {}
 
     # ---- trust -------------------------------------------------------------------------------
 
-    def observe_user(self, user_id: str, master_key: str, devices: list[DeviceKeys]) -> list[DeviceKeys]:
-        """Record verified keys from a query. Returns the devices to use: none if the master key changed."""
-        pinned = self.pinned_masters.get(user_id)
-        if pinned is None:
-            self.pinned_masters[user_id] = master_key
-            self.dirty_pins.add(user_id)
-            pinned = master_key
-        if pinned != master_key:
-            # Devices trusted under the pinned key are no longer shown as verified.
-            for ref in [ref for ref in self.trusted_devices if ref[0] == user_id]:
-                del self.trusted_devices[ref]
-            self.key_changes[user_id] = master_key
-            return []
-        self.key_changes.pop(user_id, None)  # the pinned key is back (e.g. a server's swap ended)
-        for d in devices:
-            self.trusted_devices[(d.user_id, d.device_id)] = d.ed25519
-        return devices
+    @property
+    def pinned_masters(self) -> dict[str, str]:
+        """The master key pinned for each user (a read-only view of `pins`)."""
+        return {user_id: pin.master_key for user_id, pin in self.pins.items()}
 
-    def accept_master(self, user_id: str, master_key: str) -> None:
-        """Pin `master_key` for `user_id` on the user's word (after comparing fingerprints), replacing the old pin."""
+    def followed_keys(self, user_id: str) -> tuple[str, ...]:
+        """Every master key of `user_id` this device trusted, oldest first: the one first pinned (or accepted)
+        and each one reached from it through signed rotations. Empty if the user was never pinned."""
+        pin = self.pins.get(user_id)
+        return pin.keys_followed if pin is not None else ()
+
+    def observe(self, user_id: str, answer: dict[str, Any], now: int) -> Decision:
+        """Decide (crypto/trust.py) how far to trust one user's entry of a keys/query answer, and remember it:
+        a signed rotation moves the pin on; any other change keeps the old pin and leaves the user's devices
+        unverified until the pinned chain comes back or the user accepts the new key; revoked keys are kept
+        for good."""
+        pinned = self.pins.get(user_id)
+        decision = decide(user_id, pinned, answer, now, frozenset(self.revoked_keys))
+        if not decision.revoked_keys <= self.revoked_keys:
+            self.revoked_keys |= decision.revoked_keys
+            self.dirty_revoked = True
+        if decision.pin is not None and decision.pin is not pinned:
+            self.pins[user_id] = decision.pin
+            self.dirty_pins.add(user_id)
+        for ref in [ref for ref in self.trusted_devices if ref[0] == user_id]:
+            del self.trusted_devices[ref]
+        if not decision.verdict.trusted:
+            self.key_changes[user_id] = KeyWarning(decision.verdict, _presented(answer), decision.problem)
+            return decision
+        self.key_changes.pop(user_id, None)  # the pinned chain is back (e.g. a server's swap ended)
+        for d in decision.devices.values():
+            self.trusted_devices[(d.user_id, d.device_id)] = d.ed25519
+        return decision
+
+    def accept_master(self, user_id: str, master_key: str, version: int, now: int) -> None:
+        """Pin `master_key` (of `version`) for `user_id` on the user's word (after comparing fingerprints),
+        replacing the old pin: the list of followed keys starts afresh."""
         if user_id == self.identity.user_id:
             raise CryptoError("own_key", "Your own master key can't be replaced here.")
-        self.pinned_masters[user_id] = master_key
+        self.pins[user_id] = Pin(user_id, master_key, version, now, (master_key,))
         self.dirty_pins.add(user_id)
         self.key_changes.pop(user_id, None)
         for ref in [ref for ref in self.trusted_devices if ref[0] == user_id]:
             del self.trusted_devices[ref]  # trusted again when next seen under the new key
 
+    def follow_own_rotation(self, now: int) -> None:
+        """This device rotated the master key (`identity.master` is the new one): pin it, following the old."""
+        me, old = self.identity.user_id, self.pins.get(self.identity.user_id)
+        followed = (old.keys_followed if old is not None else ()) + (self.identity.master.public_key,)
+        self.pins[me] = Pin(me, self.identity.master.public_key, self.identity.master_version, now, followed)
+        self.dirty_pins.add(me)
+
+    def revoke_keys(self, keys: set[str]) -> None:
+        """Refuse these device keys for good (this device just revoked their device)."""
+        if not keys <= self.revoked_keys:
+            self.revoked_keys |= keys
+            self.dirty_revoked = True
+        for ref, ed25519 in list(self.trusted_devices.items()):
+            if ed25519 in keys:
+                del self.trusted_devices[ref]
+
+    @property
+    def own_master_outdated(self) -> bool:
+        """True when the pinned (current) master key of this user is not the one this device holds: another
+        device rotated it, so this one can no longer sign with the user's master key."""
+        pin = self.pins.get(self.identity.user_id)
+        return pin is not None and pin.master_key != self.identity.master.public_key
+
     def is_verified(self, user_id: str, device_id: str, ed25519: str) -> bool:
-        return self.trusted_devices.get((user_id, device_id)) == ed25519
+        """Whether the device is signed by the user's pinned master key and was never revoked."""
+        return ed25519 not in self.revoked_keys and self.trusted_devices.get((user_id, device_id)) == ed25519
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -190,4 +271,4 @@ class CryptoMachine:
         return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified)
 
 
-__all__ = ["CryptoError", "CryptoMachine", "RejectedMessage", "RoomMessage"]
+__all__ = ["CryptoError", "CryptoMachine", "KeyWarning", "RejectedMessage", "RoomMessage"]

@@ -13,9 +13,11 @@ import vodozemac
 
 from tokenim.crypto.machine import CryptoMachine
 from tokenim.crypto.megolm import InboundSession, OutboundSession
+from tokenim.crypto.trust import Pin
 
 Records = dict[str, dict[str, bytes | None]]
-KINDS = ("olm_session", "outbound", "inbound", "seen", "pinned_master")
+KINDS = ("olm_session", "outbound", "inbound", "seen", "pin", "revoked_key")
+LEGACY_PIN = "pinned_master"  # a pin saved before versions were kept: the bare key, of version 1
 
 
 def _j(obj: Any) -> bytes:
@@ -60,8 +62,14 @@ def export_changes(m: CryptoMachine, key: bytes) -> Records:
         out["seen"][f"{session_id}|{index}"] = event_id.encode()
     m.rooms.new_seen.clear()
     for user_id in m.dirty_pins:
-        out["pinned_master"][user_id] = m.pinned_masters[user_id].encode()
+        pin = m.pins[user_id]
+        out["pin"][user_id] = _j(
+            {"master_key": pin.master_key, "version": pin.version, "pinned_at": pin.pinned_at, "followed": list(pin.followed)}
+        )
     m.dirty_pins.clear()
+    if m.dirty_revoked:
+        out["revoked_key"] = dict.fromkeys(sorted(m.revoked_keys), b"")
+        m.dirty_revoked = False
     return out
 
 
@@ -93,5 +101,10 @@ def load_records(m: CryptoMachine, records: dict[str, dict[str, bytes]], key: by
     for ref, raw in records.get("seen", {}).items():
         session_id, index = ref.rsplit("|", 1)
         m.rooms.seen[(session_id, int(index))] = raw.decode()
-    for user_id, raw in records.get("pinned_master", {}).items():
-        m.pinned_masters[user_id] = raw.decode()
+    for user_id, raw in records.get(LEGACY_PIN, {}).items():
+        if user_id not in records.get("pin", {}) and user_id != m.identity.user_id:
+            m.pins[user_id] = Pin(user_id, raw.decode(), 1, 0, (raw.decode(),))
+    for user_id, raw in records.get("pin", {}).items():
+        d = json.loads(raw)
+        m.pins[user_id] = Pin(user_id, d["master_key"], int(d["version"]), int(d["pinned_at"]), tuple(d["followed"]))
+    m.revoked_keys.update(records.get("revoked_key", {}))

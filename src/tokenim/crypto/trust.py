@@ -55,12 +55,22 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Pin:
-    """The master key a client trusts for a user, its version, and when it was pinned."""
+    """The master key a client trusts for a user, its version, and when it was pinned.
+
+    `followed` is every master key of the user this client trusted along the way, oldest first: the key
+    first pinned (or accepted) and each key reached from it through signed rotations. A verification made
+    against any of them still vouches for the user (SAS verification looks here)."""
 
     user_id: str
     master_key: str
     version: int
     pinned_at: int
+    followed: tuple[str, ...] = ()
+
+    @property
+    def keys_followed(self) -> tuple[str, ...]:
+        """`followed`, or just the pinned key for a pin made before the list was kept."""
+        return self.followed or (self.master_key,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +182,9 @@ def decide(
     revoked_keys = known_revoked_keys | {k for r in revocations for k in (r.ed25519, r.curve25519)}
     devices, unverified = _sort_devices(answer, current if trusted else None, revoked_ids, revoked_keys)
     new_pin = pinned
-    if trusted and current is not None and verdict is not Verdict.TRUSTED_SAME:
-        new_pin = Pin(user_id=user_id, master_key=current.public_key, version=current.version, pinned_at=now_ms)
+    if trusted and chain is not None and current is not None and verdict is not Verdict.TRUSTED_SAME:
+        followed: tuple[str, ...] = (current.public_key,)
+        if pinned is not None:  # a signed rotation: the keys after the pinned one, in order
+            followed = pinned.keys_followed + chain.keys[pinned.version :]
+        new_pin = Pin(user_id, current.public_key, current.version, now_ms, followed)
     return Decision(verdict, new_pin, devices, unverified, revoked_ids, frozenset(revoked_keys), problem)

@@ -100,6 +100,9 @@ class WhoAmIResponse(_Wire):
     device_id: str
     is_admin: bool
     email: str | None
+    key_rotation_days: int = Field(
+        default=365, ge=1, description="the server's setting: rotate a master key once it is this many days old"
+    )
 
 
 class DeviceInfo(_Wire):

@@ -47,7 +47,7 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         auditor=Auditor(AuditStore(), clock),
         identity=IdentityStore(),
     )
-    accounts = AccountService(ctx, config.registration)
+    accounts = AccountService(ctx, config.registration, key_rotation_days=config.key_rotation_days)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)

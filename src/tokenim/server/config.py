@@ -35,6 +35,8 @@ class ServerConfig:
     max_connections: int = 0  # 0: derived from the open-file limit, with room for the database and blobs
     max_connections_per_address: int = 512  # 0: no per-address cap (behind a proxy, every client has its address)
     max_websockets_per_device: int = 8
+    # Clients remind their users to rotate a master key older than this (GET /v1/whoami tells them).
+    key_rotation_days: int = 365
     # For tests only: every commit waits this long first, as on a very slow disk, so that a test can
     # prove nothing is acknowledged before it is committed. Never set it in production.
     debug_commit_delay_ms: int = 0

@@ -91,9 +91,10 @@ def _check_email(email: str | None) -> str | None:
 class AccountService:
     """Creates accounts from keys made on the client; the server only checks signatures."""
 
-    def __init__(self, ctx: Context, mode: RegistrationMode) -> None:
+    def __init__(self, ctx: Context, mode: RegistrationMode, *, key_rotation_days: int = 365) -> None:
         self._ctx = ctx
         self.mode = mode
+        self.key_rotation_days = key_rotation_days
 
     def check_register(self, req: RegisterRequest) -> CheckedRegistration:
         """Validate a registration without touching the database."""
@@ -229,4 +230,10 @@ class AccountService:
             user = await self._ctx.accounts.get_user(tx, requester.user_id)
         if user is None:
             raise TokenIMError(ErrorCode.UNAUTHORIZED, "Your account no longer exists.")
-        return WhoAmIResponse(user_id=user.user_id, device_id=requester.device_id, is_admin=user.is_admin, email=user.email)
+        return WhoAmIResponse(
+            user_id=user.user_id,
+            device_id=requester.device_id,
+            is_admin=user.is_admin,
+            email=user.email,
+            key_rotation_days=self.key_rotation_days,
+        )
