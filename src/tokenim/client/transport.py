@@ -13,10 +13,14 @@ from pydantic import BaseModel, ValidationError
 
 from tokenim.client.stores import Store
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.protocol.api import OkResponse, TokenResponse
+from tokenim.protocol.api import ChallengeResponse, OkResponse, TokenResponse
 
 M = TypeVar("M", bound=BaseModel)
 NOT_LOGGED_IN = "You are not logged in: run `tokenim login`."
+REVOKED = (
+    "This device ({device}) was revoked by another of your devices: the server refuses it for good, so this profile "
+    "can no longer send or read messages. Use a device you still have, or add a new one from it."
+)
 
 
 class Transport:
@@ -71,8 +75,21 @@ class Transport:
         except TokenIMError as err:
             if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
                 self.keep_tokens(None)
+                await self._refuse_if_revoked()
             raise
         self.keep_tokens(tokens)
+
+    async def _refuse_if_revoked(self) -> None:
+        """The server no longer knows this session: if that is because the device was revoked, say so. The
+        login challenge is the one place that tells a revoked device apart (`device_revoked`)."""
+        ident = {"user_id": self._store.get_meta("user_id"), "device_id": self._store.get_meta("device_id")}
+        if not ident["user_id"] or not ident["device_id"]:
+            return
+        try:
+            await call(self.http, "POST", "/v1/login/challenge", ChallengeResponse, body=ident)
+        except TokenIMError as err:
+            if err.code is ErrorCode.DEVICE_REVOKED:
+                raise TokenIMError(ErrorCode.DEVICE_REVOKED, REVOKED.format(device=ident["device_id"])) from None
 
     async def end_session(self, access: bytes | None, refresh: bytes | None) -> None:
         """End a session this device held before, only once a new one is in hand (a failed login keeps it)."""
@@ -109,10 +126,17 @@ class Transport:
     ) -> M:
         """One request; an expired access token is refreshed once and the request sent again."""
         if not auth:
-            return await call(self.http, method, path, model, body=body)
+            try:
+                return await call(self.http, method, path, model, body=body)
+            except TokenIMError as err:
+                if err.code is ErrorCode.DEVICE_REVOKED and path.startswith("/v1/login"):
+                    raise TokenIMError(err.code, REVOKED.format(device=self._store.get_meta("device_id"))) from None
+                raise
         try:
             return await call(self.http, method, path, model, body=body, token=self.access_token())
         except TokenIMError as err:
+            if err.code is ErrorCode.UNAUTHORIZED:
+                await self._refuse_if_revoked()
             if err.code is not ErrorCode.TOKEN_EXPIRED:
                 raise
         await self.refresh()

@@ -195,9 +195,9 @@ class CryptoMachine:
         if not need:
             return []
         missing = tuple(d for d in need if not self.olm.has_session(d))
-        if missing:
-            return [KeysClaim(room_id, missing)]
-        return self._room_key_batch(room_id, need)
+        # Devices that have a session get the key now; the others once their one-time keys are claimed.
+        ready = self._room_key_batch(room_id, [d for d in need if self.olm.has_session(d)])
+        return [KeysClaim(room_id, missing), *ready] if missing else ready
 
     def receive_claim(self, claim: KeysClaim, resp: KeysClaimResponse) -> list[Outgoing]:
         """Open sessions from the one-time keys the server handed out, then say what to send next.
