@@ -1,0 +1,109 @@
+"""Revoking a device through the SDK: the master key signs the revocation; other members stop encrypting to
+the device and give the room a new key before the next message; its keys are refused for good, even when a
+server shows the device again and hides the revocation; and the revoked device's profile says what happened."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import delete
+
+from tests.client.test_encryption import raw_event, session_of
+from tests.client.test_key_lifecycle import second_device
+from tests.support import insides
+from tokenim.client import Client
+from tokenim.core.clock import FakeClock
+from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.crypto.machine import RejectedMessage, RoomMessage
+from tokenim.server.storage.accounts import AccountStore, DeviceRow
+from tokenim.server.storage.database import Database
+from tokenim.server.storage.tables import device_revocations
+
+
+async def test_a_revoked_device_reads_nothing_sent_after(
+    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport
+) -> None:
+    second = await second_device(alice, clock, transport)
+    try:
+        room = (await alice.rooms.create("team", ["@bob"])).room_id
+        await bob.rooms.join(room)
+        before = await bob.messages.send_text(room, "before")
+        assert before.excluded == []
+        assert [m.body for m in await second.messages.sync()] == ["before"]
+        first_session = session_of(bob, room)
+        assert (alice.user_id, second.device_id) in insides(bob).machine.rooms.outbound[room].shared_with
+
+        revoked = await alice.keys.revoke(second.device_id)
+        assert (revoked.device_id, revoked.master_key_version) == (second.device_id, 1)
+        assert {d.device_id for d in (await alice.devices.all()).devices} == {alice.device_id}
+
+        await bob.messages.sync()  # sees the device-list event ("revoked"): no waiting for the cache to expire
+        after = await bob.messages.send_text(room, "after")
+        assert after.excluded == []
+        assert session_of(bob, room) != first_session  # a new room key, never given to the revoked device
+        assert (alice.user_id, second.device_id) not in insides(bob).machine.rooms.outbound[room].shared_with
+        assert [m.body for m in await alice.messages.sync() if m.sender == bob.user_id] == ["before", "after"]
+        # Whatever the revoked device gets hold of, it cannot read what was sent after.
+        got = insides(second).machine.decrypt_room_event(await raw_event(bob, room, after.event_id))
+        assert isinstance(got, RejectedMessage)
+        old = insides(second).machine.decrypt_room_event(await raw_event(bob, room, before.event_id))
+        assert isinstance(old, RoomMessage)
+
+        # Its profile's next command says it was revoked, not "unauthorized".
+        for command in (second.messages.sync(), second.account.login()):
+            with pytest.raises(TokenIMError) as refused:
+                await command
+            assert refused.value.code is ErrorCode.DEVICE_REVOKED
+            assert f"This device ({second.device_id}) was revoked" in refused.value.message
+    finally:
+        await second.close()
+
+
+async def test_revoked_keys_are_refused_even_when_the_server_shows_them_again(
+    alice: Client, bob: Client, database: Database, clock: FakeClock, transport: httpx.AsyncBaseTransport
+) -> None:
+    second = await second_device(alice, clock, transport)
+    await second.close()
+    room = (await bob.rooms.direct("@alice")).room_id
+    assert (await bob.messages.send_text(room, "to both")).excluded == []
+    shown = (await bob.keys.query([alice.user_id]))[alice.user_id].devices[second.device_id]
+    await alice.keys.revoke(second.device_id)
+    await bob.messages.sync()
+    assert (await bob.messages.send_text(room, "to one")).excluded == []  # Bob learns the revocation here
+
+    # The server brings the device back and hides the revocation.
+    async with database.write() as tx:
+        await tx.execute(delete(device_revocations).where(device_revocations.c.user_id == alice.user_id))
+        row = DeviceRow(alice.user_id, second.device_id, shown.ed25519, shown.curve25519, 1, shown.raw, 0, None)
+        await AccountStore().insert_device(tx, row)
+    clock.advance(seconds=600)
+    sent = await bob.messages.send_text(room, "not to the revoked one")
+    assert [(e.device_id, e.reason) for e in sent.excluded] == [(second.device_id, "revoked")]
+    assert "was revoked" in sent.excluded[0].message
+    contact = await bob.keys.contact("@alice")
+    assert {d["device_id"]: d["status"] for d in contact.devices}[second.device_id] == "revoked"
+    assert (alice.user_id, second.device_id) not in insides(bob).machine.rooms.outbound[room].shared_with
+    # Remembered across a restart of Bob's profile.
+    path = insides(bob).store.path.parent
+    await bob.close()
+    bob = await Client.open(path, "correct horse battery staple", clock=clock, transport=transport)
+    try:
+        again = await bob.messages.send_text(room, "still not")
+        assert [(e.device_id, e.reason) for e in again.excluded] == [(second.device_id, "revoked")]
+    finally:
+        await bob.close()
+
+
+async def test_what_cannot_be_revoked(alice: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport) -> None:
+    second = await second_device(alice, clock, transport)
+    await second.close()
+    with pytest.raises(TokenIMError) as own:
+        await alice.keys.revoke(alice.device_id)
+    assert own.value.code is ErrorCode.INVALID_REQUEST and "this device" in own.value.message
+    with pytest.raises(TokenIMError) as unknown:
+        await alice.keys.revoke("NOSUCHDEV1")
+    assert unknown.value.code is ErrorCode.UNKNOWN_DEVICE
+    await alice.keys.revoke(second.device_id)
+    with pytest.raises(TokenIMError) as twice:
+        await alice.keys.revoke(second.device_id)
+    assert twice.value.code is ErrorCode.DEVICE_REVOKED and "already revoked" in twice.value.message
