@@ -76,10 +76,19 @@ async def test_a_signed_rotation_is_followed_as_routine(alice: Client, bob: Clie
     sent = await bob.messages.send_text(room, "still there?")
     assert sent.excluded == []
     got = await alice.messages.sync()
-    assert [(m.body, m.verified) for m in got] == [("still there?", True)]
+    assert [(m.event, m.body, m.verified) for m in got] == [("key_rotated", None, True), (None, "still there?", True)]
     reply = await alice.messages.send_text(room, "yes, with a new key")
     assert reply.excluded == []
-    assert [(m.body, m.verified) for m in await bob.messages.sync()][-1] == ("yes, with a new key", True)
+    seen = await bob.messages.sync()
+    assert [(m.body, m.verified) for m in seen if m.event is None][-1] == ("yes, with a new key", True)
+    # The rotation shows as one line in the room they share, followed: no warning.
+    notices = [m for m in seen if m.event == "key_rotated"]
+    assert [(m.sender, m.notice, m.warning) for m in notices] == [
+        (alice.user_id, f"{alice.user_id} rotated their master key (version 2)", None)
+    ]
+    assert notices[0].to_json()["event"] == "key_rotated" and "body" in notices[0].to_json()
+    history = await bob.messages.history(room)  # reading the room again shows the same line
+    assert [m.notice for m in history if m.event] == [notices[0].notice]
     # Bob followed the chain: both keys, oldest first; the contact view shows no change.
     assert bob.keys.followed_keys("@alice") == (old.master_key, new.master_key)
     shown = await bob.keys.contact("@alice")
@@ -100,7 +109,7 @@ async def test_a_rotation_survives_a_restart_of_both_sides(
         assert alice.keys.info().master_key_version == 3
         clock.advance(seconds=600)
         assert (await alice.messages.send_text(room, "after two rotations")).excluded == []
-        assert [m.body for m in await bob.messages.sync()] == ["after two rotations"]
+        assert [m.body for m in await bob.messages.sync() if m.event is None] == ["after two rotations"]
         await bob.keys.contact("@alice")  # Bob looks at her keys again
         assert len(bob.keys.followed_keys("@alice")) == 3
     finally:
@@ -177,6 +186,10 @@ async def test_a_broken_chain_leaves_the_user_out_and_cannot_be_accepted(
     with pytest.raises(TokenIMError) as refused:
         await bob.keys.accept("@alice", shown.current_fingerprint)
     assert refused.value.code is ErrorCode.KEY_CHAIN_INVALID and "Nothing was accepted" in refused.value.message
+    # The room shows the rotation event as a warning, not as a routine rotation.
+    lines = [m for m in await bob.messages.sync() if m.event == "key_rotated"]
+    assert [(m.notice, m.verified) for m in lines] == [(None, False)]
+    assert lines[0].warning is not None and "does not verify (broken chain)" in lines[0].warning
 
 
 async def test_an_unsigned_change_leaves_the_user_out_until_accepted(
@@ -225,7 +238,7 @@ async def test_a_lost_rotation_answer_is_settled_on_the_next_command(
         assert alice.keys.info().master_key != old
         clock.advance(seconds=600)
         assert (await alice.messages.send_text(room, "after the lost answer")).excluded == []
-        assert [m.body for m in await bob.messages.sync()] == ["after the lost answer"]
+        assert [m.body for m in await bob.messages.sync() if m.event is None] == ["after the lost answer"]
         # And it rotates again from there.
         assert (await alice.keys.rotate()).new_version == 3
     finally:

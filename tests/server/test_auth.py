@@ -114,7 +114,13 @@ async def test_login_by_signed_challenge(http: httpx.AsyncClient, alice: Client,
 
     who = await http.get("/v1/whoami", headers=bearer(tokens_["access_token"]))
     assert who.status_code == 200
-    assert who.json() == {"user_id": alice.user_id, "device_id": alice.device_id, "is_admin": True, "email": None}
+    assert who.json() == {
+        "user_id": alice.user_id,
+        "device_id": alice.device_id,
+        "is_admin": True,
+        "email": None,
+        "key_rotation_days": 365,  # the server's setting (config `key_rotation_days`)
+    }
     # Logging in records the device as seen now.
     devices = (await http.get("/v1/devices", headers=bearer(tokens_["access_token"]))).json()["devices"]
     assert [(d["device_id"], d["last_seen_at"]) for d in devices] == [(alice.device_id, now)]

@@ -204,3 +204,10 @@ def test_connection_limits_and_timeouts(tmp_path: Path) -> None:
     assert "max_websockets_per_device" in bad_config(flags={"max_websockets_per_device": 0})
     assert "max_connections" in bad_config(flags={"max_connections": -1})
     assert "debug_commit_delay_ms" in bad_config(flags={"debug_commit_delay_ms": 1.5})
+
+
+def test_key_rotation_days(tmp_path: Path) -> None:
+    assert ServerConfig().key_rotation_days == 365
+    cfg = load_config(config_file=toml(tmp_path, "key_rotation_days = 90\n"), env={}, flags={})
+    assert cfg.key_rotation_days == 90
+    assert "key_rotation_days" in bad_config(flags={"key_rotation_days": 0})

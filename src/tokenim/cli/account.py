@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Any
 
 import httpx
 
-from tokenim.cli.output import clean, duration, when
+from tokenim.cli.output import clean, duration, emit, when
 from tokenim.client import Client
 from tokenim.core.clock import SystemClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -29,8 +30,23 @@ def check_server_url(url: str) -> None:
 
 
 async def open_client(args: argparse.Namespace) -> Client:
-    """Unlock the profile with the passphrase read before the event loop started."""
-    return await Client.open(args.profile, args.passphrase, clock=SystemClock())
+    """Unlock the profile with the passphrase read before the event loop started. While the master key is due
+    for rotation, say so on stderr (never on stdout: --json output stays one object)."""
+    client = await Client.open(args.profile, args.passphrase, clock=SystemClock())
+    if getattr(args, "keys_command", None) != "rotate":
+        notice = rotation_notice(client)
+        if notice is not None:
+            emit(notice, sys.stderr)
+    return client
+
+
+def rotation_notice(client: Client) -> str | None:
+    """The line every command prints on stderr while the master key is due for rotation (None: not due)."""
+    due = client.keys.rotation_due()
+    if due is None:
+        return None
+    days = due.master_age_days
+    return f"tokenim: your master key is {days} day{'s' if days != 1 else ''} old: run `tokenim keys rotate`"
 
 
 def parse_duration(text: str) -> int:
@@ -106,9 +122,9 @@ def human_whoami(r: dict[str, Any]) -> str:
 
 async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
-        if args.action == "remove":
+        if args.action in ("remove", "revoke"):
             if not args.device_id:
-                raise TokenIMError(ErrorCode.INVALID_REQUEST, "Say which device: tokenim devices remove DEVICE_ID.")
+                raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Say which device: tokenim devices {args.action} DEVICE_ID.")
             if args.device_id == client.device_id:
                 raise TokenIMError(
                     ErrorCode.INVALID_REQUEST,
@@ -116,8 +132,7 @@ async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
                     "device can never log in again. Remove it from another of your devices, or use `tokenim logout` "
                     "to end this session only.",
                 )
-            await client.devices.remove(args.device_id)
-            return {"removed": args.device_id}
+            return await _remove_device(client, args.device_id, revoke_only=args.action == "revoke")
         elif args.device_id:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "`tokenim devices list` takes no device id.")
         devices = await client.devices.all()
@@ -135,9 +150,31 @@ async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
         }
 
 
+async def _remove_device(client: Client, device_id: str, *, revoke_only: bool) -> dict[str, Any]:
+    """Revoke the device (signed by the master key: refused for good, by the server and by every contact). `remove`
+    on a device that no longer holds the current master key removes it only, and says so."""
+    try:
+        await client.keys.revoke(device_id)
+        return {"removed": device_id, "revoked": True}
+    except TokenIMError as err:
+        if revoke_only or err.code is not ErrorCode.KEY_CHAIN_INVALID or client.keys.holds_current_master():
+            raise
+    await client.devices.remove(device_id)
+    return {"removed": device_id, "revoked": False}
+
+
 def human_devices(r: dict[str, Any]) -> str:
     if "removed" in r:
-        return f"Removed device {clean(r['removed'])}."
+        if r.get("revoked"):
+            return (
+                f"Revoked device {clean(r['removed'])}: it can never log in again, and your contacts stop encrypting "
+                "to it (rooms it was in get a new key before the next message)."
+            )
+        return (
+            f"Removed device {clean(r['removed'])}. It was not revoked: another of your devices rotated your master "
+            "key, and only a device holding the current master key can revoke; run `tokenim devices revoke "
+            f"{clean(r['removed'])}` there to refuse its keys for good."
+        )
     lines = []
     for d in r["devices"]:
         mark = "*" if d["current"] else " "

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from tokenim.cli.account import open_client
-from tokenim.cli.output import clean
+from tokenim.cli.output import clean, when
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 
@@ -59,6 +59,55 @@ async def cmd_keys_accept(args: argparse.Namespace) -> dict[str, Any]:
         return (await client.keys.accept(args.user, expected)).to_json()
 
 
+async def cmd_keys_rotate(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys rotate`: a new master key, signed over from the old one; contacts follow it without a warning."""
+    async with await open_client(args) as client:
+        return (await client.keys.rotate()).to_json()
+
+
+def human_rotated(r: dict[str, Any]) -> str:
+    pad = " " * 17
+    n = len(r["devices"])
+    return "\n".join(
+        [
+            f"Rotated your master key: version {r['old_version']} -> {r['new_version']} ({n} device{'s' if n != 1 else ''} "
+            "re-signed). Your contacts follow the signed rotation without a warning.",
+            "Old fingerprint: " + _fingerprint_rows(r["old_fingerprint"], pad),
+            "New fingerprint: " + _fingerprint_rows(r["new_fingerprint"], pad),
+        ]
+    )
+
+
+async def cmd_keys_status(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys status`: how old the keys are and when the master key is due for rotation."""
+    async with await open_client(args) as client:
+        return (await client.keys.status()).to_json()
+
+
+def human_status(r: dict[str, Any]) -> str:
+    due = r["due_in_days"]
+    if r["outdated"]:
+        when_due = "another of your devices rotated it since: this device no longer holds the current master key"
+    elif due <= 0:
+        when_due = f"due now (every {r['key_rotation_days']} days): run `tokenim keys rotate`"
+    else:
+        when_due = f"in {due} day{'s' if due != 1 else ''} (every {r['key_rotation_days']} days)"
+    return "\n".join(
+        [
+            f"User:        {clean(r['user_id'])}",
+            f"Master key:  version {r['master_key_version']}, made {when(r['master_created_at'])} "
+            f"({_days(r['master_age_days'])} old)",
+            "Fingerprint: " + _fingerprint_rows(r["master_fingerprint"], " " * 13),
+            f"Rotation:    {when_due}",
+            f"This device: {clean(r['device_id'])}, added {when(r['device_created_at'])} ({_days(r['device_age_days'])} old)",
+        ]
+    )
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
 def _fingerprint_rows(fp: str, indent: str) -> str:
     groups = clean(fp).split()
     return ("\n" + indent).join(" ".join(groups[i : i + 4]) for i in range(0, len(groups), 4))
@@ -74,10 +123,13 @@ def contact_keys_text(r: dict[str, Any]) -> str:
         f"and run `tokenim keys accept {user}`",
     }.get(r["status"], clean(r["status"]))
     lines = [f"User:        {user}", f"Status:      {status}"]
+    if r["status"] == "changed" and r.get("message"):
+        lines.append(f"Problem:     {clean(r['message'])}")
     pad = " " * 13
     if r["status"] == "changed":
         lines.append("Pinned:      " + _fingerprint_rows(r["pinned_fingerprint"], pad))
-        lines.append("New key:     " + _fingerprint_rows(r["current_fingerprint"], pad))
+        new = _fingerprint_rows(r["current_fingerprint"], pad) if r["current_fingerprint"] else "(does not verify)"
+        lines.append("New key:     " + new)
     else:
         lines.append("Fingerprint: " + _fingerprint_rows(r["current_fingerprint"], pad))
     lines.append(f"Master key:  {clean(r['current_master'])}")
@@ -117,4 +169,15 @@ def human_keys(r: dict[str, Any]) -> str:
     )
 
 
-__all__ = ["cmd_contact_keys", "cmd_keys_accept", "cmd_keys_show", "contact_keys_text", "human_keys", "key_accepted_text"]
+__all__ = [
+    "cmd_contact_keys",
+    "cmd_keys_accept",
+    "cmd_keys_rotate",
+    "cmd_keys_show",
+    "cmd_keys_status",
+    "contact_keys_text",
+    "human_keys",
+    "human_rotated",
+    "human_status",
+    "key_accepted_text",
+]

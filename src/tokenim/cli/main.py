@@ -114,8 +114,10 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     out.add_argument("--all", action="store_true", help="end every session of your account, on all devices (default: off)")
     _sub(sub, "whoami", "show the logged-in user", common, account.cmd_whoami, _h(account.human_whoami))
     dev = _sub(sub, "devices", "list (or remove) your devices", common, account.cmd_devices, _h(account.human_devices))
-    dev.add_argument("action", nargs="?", choices=["list", "remove"], default="list", help="list or remove (default: list)")
-    dev.add_argument("device_id", nargs="?", help="the device to remove (not the one in use)")
+    dev.add_argument(
+        "action", nargs="?", choices=["list", "remove", "revoke"], default="list", help="list, remove or revoke (default: list)"
+    )
+    dev.add_argument("device_id", nargs="?", help="the device to remove or revoke (not the one in use)")
     key = _sub(sub, "keys", "your keys", common, None, None)
     key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     show = _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))
@@ -132,6 +134,17 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     accept.add_argument(
         "--fingerprint",
         help="the new key's fingerprint as they read it to you (default: asked for at a terminal)",
+    )
+    _sub(
+        key_sub,
+        "rotate",
+        "replace your master key with a new one, signed over",
+        common,
+        keys.cmd_keys_rotate,
+        _h(keys.human_rotated),
+    )
+    _sub(
+        key_sub, "status", "how old your keys are, and when rotation is due", common, keys.cmd_keys_status, _h(keys.human_status)
     )
     admin = _sub(sub, "admin", "organisation administration", common, None, None)
     admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")

@@ -90,6 +90,8 @@ def size(n: int) -> str:
 def message_text(m: dict[str, Any]) -> str:
     """One message for the terminal: a header line, then its body with continuation lines marked."""
     room, sender = clean(m["room"]), clean(m["sender"])
+    if m.get("event") == "key_rotated":
+        return f"[{room}] -- {clean(m['notice'])}" if m.get("notice") else f"[{room}] !! {clean(m.get('warning'))}"
     if "warning" in m:
         return block(f"[{room}] {sender}: !! ", str(m["warning"]))
     mark = "" if m["verified"] else " (unverified device)"

@@ -91,6 +91,24 @@ def digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
+def rotation_line(user_id: str, pin: Pin | None, warning: KeyWarning | None) -> tuple[str | None, str | None]:
+    """What `read` shows for a `tokenim.device_list` "rotated" event: a notice when this device followed the
+    signed rotation, else a warning (never both)."""
+    who = safe_user(user_id)
+    if warning is None and pin is not None:
+        return f"{who} rotated their master key (version {pin.version})", None
+    if warning is not None and warning.verdict is Verdict.CHANGED_UNSIGNED:
+        return None, (
+            f"{who}'s key changed without a signed rotation: compare fingerprints with them "
+            f"(`tokenim keys show {who}`) before `tokenim keys accept {who}`."
+        )
+    kind = warning.verdict.value.replace("_", " ") if warning is not None else "its keys do not verify"
+    return None, (
+        f"{who}'s key changed, but the change does not verify ({kind}): their devices get nothing from you; "
+        f"compare fingerprints with them (`tokenim keys show {who}`)."
+    )
+
+
 def warning_message(user_id: str, pin: Pin | None, warning: KeyWarning) -> str:
     """Why a user's devices get nothing now, by kind of change, and what to do about it (one sentence)."""
     who = safe_user(user_id)
@@ -121,6 +139,7 @@ __all__ = [
     "KeyAcceptance",
     "SendResult",
     "digits",
+    "rotation_line",
     "safe_device",
     "safe_user",
     "warning_message",

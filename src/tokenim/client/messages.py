@@ -15,7 +15,7 @@ from typing import Any
 
 import websockets
 
-from tokenim.client.contacts import ExcludedDevice, SendResult
+from tokenim.client.contacts import ExcludedDevice, SendResult, rotation_line
 from tokenim.client.keys import Keys
 from tokenim.client.rooms import Rooms
 from tokenim.client.state import DeviceState
@@ -33,6 +33,8 @@ SEND_RETRIES = 3
 RECONNECT_FIRST_S = 0.5
 RECONNECT_MAX_S = 30.0
 NOT_FILE = "not_file"  # record kind: ids of messages received that carry no file
+KEY_EVENT = "key_event"  # record kind: the line shown for a key rotation event, as decided when first seen
+ROTATED = "rotated"
 FILE = "file"  # record kind: the description (key, hash, name) of each file message received
 
 
@@ -49,10 +51,14 @@ class Message:
     verified: bool
     file: dict[str, Any] | None = None
     warning: str | None = None
+    # Not a message but a room event worth a line: "key_rotated" (a member's master key rotation), with `notice`
+    # when this device followed the signed rotation, else `warning`.
+    event: str | None = None
+    notice: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        for optional in ("file", "warning"):
+        for optional in ("file", "warning", "event", "notice"):
             if out[optional] is None:
                 del out[optional]
         return out
@@ -82,6 +88,17 @@ def _to_message(result: RoomMessage | RejectedMessage) -> Message:
         result.ts,
         result.verified,
         file=file_info if isinstance(file_info, dict) else None,
+    )
+
+
+def _rotation(event: dict[str, Any]) -> bool:
+    """A `tokenim.device_list` event announcing a master key rotation, well formed enough to show."""
+    content = event.get("content")
+    return (
+        event.get("type") == DEVICE_LIST
+        and isinstance(content, dict)
+        and content.get("change") == ROTATED
+        and isinstance(content.get("user_id"), str)
     )
 
 
@@ -209,17 +226,47 @@ class Messages:
         message is (file or not) and `meta` (the sync position) are saved in one transaction."""
         senders = {e["sender"] for e in events if e["type"] == ENCRYPTED and e["sender"] != self._state.user_id}
         unknown = [s for s in senders if s not in self._machine.pinned_masters or not self._known_devices(s)]
-        if unknown:
-            await self._keys.devices_of(unknown)
+        rotated = {str(e["content"]["user_id"]) for e in events if _rotation(e) and not self._key_event_seen(e)}
+        if unknown or rotated:
+            await self._keys.devices_of(sorted(set(unknown) | rotated))  # a rotation is followed (or not) here
         out = []
-        records: Records = {FILE: {}, NOT_FILE: {}}
+        records: Records = {FILE: {}, NOT_FILE: {}, KEY_EVENT: {}}
         for event in events:
             if event["type"] == ENCRYPTED:
                 out.append(self._decrypt_event(event, records))
             elif event["type"] in (MEMBER, DEVICE_LIST):
                 self._rooms.forget_devices(event["room_id"])
+                if _rotation(event):
+                    out.append(self._key_event(event, records))
         self._state.persist(records=records, meta=meta)
         return out
+
+    def _key_event_seen(self, event: dict[str, Any]) -> bool:
+        return self._state.store.get_record(KEY_EVENT, str(event["event_id"])) is not None
+
+    def _key_event(self, event: dict[str, Any], records: Records) -> Message:
+        """The line for a member's key rotation: decided when first seen (against the keys followed then) and
+        kept, so reading the room again later shows the same line."""
+        user_id, device_id = str(event["content"]["user_id"]), event["content"].get("device_id")
+        saved = self._state.store.get_record(KEY_EVENT, str(event["event_id"]))
+        if saved is not None:
+            line = json.loads(saved)
+            notice, warning = line.get("notice"), line.get("warning")
+        else:
+            notice, warning = rotation_line(user_id, self._machine.pins.get(user_id), self._machine.key_changes.get(user_id))
+            records[KEY_EVENT][str(event["event_id"])] = json.dumps({"notice": notice, "warning": warning}).encode()
+        return Message(
+            str(event["event_id"]),
+            str(event["room_id"]),
+            user_id,
+            device_id if isinstance(device_id, str) else None,
+            None,
+            int(event["ts"]),
+            warning is None,
+            warning=warning,
+            event="key_rotated",
+            notice=notice,
+        )
 
     def _known_devices(self, user_id: str) -> bool:
         return any(u == user_id for u, _ in self._machine.trusted_devices)
@@ -267,7 +314,7 @@ class Messages:
         while len(events) < limit:
             query = f"?limit={min(1000, limit * 2)}" + (f"&before={before}" if before is not None else "")
             page = await self._transport.request("GET", f"/v1/rooms/{room_id}/history{query}", HistoryResponse)
-            events.extend(e for e in page.events if e["type"] == ENCRYPTED)
+            events.extend(e for e in page.events if e["type"] == ENCRYPTED or _rotation(e))
             if page.next_before is None:
                 break
             before = page.next_before
