@@ -11,13 +11,14 @@ from sqlalchemy import delete
 
 from tests.conftest import PASSPHRASE
 from tests.identity_kit import master_key_object, rotation_object
-from tests.support import add_device, insides
-from tokenim.client import Client, MemoryStore
-from tokenim.core.clock import FakeClock
+from tests.support import insides
+from tokenim.client import Client, MemoryStore, Store
+from tokenim.core.clock import Clock, FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.core.ids import DeviceId, UserId
+from tokenim.core.ids import DeviceId, UserId, new_device_id
 from tokenim.core.signing import SigningKey, fingerprint
 from tokenim.crypto.device import DeviceIdentity
+from tokenim.protocol.api import OkResponse
 from tokenim.protocol.identity import parse_rotation
 from tokenim.server.storage.accounts import AccountStore, DeviceRow
 from tokenim.server.storage.database import Database
@@ -25,14 +26,26 @@ from tokenim.server.storage.identity import IdentityStore
 from tokenim.server.storage.tables import master_key_rotations, master_keys
 
 
-async def second_device(client: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport) -> Client:
-    """Another device of `client`'s user holding the same master key, as a logged-in `Client` on a MemoryStore."""
-    identity = await add_device(client, clock)
-    store = MemoryStore()
-    now = str(clock.now_ms())
+async def second_device(
+    client: Client,
+    clock: Clock,
+    transport: httpx.AsyncBaseTransport | None,
+    store: Store | None = None,
+    server_url: str = "http://tokenim.test",
+) -> Client:
+    """Another device of `client`'s user holding the same master key, as a logged-in `Client` (on a MemoryStore
+    unless `store` is given): what device linking will make, built by hand."""
+    now_ms = clock.now_ms()
+    identity = DeviceIdentity.create(UserId(client.user_id), new_device_id(), now_ms, master=insides(client).identity.master)
+    upload = identity.keys_to_upload(0, need_fallback=True)
+    body = {"device_keys": identity.device_keys_object(now_ms), "one_time_keys": upload.one_time_keys}
+    await insides(client).transport.post("/v1/devices", body | {"fallback_keys": upload.fallback_keys}, OkResponse)
+    identity.mark_keys_as_published()
+    store = store or MemoryStore()
+    now = str(now_ms)
     store.set_meta(
         {
-            "server_url": "http://tokenim.test",
+            "server_url": server_url,
             "server_name": client.server_name,
             "user_id": client.user_id,
             "device_id": identity.device_id,
