@@ -5,13 +5,15 @@ master key says so instead of failing on the server."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from sqlalchemy import delete
 
 from tests.conftest import PASSPHRASE
 from tests.identity_kit import master_key_object, rotation_object
-from tests.support import insides
+from tests.support import LyingServer, insides
 from tokenim.client import Client, MemoryStore, Store
 from tokenim.core.clock import Clock, FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -313,3 +315,25 @@ async def test_a_rotation_refuses_to_vouch_for_a_device_the_master_key_never_sig
     assert "FORGEDDEV1" in refused.value.message and "nothing was rotated" in refused.value.message
     assert insides(alice).store.get_secret("master_seed_pending") is None
     assert alice.keys.info().master_key_version == 1
+
+
+async def test_a_malformed_rotation_event_is_skipped(
+    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport
+) -> None:
+    room = await chat(alice, bob)
+    lying = LyingServer(transport)
+    bad = {"user_id": "not a user\x1b[2J", "device_id": "X", "change": "rotated"}
+
+    def add_event(_request: httpx.Request, body: Any) -> Any:
+        event = {"pos": body["next_pos"], "event_id": "$forged", "room_id": room, "seq": 99, "ts": 0}
+        body["events"] = [*body["events"], {**event, "type": "tokenim.device_list", "sender": alice.user_id, "content": bad}]
+        return body
+
+    lying.rewrites["/v1/sync"] = add_event
+    bob = await reopen(bob, clock, lying)
+    try:
+        await alice.messages.send_text(room, "next")
+        got = await bob.messages.sync()
+        assert [(m.event, m.body) for m in got] == [(None, "next")]  # and the sync was not stopped by it
+    finally:
+        await bob.close()

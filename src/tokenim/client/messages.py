@@ -22,6 +22,7 @@ from tokenim.client.state import DeviceState
 from tokenim.client.stores import Records
 from tokenim.client.transport import Transport
 from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import check_user_id
 from tokenim.core.limits import ONE_TIME_KEY_TARGET
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
 from tokenim.crypto.olm import CryptoError
@@ -94,12 +95,13 @@ def _to_message(result: RoomMessage | RejectedMessage) -> Message:
 def _rotation(event: dict[str, Any]) -> bool:
     """A `tokenim.device_list` event announcing a master key rotation, well formed enough to show."""
     content = event.get("content")
-    return (
-        event.get("type") == DEVICE_LIST
-        and isinstance(content, dict)
-        and content.get("change") == ROTATED
-        and isinstance(content.get("user_id"), str)
-    )
+    if event.get("type") != DEVICE_LIST or not isinstance(content, dict) or content.get("change") != ROTATED:
+        return False
+    try:
+        check_user_id(content.get("user_id"))  # it is asked about in keys/query: a malformed one must not stop sync
+    except TokenIMError:
+        return False
+    return True
 
 
 class Messages:
