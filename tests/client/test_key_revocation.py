@@ -11,6 +11,7 @@ from sqlalchemy import delete
 from tests.client.test_encryption import raw_event, session_of
 from tests.client.test_key_lifecycle import second_device
 from tests.support import insides
+from tokenim.cli.account import _remove_device, human_devices
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -107,3 +108,24 @@ async def test_what_cannot_be_revoked(alice: Client, clock: FakeClock, transport
     with pytest.raises(TokenIMError) as twice:
         await alice.keys.revoke(second.device_id)
     assert twice.value.code is ErrorCode.DEVICE_REVOKED and "already revoked" in twice.value.message
+
+
+async def test_devices_remove_revokes_when_it_can(alice: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport) -> None:
+    second = await second_device(alice, clock, transport)
+    third = await second_device(alice, clock, transport)
+    fourth = await second_device(alice, clock, transport)
+    try:
+        # The device holding the current master key: `devices remove` revokes.
+        assert await _remove_device(alice, fourth.device_id, revoke_only=False) == {"removed": fourth.device_id, "revoked": True}
+        await alice.keys.rotate()
+        await second.keys.status()  # sees the rotation: it no longer holds the current master key
+        # Elsewhere: `remove` only removes, and says so; `revoke` refuses.
+        with pytest.raises(TokenIMError) as refused:
+            await _remove_device(second, third.device_id, revoke_only=True)
+        assert refused.value.code is ErrorCode.KEY_CHAIN_INVALID
+        assert await _remove_device(second, third.device_id, revoke_only=False) == {"removed": third.device_id, "revoked": False}
+        assert "It was not revoked" in human_devices({"removed": third.device_id, "revoked": False})
+        assert {d.device_id for d in (await alice.devices.all()).devices} == {alice.device_id, second.device_id}
+    finally:
+        for c in (second, third, fourth):
+            await c.close()

@@ -4,12 +4,14 @@ until it is rotated."""
 
 from __future__ import annotations
 
+import argparse
+
 import httpx
 import pytest
 
 from tests.client.test_key_lifecycle import reopen
 from tests.support import insides
-from tokenim.cli.account import rotation_notice
+from tokenim.cli.account import open_client, rotation_notice
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.server.config import ServerConfig
@@ -55,3 +57,21 @@ async def test_without_the_server_setting_the_default_is_a_year(alice: Client, c
     assert alice.keys.rotation_due() is None
     clock.advance(days=1)
     assert rotation_notice(alice) == "tokenim: your master key is 365 days old: run `tokenim keys rotate`"
+
+
+async def test_every_command_reminds_on_stderr_only(
+    alice: Client, clock: FakeClock, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def opened(*_args: object, **_kwargs: object) -> Client:
+        return alice
+
+    monkeypatch.setattr(Client, "open", opened)
+    args = argparse.Namespace(profile="p", passphrase="x", command="whoami")
+    await open_client(args)
+    assert capsys.readouterr() == ("", "")  # not due: nothing
+    clock.advance(days=366)
+    await open_client(args)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "tokenim: your master key is 366 days old: run `tokenim keys rotate`\n"
+    await open_client(argparse.Namespace(profile="p", passphrase="x", command="keys", keys_command="rotate"))
+    assert capsys.readouterr() == ("", "")  # the command that does it does not nag

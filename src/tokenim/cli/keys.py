@@ -24,6 +24,7 @@ async def cmd_keys_show(args: argparse.Namespace) -> dict[str, Any]:
             "fingerprint": info.fingerprint,
             "device_id": info.device_id,
             "device_keys": {"ed25519": info.device_ed25519, "curve25519": info.device_curve25519},
+            "holds_current_master": client.keys.holds_current_master(),
         }
 
 
@@ -166,6 +167,11 @@ def human_keys(r: dict[str, Any]) -> str:
             f"  ed25519:     {clean(r['device_keys']['ed25519'])}",
             f"  curve25519:  {clean(r['device_keys']['curve25519'])}",
         ]
+        + (
+            []
+            if r.get("holds_current_master", True)
+            else ["Another of your devices rotated your master key since: this device no longer holds the current one."]
+        )
     )
 
 
