@@ -71,7 +71,13 @@ def test_register_login_devices_keys_and_no_secrets_on_server(server: RunningSer
     assert out.returncode == 1 and json.loads(out.stdout)["error"]["code"] == "not_logged_in"
     assert bob.json("login")["logged_in"] is True
     who = bob.json("whoami")
-    assert who == {"user_id": "@bob:localhost", "device_id": reg_bob["device_id"], "is_admin": False, "email": None}
+    assert who == {
+        "user_id": "@bob:localhost",
+        "device_id": reg_bob["device_id"],
+        "is_admin": False,
+        "email": None,
+        "key_rotation_days": 365,
+    }
 
     devices = bob.json("devices")["devices"]
     assert [d["device_id"] for d in devices] == [reg_bob["device_id"]]  # type: ignore[index]
