@@ -14,6 +14,7 @@ from sqlalchemy import delete
 from tests.conftest import PASSPHRASE
 from tests.identity_kit import master_key_object, rotation_object
 from tests.support import LyingServer, insides
+from tokenim.cli.keys import contact_keys_text
 from tokenim.client import Client, MemoryStore, Store
 from tokenim.core.clock import Clock, FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -337,3 +338,12 @@ async def test_a_malformed_rotation_event_is_skipped(
         assert [(m.event, m.body) for m in got] == [(None, "next")]  # and the sync was not stopped by it
     finally:
         await bob.close()
+
+
+def test_the_contact_text_names_a_chain_that_cannot_be_accepted() -> None:
+    base = {"user_id": "@a:x", "pinned_master": "k", "pinned_fingerprint": "1 2", "current_master": "", "devices": []}
+    broken = {**base, "status": "changed", "current_fingerprint": "", "message": "the chain does not verify"}
+    text = contact_keys_text(broken)
+    assert "do not verify" in text and "keys accept" not in text and "New key:     (does not verify)" in text
+    unsigned = {**base, "status": "changed", "current_fingerprint": "3 4", "message": "run `tokenim keys accept @a:x`."}
+    assert "run `tokenim keys accept @a:x`" in contact_keys_text(unsigned).splitlines()[1]

@@ -123,6 +123,8 @@ def contact_keys_text(r: dict[str, Any]) -> str:
         "changed": "CHANGED: their devices get no messages until you compare the new fingerprint with them "
         f"and run `tokenim keys accept {user}`",
     }.get(r["status"], clean(r["status"]))
+    if r["status"] == "changed" and "keys accept" not in r.get("message", "keys accept"):
+        status = "CHANGED, and the server's keys for them do not verify: their devices get no messages"
     lines = [f"User:        {user}", f"Status:      {status}"]
     if r["status"] == "changed" and r.get("message"):
         lines.append(f"Problem:     {clean(r['message'])}")
