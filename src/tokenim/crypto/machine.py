@@ -108,14 +108,17 @@ class CryptoMachine:
     def share_room_key(self, room_id: str, devices: list[DeviceKeys], now: int) -> list[Outgoing]:
         """Start giving the room key to the room's member `devices`: rotates first if a rule says so.
 
-        Returns what to send next: a `KeysClaim` for devices without an Olm session (answer it with
-        `receive_claim`), else a `ToDeviceBatch` of the room key, else nothing (everyone has it)."""
+        Returns what to send next: a `ToDeviceBatch` of the room key for devices with an Olm session and a
+        `KeysClaim` for those without one (answer it with `receive_claim`), or nothing (everyone has it)."""
         need = self.prepare_room_send(room_id, devices, now)
         if not need:
             return []
         missing = tuple(d for d in need if not self.olm.has_session(d))
         if missing:
-            return [KeysClaim(room_id, missing)]
+            # Devices that already have a session (e.g. one they opened to us) get the key now: the claim's
+            # answer only covers the devices it names.
+            have = [d for d in need if self.olm.has_session(d)]
+            return [*self._room_key_batch(room_id, have), KeysClaim(room_id, missing)]
         return self._room_key_batch(room_id, need)
 
     def receive_claim(self, claim: KeysClaim, resp: KeysClaimResponse) -> list[Outgoing]:
