@@ -30,7 +30,7 @@ FACADE = {
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
     "audit": {"events", "record"},
-    "key_files": {"export_master_key"},
+    "key_files": {"export_master_key", "export_room_keys", "import_room_keys"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},
     "keys": {"accept", "claim", "contact", "counts", "devices_of", "info", "is_pinned", "query", "recipients", "replenish"},

@@ -1,5 +1,6 @@
 """Key files from the command line against a real server: the master key exported, opened by the real
-`openssl`, imported as a new device in a new profile that sends and reads."""
+`openssl`, imported as a new device in a new profile that sends and reads; room keys exported on the old
+device and imported on the new one, so the old history reads there."""
 
 from __future__ import annotations
 
@@ -84,9 +85,24 @@ def test_export_openssl_import_and_the_new_device_chats(open_server: RunningServ
     imported = laptop.json("keys", "import", str(key_file), "--server", open_server.url, "--username", "alice")
     assert imported["user_id"] == "@alice:localhost" and imported["fingerprint"] == shown["fingerprint"]
     assert imported["device_id"] != shown["device_id"]
+    before = json.loads(laptop.run("read", "team", "--json").stdout)
+    assert [m.get("body") for m in before] == [None]  # "old history": its key is not on the laptop yet
+
+    # Room keys: exported on the old device, imported on the laptop; the old history reads.
+    room_keys = tmp_path / "room-keys.txt"
+    assert alice.json("keys", "export-room-keys", "--out", str(room_keys))["sessions"] == 1
+    assert stat.S_IMODE(room_keys.stat().st_mode) == 0o600
+    assert room_keys.read_text().startswith("-----BEGIN MEGOLM SESSION DATA-----\n")
+    refused = alice.run("keys", "export-room-keys", "--out", str(room_keys), check=False)
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    assert laptop.json("keys", "import-room-keys", str(room_keys)) == {"imported": 1, "already_held": 0, "unusable": 0}
+    after = json.loads(laptop.run("read", "team", "--json").stdout)
+    assert [(m.get("body"), m["verified"]) for m in after] == [("old history", False)]
+    assert "Imported 0 room key(s); 1 were here already." in laptop.run("keys", "import-room-keys", str(room_keys)).stdout
+
     laptop.json("send", "team", "from the laptop")
     read = json.loads(bob.run("read", "team", "--json").stdout)
     assert [m.get("body") for m in read][-1] == "from the laptop"
     bob.json("send", "team", "welcome, laptop")
     mine = json.loads(laptop.run("read", "team", "--json").stdout)
-    assert [m.get("body") for m in mine][-2:] == ["from the laptop", "welcome, laptop"]
+    assert [m.get("body") for m in mine] == ["old history", "from the laptop", "welcome, laptop"]

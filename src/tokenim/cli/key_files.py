@@ -98,11 +98,47 @@ def human_import_master(r: dict[str, Any]) -> str:
     )
 
 
+async def cmd_export_room_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys export-room-keys --out FILE`: every room key this device holds, Matrix key export format."""
+    out = Path(args.out)
+    check_new_file(out)
+    async with await open_client(args) as client:
+        passphrase = file_passphrase(new=True, user_inputs=[client.user_id, "tokenim"])
+        count = await client.key_files.export_room_keys(out, passphrase)
+        return {"exported": "room_keys", "file": str(out), "sessions": count}
+
+
+def human_export_room_keys(r: dict[str, Any]) -> str:
+    return (
+        f"Wrote {r['sessions']} room key(s) to {clean(r['file'])} (encrypted; only you can read the file).\n"
+        "Whoever has this file and its passphrase can read those conversations: keep it safe."
+    )
+
+
+async def cmd_import_room_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """`keys import-room-keys FILE`: room keys from an export file, so older messages can be read here."""
+    check_readable(Path(args.file))
+    async with await open_client(args) as client:
+        passphrase = file_passphrase(new=False, user_inputs=[])
+        counts = await client.key_files.import_room_keys(Path(args.file), passphrase)
+        return {"imported": counts.imported, "already_held": counts.already_held, "unusable": counts.unusable}
+
+
+def human_import_room_keys(r: dict[str, Any]) -> str:
+    text = f"Imported {r['imported']} room key(s); {r['already_held']} were here already"
+    text += f"; {r['unusable']} could not be used." if r["unusable"] else "."
+    return text + ("\nMessages read with imported keys show as not verified until their sender's device shares the key again.")
+
+
 __all__ = [
     "check_readable",
     "cmd_export_master",
+    "cmd_export_room_keys",
     "cmd_import_master",
+    "cmd_import_room_keys",
     "file_passphrase",
     "human_export_master",
+    "human_export_room_keys",
     "human_import_master",
+    "human_import_room_keys",
 ]

@@ -163,6 +163,24 @@ def _add_key_files(key_sub: Any, common: argparse.ArgumentParser) -> None:
     imp.add_argument("file", type=_nonempty, help="the file `tokenim keys export` wrote")
     imp.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8470 (required)")
     imp.add_argument("--username", required=True, help="the user whose key it is (required)")
+    exr = _sub(
+        key_sub,
+        "export-room-keys",
+        "write every room key this device holds to an encrypted file (Matrix key export format)",
+        common,
+        key_files.cmd_export_room_keys,
+        _h(key_files.human_export_room_keys),
+    )
+    exr.add_argument("--out", required=True, type=_nonempty, help="the file to create; never replaced (required)")
+    imr = _sub(
+        key_sub,
+        "import-room-keys",
+        "read older messages here: import room keys exported on another device",
+        common,
+        key_files.cmd_import_room_keys,
+        _h(key_files.human_import_room_keys),
+    )
+    imr.add_argument("file", type=_nonempty, help="the file `tokenim keys export-room-keys` wrote")
 
 
 def _add_rooms(sub: Any, common: argparse.ArgumentParser) -> None:

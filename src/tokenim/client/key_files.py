@@ -17,6 +17,14 @@ from tokenim.client.audit import Audit
 from tokenim.client.state import DeviceState
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.crypto.master_export import MAX_FILE_BYTES, export_master_pem
+from tokenim.crypto.room_key_export import (
+    ImportCounts,
+    decrypt_export,
+    encrypt_export,
+    export_sessions,
+    import_sessions,
+    parse_entry,
+)
 
 MAX_KEY_FILE_BYTES = 256 * 1024 * 1024  # a room-key export of many sessions; anything larger is refused unread
 
@@ -68,7 +76,7 @@ def read_key_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
 
 
 class KeyFiles:
-    """`client.key_files`: export the master key (PKCS#8) and, later, room keys."""
+    """`client.key_files`: the master key (PKCS#8) and room keys (Matrix key export format) to and from files."""
 
     def __init__(self, state: DeviceState, audit: Audit) -> None:
         self._state = state
@@ -83,6 +91,29 @@ class KeyFiles:
         await self._audit.record("master_key.exported")
         write_secret_file(out, pem)
         return out
+
+    async def export_room_keys(self, out: Path, passphrase: str) -> int:
+        """Write every Megolm session this device holds to `out` in the Matrix key export format, after the
+        server has recorded the export; returns how many."""
+        _need_passphrase(passphrase)
+        check_new_file(out)
+        sessions = export_sessions(self._state.machine.rooms)
+        data = encrypt_export(sessions, passphrase)
+        await self._audit.record("room_keys.exported", sessions=len(sessions))
+        write_secret_file(out, data)
+        return len(sessions)
+
+    async def import_room_keys(self, path: Path, passphrase: str) -> ImportCounts:
+        """Add the sessions of an export file to this device (saved in one transaction), so history sent
+        before this device existed can be read. The whole file is checked (passphrase, MAC, JSON) before
+        anything is added; a session held already from an earlier or equal index is kept."""
+        _need_passphrase(passphrase)
+        entries = decrypt_export(read_key_file(path, MAX_KEY_FILE_BYTES), passphrase)
+        sessions = [parse_entry(e) for e in entries]
+        await self._audit.record("room_keys.imported", sessions=len(sessions))
+        counts = import_sessions(self._state.machine.rooms, sessions)
+        self._state.persist()
+        return counts
 
 
 def _need_passphrase(passphrase: str) -> None:

@@ -189,6 +189,7 @@ class CryptoMachine:
         s = result.session
         verified = s.sender == self.identity.user_id and s.sender_device == self.identity.device_id
         verified = verified or self.is_verified(s.sender, s.sender_device, s.sender_ed25519)
+        verified = verified and not s.imported  # a key file's claim of who sent a key is not the sender's word
         shown = {k: v for k, v in result.plaintext.items() if k != "room_id"}
         return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified)
 
