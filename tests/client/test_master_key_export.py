@@ -181,3 +181,36 @@ async def test_an_existing_profile_is_never_touched(
         await _import(tmp_path, transport, clock, pem, profile="profile-alice")
     assert exc.value.code is ErrorCode.PROFILE_EXISTS
     assert [d.device_id for d in (await alice.devices.all()).devices] == [alice.device_id]
+
+
+class _LoseAnswer(httpx.AsyncBaseTransport):
+    """The in-process server, but the answer to the add-device request is lost on the way back."""
+
+    def __init__(self, inner: httpx.ASGITransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        if request.url.path == "/v1/devices/by_master_key":
+            raise httpx.ReadError("connection lost", request=request)
+        return response
+
+
+async def test_a_lost_answer_leaves_no_profile_and_says_what_to_check(
+    alice: Client, tmp_path: Path, transport: httpx.ASGITransport, clock: FakeClock
+) -> None:
+    pem = export_master_pem(insides(alice).identity.master, KEY_PASS, iterations=1000)
+    with pytest.raises(TokenIMError) as exc:
+        await Client.import_master_key(
+            tmp_path / "new-profile",
+            PASSPHRASE,
+            key_file=pem,
+            key_passphrase=KEY_PASS,
+            server_url="http://tokenim.test",
+            username="alice",
+            clock=clock,
+            kdf=FAST_KDF,
+            transport=_LoseAnswer(transport),
+        )
+    assert exc.value.code is ErrorCode.SERVER_UNREACHABLE and "devices remove" in exc.value.message
+    assert not (tmp_path / "new-profile").exists()

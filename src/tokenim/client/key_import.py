@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import vodozemac
 
-from tokenim.client.account import _check_empty, _close, _need, _refused, _remove_profile
+from tokenim.client.account import _check_empty, _close, _need, _refused, _remove_profile, _sentence
 from tokenim.client.state import DeviceState
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import Store
@@ -122,8 +122,16 @@ async def register_by_master_key(
         state.save_identity()
     except BaseException as exc:
         await _close(conn, store)
-        if isinstance(profile, Path) and not added and _refused(exc):
-            _remove_profile(profile)  # the server said no: the device does not exist, so nothing is lost here
+        if isinstance(profile, Path) and not added:
+            # Refused, or the answer was lost: the profile holds nothing the key file does not (a device the
+            # server may have added without answering never got its tokens here; `devices remove` ends it).
+            _remove_profile(profile)
+        if not added and isinstance(exc, Exception) and not _refused(exc):
+            raise TokenIMError(
+                ErrorCode.SERVER_UNREACHABLE,
+                f"The new device may or may not have been added ({_sentence(exc)}); nothing was kept here: run the "
+                "import again, and remove any device you don't recognise with `tokenim devices remove`.",
+            ) from exc
         raise
     return state, conn
 
