@@ -191,7 +191,7 @@ class _LoseAnswer(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
-        if request.url.path == "/v1/devices/by_master_key":
+        if request.url.path == "/v1/devices/by_master_key/add":
             raise httpx.ReadError("connection lost", request=request)
         return response
 

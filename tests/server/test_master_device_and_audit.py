@@ -1,4 +1,4 @@
-"""POST /v1/devices/by_master_key (a device proven by the master key, no session) and the user's own
+"""POST /v1/devices/by_master_key/add (a device proven by the master key, no session) and the user's own
 audit records (POST /v1/audit/events, GET /v1/audit): every refusal, over raw HTTP."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def test_the_challenge_shows_the_current_master_key_and_its_chain(http: ht
 
 async def test_a_device_signed_by_the_master_key_is_added_with_a_session(http: httpx.AsyncClient, alice: Account) -> None:
     device = Device(alice.user_id, new_device_id())
-    resp = await http.post("/v1/devices/by_master_key", json=await add_body(http, alice, device))
+    resp = await http.post("/v1/devices/by_master_key/add", json=await add_body(http, alice, device))
     assert resp.status_code == 200, resp.text
     tokens = resp.json()
     assert tokens["device_id"] == device.device_id
@@ -79,7 +79,7 @@ async def test_each_refusal_adds_nothing(http: httpx.AsyncClient, alice: Account
         ("challenge_invalid", {"nonce": "not-a-nonce"}),
     ]
     for expected, spoil in cases:
-        resp = await http.post("/v1/devices/by_master_key", json=await add_body(http, alice, **spoil))
+        resp = await http.post("/v1/devices/by_master_key/add", json=await add_body(http, alice, **spoil))
         assert (resp.status_code, code(resp)) == (400 if expected == "bad_signature" else 401, expected), resp.text
     devices = (await http.get("/v1/devices", headers=alice.auth())).json()["devices"]
     assert [d["device_id"] for d in devices] == [alice.first]
@@ -91,26 +91,26 @@ async def test_a_challenge_is_used_once_expires_and_is_bound_to_its_device(
     http: httpx.AsyncClient, alice: Account, clock: FakeClock
 ) -> None:
     body = await add_body(http, alice)
-    assert (await http.post("/v1/devices/by_master_key", json=body)).status_code == 200
-    again = await http.post("/v1/devices/by_master_key", json=body)
+    assert (await http.post("/v1/devices/by_master_key/add", json=body)).status_code == 200
+    again = await http.post("/v1/devices/by_master_key/add", json=body)
     assert code(again) == "challenge_invalid"  # consumed
 
     late = await add_body(http, alice)
     clock.advance(seconds=61)
-    assert code(await http.post("/v1/devices/by_master_key", json=late)) == "challenge_expired"
+    assert code(await http.post("/v1/devices/by_master_key/add", json=late)) == "challenge_expired"
 
     device = Device(alice.user_id, new_device_id())
     body = await add_body(http, alice, device)
     other = Device(alice.user_id, new_device_id())
     body["device_keys"] = other.keys_object(alice.master, 1)  # a nonce asked for another device id
-    assert code(await http.post("/v1/devices/by_master_key", json=body)) == "challenge_invalid"
+    assert code(await http.post("/v1/devices/by_master_key/add", json=body)) == "challenge_invalid"
 
 
 async def test_a_login_nonce_can_not_add_a_device_nor_the_reverse(http: httpx.AsyncClient, alice: Account) -> None:
     device = Device(alice.user_id, new_device_id())
     login = (await http.post("/v1/login/challenge", json={"user_id": alice.user_id, "device_id": alice.first})).json()
     body = await add_body(http, alice, device, nonce=login["nonce"])
-    assert code(await http.post("/v1/devices/by_master_key", json=body)) == "challenge_invalid"
+    assert code(await http.post("/v1/devices/by_master_key/add", json=body)) == "challenge_invalid"
 
     c = (await challenge(http, alice.user_id, device.device_id)).json()
     payload = login_challenge_payload(server_name="tokenim.test", user_id=alice.user_id, device_id=alice.first, nonce=c["nonce"])
@@ -123,10 +123,10 @@ async def test_a_key_of_another_user_is_refused(http: httpx.AsyncClient, alice: 
     bob = await register(http, "bob")
     device = Device(alice.user_id, new_device_id())
     body = await add_body(http, alice, device, signer=bob.master, device_master=bob.master)
-    assert code(await http.post("/v1/devices/by_master_key", json=body)) == "bad_signature"
+    assert code(await http.post("/v1/devices/by_master_key/add", json=body)) == "bad_signature"
     body = await add_body(http, alice)
     body["user_id"] = bob.user_id
-    assert code(await http.post("/v1/devices/by_master_key", json=body)) == "bad_key_object"
+    assert code(await http.post("/v1/devices/by_master_key/add", json=body)) == "bad_key_object"
 
 
 async def test_client_audit_events_are_allow_listed_and_stamped_by_the_server(

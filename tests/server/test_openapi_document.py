@@ -11,7 +11,7 @@ import pytest
 
 OPEN_ROUTES = {("post", "/v1/register"), ("post", "/v1/login/challenge"), ("post", "/v1/login"),
                ("post", "/v1/token/refresh"), ("get", "/health"),
-               ("post", "/v1/devices/by_master_key/challenge"), ("post", "/v1/devices/by_master_key")}  # fmt: skip
+               ("post", "/v1/devices/by_master_key/challenge"), ("post", "/v1/devices/by_master_key/add")}  # fmt: skip
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ async def register_by_master_key(
             "one_time_keys": upload.one_time_keys,
             "fallback_keys": upload.fallback_keys,
         }
-        tokens = await conn.post("/v1/devices/by_master_key", request, TokenResponse, auth=False)
+        tokens = await conn.post("/v1/devices/by_master_key/add", request, TokenResponse, auth=False)
         added = True
         conn.keep_tokens(tokens)
         identity.mark_keys_as_published()

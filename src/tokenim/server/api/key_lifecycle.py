@@ -40,7 +40,7 @@ def build_key_lifecycle_router(
         return await master_devices.do_challenge(body.user_id, body.device_id)
 
     @router.post(
-        "/v1/devices/by_master_key",
+        "/v1/devices/by_master_key/add",
         response_model=TokenResponse,
         tags=["devices"],
         description=(
