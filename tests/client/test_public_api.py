@@ -28,9 +28,12 @@ EXPECTED = [
 # The façade: what a program holding a `Client` may use, noun by noun.
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
-    | {"register", "rooms", "server_name", "user_id"},
+    | {"register", "rooms", "server_name", "user_id"}
+    | {"audit", "import_master_key", "key_files"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
+    "audit": {"events", "record"},
+    "key_files": {"export_master_key", "export_room_keys", "import_room_keys"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},
     "keys": {

@@ -714,6 +714,16 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
         ("POST", "/v1/to_device"): {"type": "m.x", "messages": {bob.user_id: {bob.device_id: {"a": 1}}}},
         ("POST", "/v1/to_device/ack"): {"up_to": 0},
         ("POST", "/v1/blobs"): {"any": "bytes"},
+        ("POST", "/v1/devices/by_master_key/challenge"): {"user_id": alice.user_id, "device_id": new_device_id()},
+        ("POST", "/v1/devices/by_master_key/add"): {
+            "user_id": alice.user_id,
+            "nonce": "n",
+            "signature": "s",
+            "device_keys": second.device_keys_object(now),
+            "one_time_keys": upload.one_time_keys,
+            "fallback_keys": upload.fallback_keys,
+        },
+        ("POST", "/v1/audit/events"): {"event": "room_keys.exported", "details": {"sessions": 1}},
     }
 
 

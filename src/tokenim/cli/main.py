@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, keys, messages, rooms
+from tokenim.cli import account, key_files, keys, messages, rooms
 from tokenim.cli.output import clean, emit, emit_json
 from tokenim.cli.prompt import PromptAborted, read_passphrase
 from tokenim.client import ProfileStore
@@ -146,12 +146,54 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     _sub(
         key_sub, "status", "how old your keys are, and when rotation is due", common, keys.cmd_keys_status, _h(keys.human_status)
     )
+    _add_key_files(key_sub, common)
     admin = _sub(sub, "admin", "organisation administration", common, None, None)
     admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
     invite = _sub(admin_sub, "invite", "invites", common, None, None)
     invite_sub = invite.add_subparsers(dest="invite_command", required=True, metavar="ACTION")
     create = _sub(invite_sub, "create", "create a one-time invite", common, account.cmd_invite_create, _h(account.human_invite))
     create.add_argument("--expires", default="7d", help="how long it stays valid, e.g. 7d, 12h, 30m (default: 7d)")
+
+
+def _add_key_files(key_sub: Any, common: argparse.ArgumentParser) -> None:
+    exp = _sub(
+        key_sub,
+        "export",
+        "write your master key to an encrypted file (PKCS#8 PEM)",
+        common,
+        key_files.cmd_export_master,
+        _h(key_files.human_export_master),
+    )
+    exp.add_argument("--out", required=True, type=_nonempty, help="the file to create; never replaced (required)")
+    imp = _sub(
+        key_sub,
+        "import",
+        "make a new device (in a new --profile) from an exported master key",
+        common,
+        key_files.cmd_import_master,
+        _h(key_files.human_import_master),
+    )
+    imp.add_argument("file", type=_nonempty, help="the file `tokenim keys export` wrote")
+    imp.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8470 (required)")
+    imp.add_argument("--username", required=True, help="the user whose key it is (required)")
+    exr = _sub(
+        key_sub,
+        "export-room-keys",
+        "write every room key this device holds to an encrypted file (Matrix key export format)",
+        common,
+        key_files.cmd_export_room_keys,
+        _h(key_files.human_export_room_keys),
+    )
+    exr.add_argument("--out", required=True, type=_nonempty, help="the file to create; never replaced (required)")
+    imr = _sub(
+        key_sub,
+        "import-room-keys",
+        "read older messages here: import room keys exported on another device",
+        common,
+        key_files.cmd_import_room_keys,
+        _h(key_files.human_import_room_keys),
+    )
+    imr.add_argument("file", type=_nonempty, help="the file `tokenim keys export-room-keys` wrote")
 
 
 def _add_rooms(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -236,11 +278,13 @@ def _prepare(args: argparse.Namespace) -> None:
     check_wire_text(args)
     if args.profile.exists() and not args.profile.is_dir():
         raise TokenIMError(ErrorCode.BAD_CONFIG, f"{args.profile} is a file: a profile is a folder, give --profile a folder.")
-    new = args.command == "register"
+    new = args.command == "register" or (args.command == "keys" and args.keys_command == "import")
     if new:
         account.check_server_url(args.server)
     if new and ProfileStore.exists(args.profile):
         raise TokenIMError(ErrorCode.PROFILE_EXISTS, f"There is already a profile in {args.profile}: use another --profile.")
+    if new and args.command == "keys":
+        key_files.check_readable(Path(args.file))  # before the passphrase prompts
     user_inputs = [args.username, "tokenim"] if new else []
     args.passphrase = read_passphrase(getattr(args, "passphrase_file", None), new=new, user_inputs=user_inputs)
 

@@ -19,8 +19,11 @@ import httpx
 
 from tokenim.client.account import Account, open_device, register
 from tokenim.client.admin import Admin
+from tokenim.client.audit import Audit
 from tokenim.client.devices import Devices
 from tokenim.client.files import Files
+from tokenim.client.key_files import KeyFiles
+from tokenim.client.key_import import register_by_master_key
 from tokenim.client.keys import Keys
 from tokenim.client.messages import Messages
 from tokenim.client.rooms import Rooms
@@ -37,9 +40,11 @@ class Client:
 
     account: Account
     admin: Admin
+    audit: Audit
     devices: Devices
     files: Files
     keys: Keys
+    key_files: KeyFiles
     messages: Messages
     rooms: Rooms
 
@@ -53,6 +58,8 @@ class Client:
         self.devices = Devices(state, transport)
         self.account = Account(state, transport, self.keys)
         self.admin = Admin(transport)
+        self.audit = Audit(transport)
+        self.key_files = KeyFiles(state, self.audit)
 
     @classmethod
     async def register(
@@ -87,6 +94,43 @@ class Client:
         client = cls(state, conn)
         try:
             await client.account.login()
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    @classmethod
+    async def import_master_key(
+        cls,
+        profile: Path | Store,
+        passphrase: str | None = None,
+        *,
+        key_file: bytes,
+        key_passphrase: str,
+        server_url: str,
+        username: str,
+        clock: Clock,
+        kdf: KdfParams | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> Self:
+        """A new device of an existing user, signed by the master key exported to `key_file` (PKCS#8 PEM).
+
+        Checks the file, its passphrase and that the key is the user's current master key before anything
+        is made; if the server refuses the device, a new profile directory is removed again."""
+        state, conn = await register_by_master_key(
+            profile,
+            passphrase,
+            key_file=key_file,
+            key_passphrase=key_passphrase,
+            server_url=server_url,
+            username=username,
+            clock=clock,
+            kdf=kdf,
+            transport=transport,
+        )
+        client = cls(state, conn)
+        try:
+            await client.keys.replenish()
         except BaseException:
             await client.close()
             raise

@@ -52,6 +52,8 @@ class ErrorCode(StrEnum):
     FINGERPRINT_MISMATCH = "fingerprint_mismatch"
     FILE_EXISTS = "file_exists"
     CANCELLED = "cancelled"
+    BAD_KEY_FILE = "bad_key_file"
+    KEY_NOT_CURRENT = "key_not_current"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -97,6 +99,8 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.FINGERPRINT_MISMATCH: 400,
     ErrorCode.FILE_EXISTS: 409,
     ErrorCode.CANCELLED: 400,
+    ErrorCode.BAD_KEY_FILE: 400,
+    ErrorCode.KEY_NOT_CURRENT: 409,
 }
 
 
@@ -105,6 +109,7 @@ LOCAL_CODES = frozenset({
     ErrorCode.WRONG_PASSPHRASE, ErrorCode.PROFILE_MISSING, ErrorCode.PROFILE_EXISTS, ErrorCode.PROFILE_BUSY,
     ErrorCode.NOT_LOGGED_IN, ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.BAD_CONFIG,
     ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED,
+    ErrorCode.BAD_KEY_FILE, ErrorCode.KEY_NOT_CURRENT,
 })  # fmt: skip
 SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
 

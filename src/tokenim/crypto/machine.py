@@ -189,8 +189,8 @@ class CryptoMachine:
     def share_room_key(self, room_id: str, devices: list[DeviceKeys], now: int) -> list[Outgoing]:
         """Start giving the room key to the room's member `devices`: rotates first if a rule says so.
 
-        Returns what to send next: a `KeysClaim` for devices without an Olm session (answer it with
-        `receive_claim`), else a `ToDeviceBatch` of the room key, else nothing (everyone has it)."""
+        Returns what to send next: a `ToDeviceBatch` of the room key for devices with an Olm session and a
+        `KeysClaim` for those without one (answer it with `receive_claim`), or nothing (everyone has it)."""
         need = self.prepare_room_send(room_id, devices, now)
         if not need:
             return []
@@ -267,6 +267,7 @@ class CryptoMachine:
         s = result.session
         verified = s.sender == self.identity.user_id and s.sender_device == self.identity.device_id
         verified = verified or self.is_verified(s.sender, s.sender_device, s.sender_ed25519)
+        verified = verified and not s.imported  # a key file's claim of who sent a key is not the sender's word
         shown = {k: v for k, v in result.plaintext.items() if k != "room_id"}
         return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified)
 

@@ -83,6 +83,7 @@ class InboundSession:
     sender_device: str
     sender_key: str
     sender_ed25519: str
+    imported: bool = False  # from a key file: the sender did not vouch for it (docs/protocol.md, "Room key files")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +183,13 @@ class RoomSessions:
             return False
         ref = (room_id, session_id, sender_key)
         existing = self.inbound.get(ref)
+        # Keep the copy that reaches furthest back. A copy imported from a key file that the sender now delivers
+        # over Olm is vouched for: the same session id is the same signing key, so it keeps reaching back and
+        # becomes authenticated, with the sender Olm names.
         if existing is not None and existing.session.first_known_index <= session.first_known_index:
-            return False
+            if not existing.imported:
+                return False
+            session = existing.session
         self.inbound[ref] = InboundSession(room_id, session, sender, sender_device, sender_key, sender_ed25519)
         self.dirty_inbound.add(ref)
         return True

@@ -55,6 +55,7 @@ def export_changes(m: CryptoMachine, key: bytes) -> Records:
                 "sender_device": i.sender_device,
                 "sender_key": i.sender_key,
                 "sender_ed25519": i.sender_ed25519,
+                "imported": i.imported,
             }
         )
     m.rooms.dirty_inbound.clear()
@@ -97,6 +98,7 @@ def load_records(m: CryptoMachine, records: dict[str, dict[str, bytes]], key: by
             d["sender_device"],
             d["sender_key"],
             d["sender_ed25519"],
+            bool(d.get("imported", False)),
         )
     for ref, raw in records.get("seen", {}).items():
         session_id, index = ref.rsplit("|", 1)

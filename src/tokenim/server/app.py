@@ -9,18 +9,21 @@ from tokenim.core.clock import Clock
 from tokenim.server.api.contract import install_openapi
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
 from tokenim.server.api.identity import build_identity_router
+from tokenim.server.api.key_lifecycle import build_key_lifecycle_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
 from tokenim.server.config import ServerConfig
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
+from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Auditor, Context
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
@@ -52,9 +55,10 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
     room_service = RoomService(ctx, rooms, writer, members)
+    auth = AuthService(ctx, on_session_end=hub.close_session)
     return Services(
         accounts=accounts,
-        auth=AuthService(ctx, on_session_end=hub.close_session),
+        auth=auth,
         keys=KeyService(ctx, accounts, writer, room_service.announce_device, hub.notify_keys_low),
         devices=DeviceService(ctx, writer, room_service.announce_device, on_removed=hub.close_device),
         identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
@@ -63,6 +67,8 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
         hub=hub,
         writer=writer,
+        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
+        audit=AuditService(ctx),
     )
 
 
@@ -78,6 +84,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
         build_router(services, config.server_name),
         build_messaging_router(services.rooms, services.messages, services.files, requester),
         build_identity_router(services.identity, requester),
+        build_key_lifecycle_router(services.master_devices, services.audit, requester),
     ]
     for router in routers:
         app.include_router(router)

@@ -39,12 +39,14 @@ from tokenim.server.api.contract import errors
 from tokenim.server.api.encoding import content_response
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
+from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
@@ -66,6 +68,8 @@ class Services:
     identity: IdentityService
     hub: Hub
     writer: EventWriter
+    master_devices: MasterDeviceService
+    audit: AuditService
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,

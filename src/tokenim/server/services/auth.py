@@ -82,6 +82,10 @@ class AuthService:
             )
         return tokens
 
+    async def issue_session(self, tx: Tx, user_id: str, device_id: str, now: int) -> TokenResponse:
+        """A new session's token pair, inside the caller's transaction (a device that has just been added)."""
+        return await self._issue(tx, user_id, device_id, new_secret(16), now)
+
     async def _issue(self, tx: Tx, user_id: str, device_id: str, session_id: str, now: int) -> TokenResponse:
         access, refresh = new_secret(32), new_secret(32)
         access_exp, refresh_exp = now + ACCESS_TOKEN_TTL_MS, now + REFRESH_TOKEN_TTL_MS

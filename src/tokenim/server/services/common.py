@@ -43,11 +43,11 @@ class Auditor:
     """The one place services record security-relevant events, inside the transaction that made them."""
 
     def __init__(self, store: AuditStore, clock: Clock) -> None:
-        self._store = store
+        self.store = store
         self._clock = clock
 
     async def record(self, tx: Tx, event: str, user_id: str | None, device_id: str | None, **details: Any) -> None:
-        await self._store.append(tx, AuditEvent(self._clock.now_ms(), event, user_id, device_id, details))
+        await self.store.append(tx, AuditEvent(self._clock.now_ms(), event, user_id, device_id, details))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,26 @@
+"""`client.audit`: this user's audit records on the server, and filing those only the client can see."""
+
+from __future__ import annotations
+
+from tokenim.client.transport import Transport
+from tokenim.protocol.api import OkResponse
+from tokenim.protocol.key_lifecycle import AuditResponse, ClientAuditEvent
+
+
+class Audit:
+    """`client.audit`: read the user's records (newest first); `record` files a client-side operation."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+
+    async def events(self, limit: int = 100) -> AuditResponse:
+        """The user's audit records, newest first (1 to 1000)."""
+        return await self._transport.get(f"/v1/audit?limit={int(limit)}", AuditResponse)
+
+    async def record(self, event: ClientAuditEvent, *, sessions: int | None = None) -> None:
+        """File `client.<event>` for this device; the server adds who, which device and when."""
+        details = {} if sessions is None else {"sessions": sessions}
+        await self._transport.post("/v1/audit/events", {"event": event, "details": details}, OkResponse)
+
+
+__all__ = ["Audit"]

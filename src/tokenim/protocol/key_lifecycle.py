@@ -1,0 +1,94 @@
+"""Wire objects of the key lifecycle done on the client: a device added by whoever holds the master key
+(no session needed), and the audit records the client files for what only it does (exporting keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tokenim.core.canonical import canonical_json
+from tokenim.core.limits import MAX_POSITION
+from tokenim.protocol.api import _Wire
+from tokenim.protocol.wire import DeviceIdStr, DeviceKeysJson, MasterKeyJson, OneTimeKeysJson, RotationJson, UserIdStr
+
+ADD_DEVICE_CHALLENGE_TYPE = "tokenim.add_device.v1"
+
+# What a client may file about itself, and the one detail each may carry (a count).
+CLIENT_AUDIT_EVENTS = ("master_key.exported", "room_keys.exported", "room_keys.imported")
+ClientAuditEvent = Literal["master_key.exported", "room_keys.exported", "room_keys.imported"]
+MAX_AUDIT_LIMIT = 1000
+
+
+def add_device_payload(*, server_name: str, user_id: str, device_id: str, device_ed25519: str, nonce: str) -> bytes:
+    """The canonical JSON the master key signs to add a device: bound to the server, the user, the new
+    device and its Ed25519 key, and a single-use nonce, so the signature is useless anywhere else."""
+    return canonical_json(
+        {
+            "type": ADD_DEVICE_CHALLENGE_TYPE,
+            "server_name": server_name,
+            "user_id": user_id,
+            "device_id": device_id,
+            "device_ed25519": device_ed25519,
+            "nonce": nonce,
+        }
+    )
+
+
+class MasterChallengeRequest(_Wire):
+    user_id: UserIdStr = Field(max_length=320)
+    device_id: DeviceIdStr = Field(max_length=32, description="the id of the device to be added")
+
+
+class MasterChallengeResponse(_Wire):
+    nonce: str
+    server_name: str
+    expires_at: int
+    master_key: MasterKeyJson = Field(description="the user's current master key, so the client can check its key first")
+    rotations: list[RotationJson] = Field(description="the chain to it, oldest first (as POST /v1/keys/query)")
+
+
+class AddDeviceByMasterKeyRequest(_Wire):
+    user_id: UserIdStr = Field(max_length=320)
+    nonce: str = Field(max_length=128)
+    signature: str = Field(max_length=128, description="the master key's signature of the add-device payload")
+    device_keys: DeviceKeysJson
+    one_time_keys: OneTimeKeysJson = Field(default_factory=dict)
+    fallback_keys: OneTimeKeysJson = Field(default_factory=dict)
+
+
+class AuditDetails(_Wire):
+    sessions: int | None = Field(default=None, ge=0, le=MAX_POSITION, description="how many room keys")
+
+
+class ClientAuditRequest(_Wire):
+    event: ClientAuditEvent
+    details: AuditDetails = Field(default_factory=AuditDetails)
+
+
+class AuditEntry(_Wire):
+    ts: int
+    event: str
+    device_id: str | None
+    details: dict[str, Any]
+
+
+class AuditResponse(_Wire):
+    events: list[AuditEntry] = Field(description="newest first")
+
+
+__all__ = [
+    "ADD_DEVICE_CHALLENGE_TYPE",
+    "CLIENT_AUDIT_EVENTS",
+    "MAX_AUDIT_LIMIT",
+    "AddDeviceByMasterKeyRequest",
+    "AuditDetails",
+    "AuditEntry",
+    "AuditResponse",
+    "ClientAuditEvent",
+    "ClientAuditRequest",
+    "MasterChallengeRequest",
+    "MasterChallengeResponse",
+    "add_device_payload",
+]
