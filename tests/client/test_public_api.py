@@ -8,6 +8,9 @@ import tokenim.client
 from tokenim.client import Client
 
 EXPECTED = [
+    "BackupCreated",
+    "BackupRestored",
+    "BackupStatus",
     "Client",
     "ContactKeys",
     "ExcludedDevice",
@@ -24,10 +27,11 @@ EXPECTED = [
 
 # The façade: what a program holding a `Client` may use, noun by noun.
 FACADE = {
-    "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
+    "Client": {"account", "admin", "backup", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
     | {"register", "rooms", "server_name", "user_id"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
+    "backup": {"create", "pending", "restore", "status", "upload", "upload_quietly"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},
     "keys": {"accept", "claim", "contact", "counts", "devices_of", "info", "is_pinned", "query", "recipients", "replenish"},
