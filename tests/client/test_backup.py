@@ -363,3 +363,62 @@ async def raw_json(lying: LyingServer, client: Client, path: str) -> Any:
     response = await lying.inner.handle_async_request(httpx.Request("GET", SERVER + path, headers=headers))
     assert response.status_code == 200
     return json.loads(await response.aread())
+
+
+async def test_a_device_whose_version_was_replaced_stops_uploading(
+    alice: Client, bob: Client, carol: Client, clock: FakeClock, lying: LyingServer
+) -> None:
+    await chat(alice, bob)
+    created = await alice.backup.create()
+    second = await new_device(alice, clock, lying)
+    try:
+        await second.backup.restore(recovery_key=created.recovery_key)
+        newer = await alice.backup.create()  # a new version with a new key: the second device does not hold it
+        room = await second.rooms.create("after", [carol.user_id])
+        await second.messages.send_text(room.room_id, "sent; its key can't go to the old version")
+        status = await second.backup.status()
+        assert (status.version, status.backs_up, status.pending) == (newer.version, False, 0)
+        puts = len([r for r in lying.requests if r[0] == "PUT" and r[1].startswith("/v1/backup/")])
+        await second.messages.send_text(room.room_id, "no more tries against the replaced version")
+        assert len([r for r in lying.requests if r[0] == "PUT" and r[1].startswith("/v1/backup/")]) == puts
+        await second.backup.restore(recovery_key=newer.recovery_key)
+        assert (await second.backup.status()).backs_up
+    finally:
+        await second.close()
+
+
+async def test_status_refuses_a_backup_rolled_back_behind_what_this_device_wrote(
+    alice: Client, bob: Client, carol: Client, lying: LyingServer, clock: FakeClock
+) -> None:
+    await chat(alice, bob)
+    created = await alice.backup.create()
+    second = await new_device(alice, clock, lying)
+    try:
+        await second.backup.restore(recovery_key=created.recovery_key)
+        old_info = await raw_json(lying, alice, "/v1/backup")
+        room = await second.rooms.create("later", [carol.user_id])
+        await second.messages.send_text(room.room_id, "counter 2")
+        lying.rewrites["/v1/backup"] = lambda _req, _body: copy.deepcopy(old_info)
+        with pytest.raises(TokenIMError) as err:
+            await second.backup.status()
+        assert err.value.code is ErrorCode.BACKUP_ROLLED_BACK
+    finally:
+        await second.close()
+
+
+async def test_the_recovery_key_is_returned_even_when_the_first_upload_fails(
+    make_user: MakeUser, transport: httpx.ASGITransport, clock: FakeClock
+) -> None:
+    flaky = BackupDown(transport)
+    alice = await Client.register(MemoryStore(), server_url=SERVER, username="alice", clock=clock, transport=flaky)
+    bob = await make_user("bob")
+    try:
+        room = await chat(alice, bob)
+        flaky.down = True
+        created = await alice.backup.create()
+        assert created.recovery_key is not None and (created.keys, created.pending) == (0, 2)
+        flaky.down = False
+        await alice.messages.send_text(room, "the next send uploads both keys")
+        assert (await alice.backup.status()).keys == 2
+    finally:
+        await alice.close()

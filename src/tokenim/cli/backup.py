@@ -69,6 +69,8 @@ async def cmd_backup_status(args: argparse.Namespace) -> dict[str, Any]:
 
 def human_created(r: dict[str, Any]) -> str:
     keys = f"Backed up {r['keys']} room key{'s' if r['keys'] != 1 else ''} (backup version {r['version']})."
+    if r.get("pending"):
+        keys += f" {r['pending']} more could not be uploaded now: they go up after your next send or read."
     if r["recovery_key"] is None:
         return f"{keys}\nRestore it on a new device with `tokenim backup restore --passphrase` and your recovery passphrase."
     return (

@@ -9,6 +9,7 @@ device remembers the newest backup state it wrote or read and refuses an older o
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -52,11 +53,13 @@ NOT_BACKING_UP = "This device does not back up room keys: run `tokenim backup cr
 
 @dataclass(frozen=True, slots=True)
 class BackupCreated:
-    """A new backup version; `recovery_key` is shown once (None when made from a recovery passphrase)."""
+    """A new backup version; `recovery_key` is shown once (None when made from a recovery passphrase). The
+    recovery key is returned even when the first upload failed: the version exists and holds the keys later."""
 
     version: int
     recovery_key: str | None
     keys: int
+    pending: int = 0  # room keys not uploaded yet (the server could not take them): they go up later
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,11 +101,24 @@ class Backup:
         self._state = state
         self._transport = transport
         self._index: dict[str, tuple[str, int]] | None = None  # entry id -> (ciphertext hash, first index)
+        self._keys: tuple[bytes, BackupKeys] | None = None
 
     # ---- local state ---------------------------------------------------------------------------
 
     def _secret(self) -> bytes | None:
         return self._state.store.get_record(SECRET, "secret")
+
+    def _backup_keys(self, secret: bytes) -> BackupKeys:
+        """The keys of `secret`, made once (they remember the entry ids they computed)."""
+        if self._keys is None or self._keys[0] != secret:
+            self._keys = (secret, BackupKeys(secret))
+        return self._keys[1]
+
+    def _stop(self) -> None:
+        """The version this device backed up to was replaced or deleted: forget its secret (the newest state
+        seen stays, for rollback detection) until the person restores the current one."""
+        self._state.persist(records={SECRET: {"secret": None}})
+        self._keys = None
 
     def _seen(self) -> SeenState | None:
         version, counter, digest = (self._state.store.get_meta(name) for name in _SEEN)
@@ -148,7 +164,7 @@ class Backup:
         if passphrase is not None:
             params = PassphraseKdf.new(kdf.time_cost, kdf.memory_kib, kdf.parallelism) if kdf else PassphraseKdf.new()
         secret = params.derive(passphrase) if params is not None and passphrase is not None else new_secret()
-        keys = BackupKeys(secret)
+        keys = self._backup_keys(secret)
         metadata = {"algorithm": ALGORITHM, "key_check": keys.key_check(), "kdf": params.to_json() if params else None}
         created = await self._transport.post("/v1/backup", {"metadata": metadata}, BackupCreateResponse)
         seen = self._seen()
@@ -159,9 +175,11 @@ class Backup:
                 "already saw: it was not used.",
             )
         self._save(version=created.version, counter=0, index={}, secret=secret)
-        uploaded = await self._upload(keys, created.version, always=True)
+        with contextlib.suppress(TokenIMError):  # the version exists and this device holds its secret: what
+            await self._upload(keys, created.version, always=True)  # failed goes up after the next operation
         recovery_key = encode_recovery_key(secret) if params is None else None
-        return BackupCreated(version=created.version, recovery_key=recovery_key, keys=uploaded)
+        uploaded, pending = len(self._load_index()), len(self.pending())
+        return BackupCreated(version=created.version, recovery_key=recovery_key, keys=uploaded, pending=pending)
 
     # ---- upload --------------------------------------------------------------------------------
 
@@ -171,14 +189,19 @@ class Backup:
         if secret is None:
             return []
         backed_up = {eid: first for eid, (_h, first) in self._load_index().items()}
-        return sessions_to_back_up(BackupKeys(secret), self._state.machine.rooms.inbound, backed_up)
+        return sessions_to_back_up(self._backup_keys(secret), self._state.machine.rooms.inbound, backed_up)
 
     async def upload(self) -> int:
         """Upload the room keys the backup lacks, in batches; returns how many. Raises on any failure."""
         secret, seen = self._secret(), self._seen()
         if secret is None or seen is None:
             raise TokenIMError(ErrorCode.NO_BACKUP, NOT_BACKING_UP)
-        return await self._upload(BackupKeys(secret), seen.version)
+        try:
+            return await self._upload(self._backup_keys(secret), seen.version)
+        except TokenIMError as err:
+            if err.code in (ErrorCode.BACKUP_OUTDATED, ErrorCode.NO_BACKUP):
+                self._stop()
+            raise
 
     async def upload_quietly(self) -> None:
         """`upload`, for after a send or a sync: never raises (what was not uploaded is retried next time)."""
@@ -248,7 +271,7 @@ class Backup:
                 )
             secret = PassphraseKdf.from_json(info.metadata.kdf.model_dump(mode="json")).derive(passphrase)
         assert secret is not None
-        keys = BackupKeys(secret)
+        keys = self._backup_keys(secret)
         keys.check_key(info.metadata.key_check)
         total, imported = await self._read_and_import(keys, info, secret=secret)
         return BackupRestored(version=info.version, keys=total, imported=imported)
@@ -282,16 +305,21 @@ class Backup:
     # ---- status --------------------------------------------------------------------------------
 
     async def status(self) -> BackupStatus:
-        """The server's current backup and this device's part in it."""
+        """The server's current backup and this device's part in it. A backup older than the newest this device
+        saw, or one whose manifest fails its check, is refused as `restore` would refuse it."""
         try:
             info = await self._transport.get("/v1/backup", BackupInfoResponse)
         except TokenIMError as err:
             if err.code is not ErrorCode.NO_BACKUP:
                 raise
             return BackupStatus(False, None, 0, None, False, 0, False)
-        seen = self._seen()
-        backs_up = self._secret() is not None and seen is not None and seen.version == info.version
-        last = info.updated_at if info.manifest is not None else None
+        manifest = _manifest(info.manifest.model_dump() if info.manifest else None)
+        check_not_older(self._seen(), info.version, manifest)
+        secret, seen = self._secret(), self._seen()
+        backs_up = secret is not None and seen is not None and seen.version == info.version
+        if backs_up and secret is not None and manifest is not None:
+            self._backup_keys(secret).verify_manifest(manifest, info.version)
+        last = info.updated_at if manifest is not None else None
         pending = len(self.pending()) if backs_up else 0
         return BackupStatus(True, info.version, info.count, last, backs_up, pending, info.metadata.kdf is not None)
 

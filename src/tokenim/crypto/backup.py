@@ -217,6 +217,7 @@ class BackupKeys:
         self._aead = AESGCM(self._subkey(secret, b"encrypt"))
         self._mac_key = self._subkey(secret, b"manifest")
         self._id_key = self._subkey(secret, b"entry-id")
+        self._ids: dict[tuple[str, str, str], str] = {}  # computed once per session: checked after every send
 
     @staticmethod
     def _subkey(secret: bytes, purpose: bytes) -> bytes:
@@ -236,8 +237,11 @@ class BackupKeys:
 
     def entry_id(self, room_id: str, session_id: str, sender_key: str) -> str:
         """The entry's opaque name on the server: keyed, so the server learns no room or session id."""
-        message = canonical_json([room_id, session_id, sender_key])
-        return b64encode(hmac.new(self._id_key, message, hashlib.sha256).digest())
+        ref = (room_id, session_id, sender_key)
+        if ref not in self._ids:
+            message = canonical_json([room_id, session_id, sender_key])
+            self._ids[ref] = b64encode(hmac.new(self._id_key, message, hashlib.sha256).digest())
+        return self._ids[ref]
 
     @staticmethod
     def _aad(version: int, entry_id: str) -> bytes:
