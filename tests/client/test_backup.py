@@ -422,3 +422,15 @@ async def test_the_recovery_key_is_returned_even_when_the_first_upload_fails(
         assert (await alice.backup.status()).keys == 2
     finally:
         await alice.close()
+
+
+async def test_deleting_the_backup_stops_every_device_uploading(alice: Client, bob: Client, carol: Client) -> None:
+    await chat(alice, bob)
+    created = await alice.backup.create()
+    assert await alice.backup.delete() == created.version
+    assert not (await alice.backup.status()).exists
+    room = await alice.rooms.create("after", [carol.user_id])
+    await alice.messages.send_text(room.room_id, "nothing to back up to")
+    assert alice.backup.pending() == []
+    again = await alice.backup.create()
+    assert again.version == created.version + 1 and again.keys == 3

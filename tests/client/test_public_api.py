@@ -31,7 +31,7 @@ FACADE = {
     | {"register", "rooms", "server_name", "user_id"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
-    "backup": {"create", "pending", "restore", "status", "upload", "upload_quietly"},
+    "backup": {"create", "delete", "pending", "restore", "status", "upload", "upload_quietly"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},
     "keys": {"accept", "claim", "contact", "counts", "devices_of", "info", "is_pinned", "query", "recipients", "replenish"},

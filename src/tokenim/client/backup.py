@@ -36,6 +36,7 @@ from tokenim.crypto.backup import (
     tampered,
 )
 from tokenim.crypto.megolm import InboundSession
+from tokenim.protocol.api import OkResponse
 from tokenim.protocol.backup import (
     MAX_ENTRIES_PER_UPLOAD,
     BackupCreateResponse,
@@ -301,6 +302,13 @@ class Backup:
         index = {eid: (ciphertext_hash(ct), first[eid]) for eid, ct in entries.items()}
         self._save(version=info.version, counter=manifest.counter, index=index, secret=secret)
         return len(sessions), imported
+
+    async def delete(self) -> int:
+        """Delete the current backup on the server (every device stops backing up to it); returns its version."""
+        info = await self._transport.get("/v1/backup", BackupInfoResponse)
+        await self._transport.request("DELETE", f"/v1/backup/{info.version}", OkResponse)
+        self._stop()
+        return info.version
 
     # ---- status --------------------------------------------------------------------------------
 
