@@ -8,6 +8,9 @@ import tokenim.client
 from tokenim.client import Client
 
 EXPECTED = [
+    "BackupCreated",
+    "BackupRestored",
+    "BackupStatus",
     "Client",
     "ContactKeys",
     "DeviceRevocation",
@@ -29,10 +32,11 @@ EXPECTED = [
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
     | {"register", "rooms", "server_name", "user_id"}
-    | {"audit", "import_master_key", "key_files"},
+    | {"audit", "backup", "import_master_key", "key_files"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
     "audit": {"events", "record"},
+    "backup": {"create", "delete", "pending", "restore", "status", "upload", "upload_quietly"},
     "key_files": {"export_master_key", "export_room_keys", "import_room_keys"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},

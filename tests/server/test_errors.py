@@ -31,6 +31,7 @@ from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS, MAX_BODY_
 from tokenim.core.signing import SigningKey, sign_json
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.protocol.auth import login_challenge_payload
+from tokenim.protocol.backup import BACKUP_ALGORITHM
 from tokenim.protocol.events import ENCRYPTED
 from tokenim.protocol.keys import MEGOLM_ALGORITHM
 from tokenim.server.config import ServerConfig
@@ -676,6 +677,7 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
     otk = sign_json({"key": SigningKey.generate().public_key}, alice.user_id, alice.device_id, insides(alice).identity)
     second_device = Device(alice.user_id, second.device_id, curve25519=second.curve25519)
     second_device.signing = SigningKey.generate()  # the revocation names keys; only their shape matters here
+    version = (await alice.backup.create()).version
     return {
         ("POST", "/v1/register"): registration_body(newcomer, "newcomer", now),
         ("POST", "/v1/login/challenge"): {"user_id": alice.user_id, "device_id": alice.device_id},
@@ -724,7 +726,17 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
             "fallback_keys": upload.fallback_keys,
         },
         ("POST", "/v1/audit/events"): {"event": "room_keys.exported", "details": {"sessions": 1}},
+        ("POST", "/v1/backup"): {"metadata": {"algorithm": BACKUP_ALGORITHM, "key_check": "A" * 43, "kdf": None}},
+        ("PUT", f"/v1/backup/{version}/keys"): {
+            "expected_counter": 1,
+            "manifest": {"version": version, "counter": 2, "count": 2, "digest": "A" * 43, "mac": "A" * 43},
+            "entries": [{"entry_id": "B" * 43, "ciphertext": "AAAA"}],
+        },
     }
+
+
+def _generic_segment(match: re.Match[str]) -> str:
+    return "/v1/rooms/{room_id}/" if match.group(1).startswith("rooms") else "/v1/backup/{version}/"
 
 
 def rotation_body(alice: Client, now: int) -> dict[str, Any]:
@@ -754,7 +766,9 @@ async def test_random_bodies_on_every_post_route_never_cause_a_server_error(
     """A seeded fuzz: random values and mutations of valid bodies, 200 per route; always a 4xx or a success."""
     templates = await _templates(alice, bob, clock)
     # Every POST/PUT route of the app has a template (room routes with a real room id, sends with a txn id).
-    generic = {(m, re.sub(r"/v1/rooms/![^/]+/", "/v1/rooms/{room_id}/", p).replace("/txn1", "/{txn_id}")) for m, p in templates}
+    generic = {
+        (m, re.sub(r"/v1/(rooms/![^/]+|backup/\d+)/", _generic_segment, p).replace("/txn1", "/{txn_id}")) for m, p in templates
+    }
     assert generic == _routes_with_bodies(app)
 
     failures: list[str] = []

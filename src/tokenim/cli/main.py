@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, key_files, keys, messages, rooms
+from tokenim.cli import account, backup, key_files, keys, messages, rooms
 from tokenim.cli.output import clean, emit, emit_json
 from tokenim.cli.prompt import PromptAborted, read_passphrase
 from tokenim.client import ProfileStore
@@ -244,6 +244,42 @@ def _add_messages(sub: Any, common: argparse.ArgumentParser) -> None:
     _sub(sub, "listen", "stream incoming messages until interrupted (reconnects by itself)", common, messages.cmd_listen, None)
 
 
+def _add_backup(sub: Any, common: argparse.ArgumentParser) -> None:
+    bk = _sub(sub, "backup", "the encrypted backup of your room keys on the server", common, None, None)
+    bk_sub = bk.add_subparsers(dest="backup_command", required=True, metavar="ACTION")
+    create = _sub(
+        bk_sub,
+        "create",
+        "back up this device's room keys (a new backup)",
+        common,
+        backup.cmd_backup_create,
+        _h(backup.human_created),
+    )
+    create.add_argument(
+        "--passphrase",
+        dest="recovery_passphrase",
+        action="store_true",
+        help="protect it with a recovery passphrase ($TOKENIM_RECOVERY_PASSPHRASE, else asked) (default: a recovery key)",
+    )
+    restore = _sub(
+        bk_sub, "restore", "import the backed-up room keys here", common, backup.cmd_backup_restore, _h(backup.human_restored)
+    )
+    restore.add_argument(
+        "--passphrase",
+        dest="recovery_passphrase",
+        action="store_true",
+        help="use the recovery passphrase (default: the recovery key, from $TOKENIM_RECOVERY_KEY or asked)",
+    )
+    _sub(
+        bk_sub,
+        "status",
+        "whether a backup exists and this device backs up",
+        common,
+        backup.cmd_backup_status,
+        _h(backup.human_status),
+    )
+
+
 def _h(fn: Callable[[dict[str, Any]], str]) -> Human:
     return lambda result, _args: fn(result)
 
@@ -261,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_account(sub, common)
     _add_rooms(sub, common)
     _add_messages(sub, common)
+    _add_backup(sub, common)
     return parser
 
 

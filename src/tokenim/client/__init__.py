@@ -1,6 +1,7 @@
 """The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
-`.devices`, `.keys`, `.files`, `.admin`, `.account`). A test pins these names."""
+`.devices`, `.keys`, `.files`, `.backup`, `.admin`, `.account`). A test pins these names."""
 
+from tokenim.client.backup import BackupCreated, BackupRestored, BackupStatus
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
 from tokenim.client.facade import Client
 from tokenim.client.keys import DeviceRevocation, KeysInfo, VerifiedUserKeys
@@ -10,6 +11,9 @@ from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import MemoryStore, Store
 
 __all__ = [
+    "BackupCreated",
+    "BackupRestored",
+    "BackupStatus",
     "Client",
     "ContactKeys",
     "DeviceRevocation",

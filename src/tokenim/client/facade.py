@@ -5,7 +5,7 @@
         await client.messages.send_text(room, "hello")
 
 Each noun lives in its own module (rooms.py, messages.py, devices.py, keys.py, files.py, admin.py,
-account.py); they share the device's state (state.py: store, identity, crypto machine) and one transport
+account.py, backup.py); they share the device's state (state.py: store, identity, crypto machine) and one transport
 (transport.py: httpx, tokens, refresh, errors). The store is the passphrase profile on disk or, for bots
 and tests, a `MemoryStore`.
 """
@@ -20,6 +20,7 @@ import httpx
 from tokenim.client.account import Account, open_device, register
 from tokenim.client.admin import Admin
 from tokenim.client.audit import Audit
+from tokenim.client.backup import Backup
 from tokenim.client.devices import Devices
 from tokenim.client.files import Files
 from tokenim.client.key_files import KeyFiles
@@ -41,6 +42,7 @@ class Client:
     account: Account
     admin: Admin
     audit: Audit
+    backup: Backup
     devices: Devices
     files: Files
     keys: Keys
@@ -53,7 +55,8 @@ class Client:
         self._transport = transport
         self.keys = Keys(state, transport, on_trust_changed=lambda: self.rooms.forget_devices())
         self.rooms = Rooms(state, transport, self.keys)
-        self.messages = Messages(state, transport, self.keys, self.rooms)
+        self.backup = Backup(state, transport)
+        self.messages = Messages(state, transport, self.keys, self.rooms, after_new_keys=self.backup.upload_quietly)
         self.files = Files(state, transport, self.messages)
         self.devices = Devices(state, transport)
         self.account = Account(state, transport, self.keys)

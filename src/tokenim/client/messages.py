@@ -9,7 +9,7 @@ import asyncio
 import json
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -107,8 +107,19 @@ def _rotation(event: dict[str, Any]) -> bool:
 class Messages:
     """`client.messages`: send, sync, read history and listen, all end-to-end encrypted."""
 
-    def __init__(self, state: DeviceState, transport: Transport, keys: Keys, rooms: Rooms) -> None:
+    def __init__(
+        self,
+        state: DeviceState,
+        transport: Transport,
+        keys: Keys,
+        rooms: Rooms,
+        *,
+        after_new_keys: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._state = state
+        # Called after an operation that may have brought room keys (a send, received room keys): the key
+        # backup uploads them. It never raises, so a send or read never fails because of it.
+        self._after_new_keys = after_new_keys
         self._machine = state.machine
         self._transport = transport
         self._keys = keys
@@ -165,12 +176,13 @@ class Messages:
                 try:
                     put = self._transport.request("PUT", f"/v1/rooms/{room_id}/send/{txn_id}", SendResponse, body=body)
                     sent = await self._state.sending(put)
-                    return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
+                    break
                 except TokenIMError as err:
                     if err.code is not ErrorCode.SERVER_UNREACHABLE or attempt == SEND_RETRIES - 1:
                         raise
                     await asyncio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")
+        await self._new_keys()
+        return SendResult(event_id=sent.event_id, pos=sent.pos, seq=sent.seq, excluded=excluded)
 
     async def send_text(self, room_id: str, text: str) -> SendResult:
         """Send a text message; an empty one, or one too big to fit once encrypted, is refused before sending."""
@@ -221,7 +233,12 @@ class Messages:
                 # A malformed or forged message is dropped (and acknowledged): it must never block the queue.
                 continue
         self._state.persist()
+        await self._new_keys()
         return highest
+
+    async def _new_keys(self) -> None:
+        if self._after_new_keys is not None:
+            await self._after_new_keys()
 
     async def decrypt_events(self, events: list[dict[str, Any]], *, meta: dict[str, str] | None = None) -> list[Message]:
         """Room events to messages (membership and other state events are skipped). The crypto state, what each

@@ -39,6 +39,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     SERVER_BUSY = "server_busy"
+    NO_BACKUP = "no_backup"
+    BACKUP_OUTDATED = "backup_outdated"
+    BACKUP_CONFLICT = "backup_conflict"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -54,6 +57,10 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     BAD_KEY_FILE = "bad_key_file"
     KEY_NOT_CURRENT = "key_not_current"
+    BAD_RECOVERY_KEY = "bad_recovery_key"
+    WRONG_RECOVERY_KEY = "wrong_recovery_key"
+    BACKUP_TAMPERED = "backup_tampered"
+    BACKUP_ROLLED_BACK = "backup_rolled_back"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -87,6 +94,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_CONNECTIONS: 429,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.SERVER_BUSY: 503,
+    ErrorCode.NO_BACKUP: 404,
+    ErrorCode.BACKUP_OUTDATED: 409,
+    ErrorCode.BACKUP_CONFLICT: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,
@@ -101,6 +111,10 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.CANCELLED: 400,
     ErrorCode.BAD_KEY_FILE: 400,
     ErrorCode.KEY_NOT_CURRENT: 409,
+    ErrorCode.BAD_RECOVERY_KEY: 400,
+    ErrorCode.WRONG_RECOVERY_KEY: 400,
+    ErrorCode.BACKUP_TAMPERED: 502,
+    ErrorCode.BACKUP_ROLLED_BACK: 502,
 }
 
 
@@ -110,6 +124,7 @@ LOCAL_CODES = frozenset({
     ErrorCode.NOT_LOGGED_IN, ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.BAD_CONFIG,
     ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED,
     ErrorCode.BAD_KEY_FILE, ErrorCode.KEY_NOT_CURRENT,
+    ErrorCode.BAD_RECOVERY_KEY, ErrorCode.WRONG_RECOVERY_KEY, ErrorCode.BACKUP_TAMPERED, ErrorCode.BACKUP_ROLLED_BACK,
 })  # fmt: skip
 SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
 

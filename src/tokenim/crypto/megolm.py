@@ -194,6 +194,16 @@ class RoomSessions:
         self.dirty_inbound.add(ref)
         return True
 
+    def import_inbound(self, inbound: InboundSession) -> bool:
+        """Keep a session restored from the key backup unless a copy reaching as far back is already here."""
+        ref = (inbound.room_id, inbound.session.session_id, inbound.sender_key)
+        existing = self.inbound.get(ref)
+        if existing is not None and existing.session.first_known_index <= inbound.session.first_known_index:
+            return False
+        self.inbound[ref] = inbound
+        self.dirty_inbound.add(ref)
+        return True
+
     def decrypt(self, room_id: str, event_id: str, sender: str, content: dict[str, Any]) -> DecryptedEvent:
         """Decrypt a room event, rejecting wrong sessions, tampering, replays and forged senders."""
         session_id = content.get("session_id")

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from tokenim import __version__
 from tokenim.core.clock import Clock
+from tokenim.server.api.backup import build_backup_router
 from tokenim.server.api.contract import install_openapi
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
 from tokenim.server.api.identity import build_identity_router
@@ -18,6 +19,7 @@ from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
+from tokenim.server.services.backup import BackupService
 from tokenim.server.services.common import Auditor, Context
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
@@ -31,6 +33,7 @@ from tokenim.server.services.writer import EventWriter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
 from tokenim.server.storage.auth import AuthStore
+from tokenim.server.storage.backup import BackupStore
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.events import EventStore
 from tokenim.server.storage.identity import IdentityStore
@@ -64,6 +67,7 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
+        backup=BackupService(ctx, BackupStore()),
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
         hub=hub,
         writer=writer,
@@ -85,6 +89,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
         build_messaging_router(services.rooms, services.messages, services.files, requester),
         build_identity_router(services.identity, requester),
         build_key_lifecycle_router(services.master_devices, services.audit, requester),
+        build_backup_router(services.backup, requester),
     ]
     for router in routers:
         app.include_router(router)

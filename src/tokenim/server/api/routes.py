@@ -41,6 +41,7 @@ from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
+from tokenim.server.services.backup import BackupService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
@@ -66,6 +67,7 @@ class Services:
     messages: MessageService
     files: FileService
     identity: IdentityService
+    backup: BackupService
     hub: Hub
     writer: EventWriter
     master_devices: MasterDeviceService

@@ -268,3 +268,31 @@ blobs = Table(
     Column("sha256", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# Key backup (docs/protocol.md, "Key backup"): one row per version a user created; only the newest is current,
+# older ones keep their number (versions only grow) but lose their entries. Everything stored is opaque
+# ciphertext and the client's MACed manifest; `counter` is read from the manifest when it is stored.
+backup_versions = Table(
+    "backup_versions",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("metadata_json", Text, nullable=False),
+    Column("manifest_json", Text, nullable=True),
+    Column("counter", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("deleted_at", BigInteger, nullable=True),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
+)
+
+backup_entries = Table(
+    "backup_entries",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("entry_id", String(64), primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["user_id", "version"], ["backup_versions.user_id", "backup_versions.version"], ondelete="CASCADE"),
+)
