@@ -14,6 +14,8 @@ EXPECTED = [
     "KdfParams",
     "KeyAcceptance",
     "KeysInfo",
+    "LinkApproval",
+    "LinkInvitation",
     "MemoryStore",
     "Message",
     "ProfileStore",
@@ -25,11 +27,12 @@ EXPECTED = [
 # The façade: what a program holding a `Client` may use, noun by noun.
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
-    | {"register", "rooms", "server_name", "user_id"},
+    | {"link", "linking", "register", "rooms", "server_name", "user_id"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},
+    "linking": {"approve"},
     "keys": {"accept", "claim", "contact", "counts", "devices_of", "info", "is_pinned", "query", "recipients", "replenish"},
     "messages": {"decrypt_event", "decrypt_events", "history", "listen", "process_to_device", "send_content", "send_text"}
     | {"share_room_key", "sync"},

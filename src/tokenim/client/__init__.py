@@ -1,9 +1,10 @@
 """The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
-`.devices`, `.keys`, `.files`, `.admin`, `.account`). A test pins these names."""
+`.devices`, `.keys`, `.files`, `.admin`, `.account`, `.linking`). A test pins these names."""
 
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
 from tokenim.client.facade import Client
 from tokenim.client.keys import KeysInfo, VerifiedUserKeys
+from tokenim.client.link import LinkApproval, LinkInvitation
 from tokenim.client.messages import Message
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import MemoryStore, Store
@@ -15,6 +16,8 @@ __all__ = [
     "KdfParams",
     "KeyAcceptance",
     "KeysInfo",
+    "LinkApproval",
+    "LinkInvitation",
     "MemoryStore",
     "Message",
     "ProfileStore",

@@ -39,6 +39,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_CONNECTIONS = "too_many_connections"
     REQUEST_TIMEOUT = "request_timeout"
     SERVER_BUSY = "server_busy"
+    LINK_EXPIRED = "link_expired"
+    LINK_USED = "link_used"
+    LINK_FAILED = "link_failed"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -85,6 +88,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_CONNECTIONS: 429,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.SERVER_BUSY: 503,
+    ErrorCode.LINK_EXPIRED: 410,
+    ErrorCode.LINK_USED: 409,
+    ErrorCode.LINK_FAILED: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,

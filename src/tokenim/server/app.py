@@ -9,6 +9,7 @@ from tokenim.core.clock import Clock
 from tokenim.server.api.contract import install_openapi
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
 from tokenim.server.api.identity import build_identity_router
+from tokenim.server.api.link import build_link_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
@@ -21,6 +22,7 @@ from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.link import LinkService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
@@ -52,9 +54,10 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
     room_service = RoomService(ctx, rooms, writer, members)
+    auth = AuthService(ctx, on_session_end=hub.close_session)
     return Services(
         accounts=accounts,
-        auth=AuthService(ctx, on_session_end=hub.close_session),
+        auth=auth,
         keys=KeyService(ctx, accounts, writer, room_service.announce_device, hub.notify_keys_low),
         devices=DeviceService(ctx, writer, room_service.announce_device, on_removed=hub.close_device),
         identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
@@ -63,6 +66,7 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
         hub=hub,
         writer=writer,
+        link=LinkService(ctx, config.link_policy, auth.access_requester),
     )
 
 
@@ -78,6 +82,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
         build_router(services, config.server_name),
         build_messaging_router(services.rooms, services.messages, services.files, requester),
         build_identity_router(services.identity, requester),
+        build_link_router(services.link, requester),
     ]
     for router in routers:
         app.include_router(router)

@@ -11,6 +11,7 @@ from typing import Any
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_server_name
 from tokenim.core.limits import MAX_BODY_BYTES
+from tokenim.protocol.link import LinkPolicy
 from tokenim.server.services.accounts import RegistrationMode
 
 
@@ -35,6 +36,8 @@ class ServerConfig:
     max_connections: int = 0  # 0: derived from the open-file limit, with room for the database and blobs
     max_connections_per_address: int = 512  # 0: no per-address cap (behind a proxy, every client has its address)
     max_websockets_per_device: int = 8
+    # What a device approving a new one hands it: the master private key, or only its signature (docs/protocol.md).
+    link_policy: LinkPolicy = LinkPolicy.MASTER_KEY
     # For tests only: every commit waits this long first, as on a very slow disk, so that a test can
     # prove nothing is acknowledged before it is committed. Never set it in production.
     debug_commit_delay_ms: int = 0
@@ -68,6 +71,8 @@ def _coerce(name: str, value: Any) -> Any:
             if not 0 < seconds <= 86_400:
                 raise ValueError
             return seconds
+        if name == "link_policy":
+            return LinkPolicy(str(value))
         if name == "registration":
             return RegistrationMode(str(value))
         if name == "server_name":

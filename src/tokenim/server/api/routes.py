@@ -45,6 +45,7 @@ from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.link import LinkService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
@@ -66,6 +67,7 @@ class Services:
     identity: IdentityService
     hub: Hub
     writer: EventWriter
+    link: LinkService
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,
