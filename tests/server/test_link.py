@@ -138,3 +138,16 @@ async def test_open_slots_are_capped_per_user_and_per_address(http: httpx.AsyncC
     assert refused.status_code == 429 and "address" in refused.json()["error"]["message"]
     clock.advance(seconds=10 * 60)  # expired slots no longer count
     await open_link(http, alice.user_id)
+
+
+def test_the_link_policy_is_a_setting() -> None:
+    from tokenim.core.errors import TokenIMError
+    from tokenim.protocol.link import LinkPolicy
+    from tokenim.server.config import load_config
+
+    assert load_config(config_file=None, env={}, flags={}).link_policy is LinkPolicy.MASTER_KEY
+    env = {"TOKENIM_LINK_POLICY": "signature_only"}
+    assert load_config(config_file=None, env=env, flags={}).link_policy is LinkPolicy.SIGNATURE_ONLY
+    with pytest.raises(TokenIMError) as err:
+        load_config(config_file=None, env={"TOKENIM_LINK_POLICY": "everything"}, flags={})
+    assert err.value.code.value == "bad_config"
