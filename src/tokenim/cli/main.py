@@ -125,8 +125,8 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
         "action", nargs="?", choices=["list", "remove", *link.LINK_ACTIONS], default="list", help="what to do (default: list)"
     )
     dev.add_argument("device_id", nargs="?", help="remove: the device to remove (not the one in use); approve: the code")
-    dev.add_argument("--server", help="link: the server URL, e.g. http://127.0.0.1:8470")
-    dev.add_argument("--username", help="link: your user name")
+    dev.add_argument("--server", help="link: the server URL, e.g. http://127.0.0.1:8470 (required with link)")
+    dev.add_argument("--username", help="link: your user name (required with link)")
     key = _sub(sub, "keys", "your keys", common, None, None)
     key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     show = _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))

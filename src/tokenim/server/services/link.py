@@ -7,6 +7,7 @@ other's. Slots expire after 10 minutes, are claimed once, and are capped per use
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -49,12 +50,15 @@ class LinkService:
         self._policy = policy
         self._requester = requester
         self._store = store or LinkStore()
+        # Addresses are kept only as an HMAC under a key that lives in memory: enough to count a client's
+        # waiting slots (10 minutes), useless for recovering the address from the database.
+        self._address_key = secrets.token_bytes(32)
 
     async def do_open(self, user_id: str, address: str) -> LinkOpenResponse:
         """Open a slot for `user_id`, unless that user or this address already has too many waiting."""
         now = self._ctx.clock.now_ms()
         token = TOKEN_PREFIX + new_secret()
-        address_hash = secret_hash(address)
+        address_hash = hmac.new(self._address_key, address.encode(), "sha256").hexdigest()
         async with self._ctx.db.write() as tx:
             if await self._ctx.accounts.get_user(tx, user_id) is None:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
