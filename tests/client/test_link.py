@@ -249,3 +249,30 @@ async def test_an_approver_without_the_master_key_is_refused(
     async with await Client.open(tmp_path / "new", PASSPHRASE, clock=clock, transport=transport) as again:
         assert again.keys.info().fingerprint == alice.keys.info().fingerprint
         assert [m.body for m in await again.messages.history(room)][-1] == "signed in without the master key"
+
+
+async def test_a_new_device_stopped_while_waiting_tells_the_approver_and_leaves_nothing(
+    alice: Client, tmp_path: Path, transport: httpx.ASGITransport, clock: FakeClock
+) -> None:
+    shown: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    waiting = asyncio.ensure_future(
+        Client.link(
+            tmp_path / "new",
+            PASSPHRASE,
+            server_url="http://tokenim.test",
+            username="alice",
+            clock=clock,
+            on_code=lambda invitation: shown.set_result(invitation.code),
+            kdf=FAST_KDF,
+            transport=transport,
+            poll_interval=POLL,
+        )
+    )
+    code = await asyncio.wait_for(shown, 30)
+    waiting.cancel()  # Ctrl-C on the new device
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(TokenIMError) as err:
+        await alice.linking.approve(code, poll_interval=POLL)
+    assert err.value.code is ErrorCode.LINK_FAILED and err.value.details["reason"] == "cancelled"
+    assert not (tmp_path / "new").exists()
