@@ -20,6 +20,8 @@ EXPECTED = [
     "KeyRotation",
     "KeyStatus",
     "KeysInfo",
+    "LinkApproval",
+    "LinkInvitation",
     "MemoryStore",
     "Message",
     "ProfileStore",
@@ -32,7 +34,7 @@ EXPECTED = [
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
     | {"register", "rooms", "server_name", "user_id"}
-    | {"audit", "backup", "import_master_key", "key_files"},
+    | {"audit", "backup", "import_master_key", "key_files", "link", "linking"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
     "audit": {"events", "record"},
@@ -40,6 +42,7 @@ FACADE = {
     "key_files": {"export_master_key", "export_room_keys", "import_room_keys"},
     "devices": {"all", "remove"},
     "files": {"describe", "download", "send"},
+    "linking": {"approve"},
     "keys": {
         "accept",
         "claim",

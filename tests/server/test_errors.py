@@ -34,6 +34,7 @@ from tokenim.protocol.auth import login_challenge_payload
 from tokenim.protocol.backup import BACKUP_ALGORITHM
 from tokenim.protocol.events import ENCRYPTED
 from tokenim.protocol.keys import MEGOLM_ALGORITHM
+from tokenim.protocol.link import LinkClaimResponse, LinkOpenResponse
 from tokenim.server.config import ServerConfig
 from tokenim.server.services.accounts import RegistrationMode
 from tokenim.server.storage.database import Database
@@ -678,7 +679,14 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
     second_device = Device(alice.user_id, second.device_id, curve25519=second.curve25519)
     second_device.signing = SigningKey.generate()  # the revocation names keys; only their shape matters here
     version = (await alice.backup.create()).version
+    opened = await insides(alice).transport.post("/v1/link", {"user_id": alice.user_id}, LinkOpenResponse, auth=False)
+    link = f"/v1/link/{opened.link_id}"
+    await insides(alice).transport.request("POST", f"{link}/claim", LinkClaimResponse)
     return {
+        ("POST", "/v1/link"): {"user_id": alice.user_id},
+        ("POST", f"{link}/claim"): {},
+        ("PUT", f"{link}/messages/1"): {"body": "AAAA"},
+        ("POST", f"{link}/close"): {"outcome": "failed", "reason": "error"},
         ("POST", "/v1/register"): registration_body(newcomer, "newcomer", now),
         ("POST", "/v1/login/challenge"): {"user_id": alice.user_id, "device_id": alice.device_id},
         ("POST", "/v1/login"): {"user_id": alice.user_id, "device_id": alice.device_id, "nonce": "n", "signature": "s"},
@@ -769,6 +777,8 @@ async def test_random_bodies_on_every_post_route_never_cause_a_server_error(
     generic = {
         (m, re.sub(r"/v1/(rooms/![^/]+|backup/\d+)/", _generic_segment, p).replace("/txn1", "/{txn_id}")) for m, p in templates
     }
+    link_generic = {(m, re.sub(r"/v1/link/[^/]+/", "/v1/link/{link_id}/", p)) for m, p in generic}
+    generic = {(m, p.replace("/messages/1", "/messages/{seq}")) for m, p in link_generic}
     assert generic == _routes_with_bodies(app)
 
     failures: list[str] = []

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 OPEN_ROUTES = {("post", "/v1/register"), ("post", "/v1/login/challenge"), ("post", "/v1/login"),
-               ("post", "/v1/token/refresh"), ("get", "/health"),
+               ("post", "/v1/token/refresh"), ("get", "/health"), ("post", "/v1/link"),
                ("post", "/v1/devices/by_master_key/challenge"), ("post", "/v1/devices/by_master_key/add")}  # fmt: skip
 
 

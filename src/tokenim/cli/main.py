@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, backup, key_files, keys, messages, rooms
+from tokenim.cli import account, backup, key_files, keys, link, messages, rooms
 from tokenim.cli.output import clean, emit, emit_json
 from tokenim.cli.prompt import PromptAborted, read_passphrase
 from tokenim.client import ProfileStore
@@ -113,11 +113,24 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     out = _sub(sub, "logout", "end this session on the server", common, account.cmd_logout, _h(account.human_logout))
     out.add_argument("--all", action="store_true", help="end every session of your account, on all devices (default: off)")
     _sub(sub, "whoami", "show the logged-in user", common, account.cmd_whoami, _h(account.human_whoami))
-    dev = _sub(sub, "devices", "list (or remove) your devices", common, account.cmd_devices, _h(account.human_devices))
-    dev.add_argument(
-        "action", nargs="?", choices=["list", "remove", "revoke"], default="list", help="list, remove or revoke (default: list)"
+    dev = _sub(
+        sub,
+        "devices",
+        "list, remove or revoke your devices, link a new device or approve one being linked",
+        common,
+        link.devices_handler(account.cmd_devices),
+        link.devices_human(_h(account.human_devices)),
     )
-    dev.add_argument("device_id", nargs="?", help="the device to remove or revoke (not the one in use)")
+    dev.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "remove", "revoke", *link.LINK_ACTIONS],
+        default="list",
+        help="what to do (default: list)",
+    )
+    dev.add_argument("device_id", nargs="?", help="remove, revoke: the device (not the one in use); approve: the code")
+    dev.add_argument("--server", help="link: the server URL, e.g. http://127.0.0.1:8470 (required with link)")
+    dev.add_argument("--username", help="link: your user name (required with link)")
     key = _sub(sub, "keys", "your keys", common, None, None)
     key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     show = _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))
@@ -315,7 +328,10 @@ def _prepare(args: argparse.Namespace) -> None:
     check_wire_text(args)
     if args.profile.exists() and not args.profile.is_dir():
         raise TokenIMError(ErrorCode.BAD_CONFIG, f"{args.profile} is a file: a profile is a folder, give --profile a folder.")
-    new = args.command == "register" or (args.command == "keys" and args.keys_command == "import")
+    linking = args.command == "devices" and args.action == "link"
+    if linking:
+        link.check_link_args(args)
+    new = args.command == "register" or (args.command == "keys" and args.keys_command == "import") or linking
     if new:
         account.check_server_url(args.server)
     if new and ProfileStore.exists(args.profile):

@@ -1,11 +1,12 @@
 """The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
-`.devices`, `.keys`, `.files`, `.backup`, `.admin`, `.account`). A test pins these names."""
+`.devices`, `.keys`, `.files`, `.backup`, `.admin`, `.account`, `.linking`). A test pins these names."""
 
 from tokenim.client.backup import BackupCreated, BackupRestored, BackupStatus
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
 from tokenim.client.facade import Client
 from tokenim.client.keys import DeviceRevocation, KeysInfo, VerifiedUserKeys
 from tokenim.client.lifecycle import KeyRotation, KeyStatus
+from tokenim.client.link import LinkApproval, LinkInvitation
 from tokenim.client.messages import Message
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import MemoryStore, Store
@@ -23,6 +24,8 @@ __all__ = [
     "KeyRotation",
     "KeyStatus",
     "KeysInfo",
+    "LinkApproval",
+    "LinkInvitation",
     "MemoryStore",
     "Message",
     "ProfileStore",

@@ -17,7 +17,7 @@ from tokenim.client.transport import Transport, call
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import DeviceId, UserId, make_user_id, new_device_id
-from tokenim.core.signing import SigningKey
+from tokenim.core.signing import PublicMasterKey, SigningKey
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.protocol.api import (
     ChallengeResponse,
@@ -173,13 +173,14 @@ def open_device(
     try:
         seed, pickle = store.get_secret("master_seed"), store.get_secret("olm_account")
         user_id, device_id, server_url = store.get_meta("user_id"), store.get_meta("device_id"), store.get_meta("server_url")
-        if seed is None or pickle is None or not user_id or not device_id or not server_url:
+        master_public = store.get_meta("master_public")  # a device linked with the signature only (client/link.py)
+        if (seed is None and not master_public) or pickle is None or not user_id or not device_id or not server_url:
             raise TokenIMError(ErrorCode.PROFILE_MISSING, f"The profile in {profile} holds no account: register first.")
         identity = DeviceIdentity(
             UserId(user_id),
             DeviceId(device_id),
             DeviceIdentity.unpickle_account(pickle.decode(), store.pickle_key),
-            SigningKey.from_seed(seed),
+            SigningKey.from_seed(seed) if seed is not None else PublicMasterKey(str(master_public)),
             int(store.get_meta("master_key_version") or 1),
             int(store.get_meta("master_created_at") or 0),
         )

@@ -12,6 +12,7 @@ and tests, a `MemoryStore`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -26,6 +27,7 @@ from tokenim.client.files import Files
 from tokenim.client.key_files import KeyFiles
 from tokenim.client.key_import import register_by_master_key
 from tokenim.client.keys import Keys
+from tokenim.client.link import Linking, LinkInvitation, link_new_device
 from tokenim.client.messages import Messages
 from tokenim.client.rooms import Rooms
 from tokenim.client.state import DeviceState
@@ -47,6 +49,7 @@ class Client:
     files: Files
     keys: Keys
     key_files: KeyFiles
+    linking: Linking
     messages: Messages
     rooms: Rooms
 
@@ -63,6 +66,7 @@ class Client:
         self.admin = Admin(transport)
         self.audit = Audit(transport)
         self.key_files = KeyFiles(state, self.audit)
+        self.linking = Linking(state, transport, self.keys)
 
     @classmethod
     async def register(
@@ -137,6 +141,44 @@ class Client:
         except BaseException:
             await client.close()
             raise
+        return client
+
+    @classmethod
+    async def link(
+        cls,
+        profile: Path | Store,
+        passphrase: str | None = None,
+        *,
+        server_url: str,
+        username: str,
+        clock: Clock,
+        on_code: Callable[[LinkInvitation], None],
+        kdf: KdfParams | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        poll_interval: float = 1.0,
+    ) -> Self:
+        """Make this device's keys here and have a device of `username` that holds the master key approve them:
+        `on_code` gets the one-time code to type there (`client.linking.approve(code)`). Returns once this device
+        holds its keys, the master key (unless the server's policy says signature only) and the room keys, and
+        is logged in. Any failure leaves no profile behind and tells the other device."""
+        pending = await link_new_device(
+            profile,
+            passphrase,
+            server_url=server_url,
+            username=username,
+            clock=clock,
+            on_code=on_code,
+            kdf=kdf,
+            transport=transport,
+            poll_interval=poll_interval,
+        )
+        client = cls(pending.state, pending.transport)
+        try:
+            await client.account.login()
+            await pending.confirm(client.keys)
+        except BaseException as exc:
+            await pending.abort(exc)
+            raise pending.error(exc) from None
         return client
 
     @classmethod

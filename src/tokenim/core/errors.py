@@ -42,6 +42,9 @@ class ErrorCode(StrEnum):
     NO_BACKUP = "no_backup"
     BACKUP_OUTDATED = "backup_outdated"
     BACKUP_CONFLICT = "backup_conflict"
+    LINK_EXPIRED = "link_expired"
+    LINK_USED = "link_used"
+    LINK_FAILED = "link_failed"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -97,6 +100,9 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.NO_BACKUP: 404,
     ErrorCode.BACKUP_OUTDATED: 409,
     ErrorCode.BACKUP_CONFLICT: 409,
+    ErrorCode.LINK_EXPIRED: 410,
+    ErrorCode.LINK_USED: 409,
+    ErrorCode.LINK_FAILED: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,

@@ -55,6 +55,11 @@ class SigningKey:
         """Sign raw bytes; the signature as unpadded base64."""
         return b64encode(self._key.sign(message))
 
+    @property
+    def holds_private(self) -> bool:
+        """Whether this is the private key (a `PublicMasterKey` is not)."""
+        return True
+
 
 def verify_ed25519(public_key_b64: str, message: bytes, signature_b64: str) -> bool:
     """True when `signature_b64` is a valid Ed25519 signature of `message` by `public_key_b64`."""
@@ -116,3 +121,32 @@ def fingerprint(public_key_b64: str) -> str:
     digest = hashlib.sha512(b"tokenim-fingerprint-v1" + b64decode(public_key_b64)).digest()
     groups = [int.from_bytes(digest[i * 5 : i * 5 + 5], "big") % 100_000 for i in range(12)]
     return " ".join(f"{g:05d}" for g in groups)
+
+
+class PublicMasterKey(SigningKey):
+    """Only the public half of the user's master key: a device linked under the `signature_only` policy holds no
+    private half, so anything that would sign with it is refused with a sentence instead."""
+
+    __slots__ = ("_public",)
+
+    def __init__(self, public_key: str) -> None:  # no private key to hand to SigningKey
+        self._public = public_key
+
+    @property
+    def public_key(self) -> str:
+        return self._public
+
+    @property
+    def holds_private(self) -> bool:
+        return False
+
+    def seed(self) -> bytes:
+        raise TokenIMError(ErrorCode.FORBIDDEN, NO_MASTER_KEY)
+
+    def sign(self, message: bytes) -> str:
+        raise TokenIMError(ErrorCode.FORBIDDEN, NO_MASTER_KEY)
+
+
+NO_MASTER_KEY = (
+    "This device does not hold your master key (it was linked with the signature only): do this on a device that does."
+)

@@ -195,7 +195,7 @@ class RoomSessions:
         return True
 
     def import_inbound(self, inbound: InboundSession) -> bool:
-        """Keep a session restored from the key backup unless a copy reaching as far back is already here."""
+        """Keep a session restored from the key backup or a key file unless a copy reaching as far back is already here."""
         ref = (inbound.room_id, inbound.session.session_id, inbound.sender_key)
         existing = self.inbound.get(ref)
         if existing is not None and existing.session.first_known_index <= inbound.session.first_known_index:

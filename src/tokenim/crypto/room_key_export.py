@@ -202,16 +202,11 @@ def import_sessions(rooms: RoomSessions, sessions: list[ExportedSession | None])
         if session.session_id != s.session_id:
             unusable += 1
             continue
-        ref = (s.room_id, s.session_id, s.sender_key)
-        existing = rooms.inbound.get(ref)
-        if existing is not None and existing.session.first_known_index <= session.first_known_index:
+        inbound = InboundSession(s.room_id, session, s.sender, s.sender_device, s.sender_key, s.sender_ed25519, imported=True)
+        if rooms.import_inbound(inbound):
+            imported += 1
+        else:
             held += 1
-            continue
-        rooms.inbound[ref] = InboundSession(
-            s.room_id, session, s.sender, s.sender_device, s.sender_key, s.sender_ed25519, imported=True
-        )
-        rooms.dirty_inbound.add(ref)
-        imported += 1
     return ImportCounts(imported, held, unusable)
 
 

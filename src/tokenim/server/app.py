@@ -11,6 +11,7 @@ from tokenim.server.api.contract import install_openapi
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
 from tokenim.server.api.identity import build_identity_router
 from tokenim.server.api.key_lifecycle import build_key_lifecycle_router
+from tokenim.server.api.link import build_link_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
@@ -25,6 +26,7 @@ from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
@@ -73,6 +75,7 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         writer=writer,
         master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
         audit=AuditService(ctx),
+        link=LinkService(ctx, config.link_policy, auth.access_requester),
     )
 
 
@@ -90,6 +93,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
         build_identity_router(services.identity, requester),
         build_key_lifecycle_router(services.master_devices, services.audit, requester),
         build_backup_router(services.backup, requester),
+        build_link_router(services.link, requester),
     ]
     for router in routers:
         app.include_router(router)

@@ -11,6 +11,7 @@ from typing import Any
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_server_name
 from tokenim.core.limits import MAX_BODY_BYTES
+from tokenim.protocol.link import LinkPolicy
 from tokenim.server.services.accounts import RegistrationMode
 
 
@@ -37,6 +38,8 @@ class ServerConfig:
     max_websockets_per_device: int = 8
     # Clients remind their users to rotate a master key older than this (GET /v1/whoami tells them).
     key_rotation_days: int = 365
+    # What a device approving a new one hands it: the master private key, or only its signature (docs/protocol.md).
+    link_policy: LinkPolicy = LinkPolicy.MASTER_KEY
     # For tests only: every commit waits this long first, as on a very slow disk, so that a test can
     # prove nothing is acknowledged before it is committed. Never set it in production.
     debug_commit_delay_ms: int = 0
@@ -70,6 +73,8 @@ def _coerce(name: str, value: Any) -> Any:
             if not 0 < seconds <= 86_400:
                 raise ValueError
             return seconds
+        if name == "link_policy":
+            return LinkPolicy(str(value))
         if name == "registration":
             return RegistrationMode(str(value))
         if name == "server_name":

@@ -37,7 +37,7 @@ class ErrorResponse(BaseModel):
 
 
 _STATUS_TEXT = {400: "Bad request", 401: "Not authenticated", 403: "Forbidden", 404: "Not found", 409: "Conflict",
-                413: "Body too large", 429: "Too many requests"}  # fmt: skip
+                410: "Gone", 413: "Body too large", 429: "Too many requests"}  # fmt: skip
 
 
 def errors(*codes: ErrorCode, body: bool = True, auth: bool = True) -> dict[int | str, dict[str, Any]]:

@@ -47,6 +47,7 @@ from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
@@ -72,6 +73,7 @@ class Services:
     writer: EventWriter
     master_devices: MasterDeviceService
     audit: AuditService
+    link: LinkService
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,

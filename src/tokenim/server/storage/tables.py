@@ -170,6 +170,37 @@ audit_log = Table(
 )
 Index("ix_audit_log_user", audit_log.c.user_id, audit_log.c.ts)
 
+# ---- linking a new device (rendezvous slots; the server only relays) ----------------------------
+
+# The slot's id (the code's first part), the new device's mailbox token and the client's address are kept
+# only as SHA-256 hashes; the code's secret half never reaches the server.
+link_slots = Table(
+    "link_slots",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("user_id", String(320), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("address_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("approver_device", String(32), nullable=True),
+    Column("fail_reason", String(16), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
+)
+Index("ix_link_slots_user", link_slots.c.user_id)
+Index("ix_link_slots_address", link_slots.c.address_hash)
+
+link_messages = Table(
+    "link_messages",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("side", String(16), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("body", Text, nullable=False),
+    ForeignKeyConstraint(["id_hash"], ["link_slots.id_hash"], ondelete="CASCADE"),
+)
+
 # ---- messaging -------------------------------------------------------------------------------
 
 rooms = Table(

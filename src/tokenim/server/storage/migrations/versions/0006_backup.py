@@ -1,13 +1,13 @@
 """backup: server-side encrypted backup of room keys (versions with their manifest, opaque entries)
 
-Revision ID: 0006_backup
+Revision ID: 0006
 Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_backup"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

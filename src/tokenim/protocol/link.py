@@ -1,0 +1,121 @@
+"""Linking a new device: the rendezvous routes' bodies and the shape of a link code.
+
+The server only relays: it opens a slot, hands each side a mailbox, and never sees the code's secret half
+(docs/protocol.md, "Linking a new device"). What travels in the mailboxes is opaque to it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from tokenim.protocol.api import _Wire
+from tokenim.protocol.wire import UserIdStr
+
+# Letters and digits nobody confuses when reading a code aloud (no I, L, O, U, 0, 1).
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+LINK_ID_LENGTH = 6  # made by the server; names the slot
+LINK_PASSWORD_LENGTH = 8  # made by the new device; never leaves the two devices
+LINK_TTL_MS = 10 * 60 * 1000
+MAX_LINK_MESSAGES = 64  # per side of a slot
+MAX_LINK_BODY = 196_608  # base64 characters of one mailbox message
+MAX_OPEN_LINKS_PER_USER = 3
+MAX_OPEN_LINKS_PER_ADDRESS = 10
+LINK_ID_PATTERN = f"^[{CODE_ALPHABET}]{{{LINK_ID_LENGTH}}}$"
+BASE64_PATTERN = "^[A-Za-z0-9+/]*$"
+
+LinkIdStr = Annotated[str, Field(pattern=LINK_ID_PATTERN, min_length=LINK_ID_LENGTH, max_length=LINK_ID_LENGTH)]
+
+
+class LinkPolicy(StrEnum):
+    """What an approving device hands a new one: the master private key, or only its signature on the new device."""
+
+    MASTER_KEY = "master_key"
+    SIGNATURE_ONLY = "signature_only"
+
+
+class LinkSide(StrEnum):
+    NEW = "new"
+    APPROVER = "approver"
+
+
+class LinkFailure(StrEnum):
+    """Why a side gave up on a link; the other side is told this reason."""
+
+    MISMATCH = "mismatch"  # the first sealed message did not open: wrong code, or the server changed a message
+    TAMPERED = "tampered"  # a later message did not open or check out: the server changed, replayed or reordered one
+    REFUSED = "refused"  # the approving device refused the new device's keys
+    CANCELLED = "cancelled"  # a person stopped it
+    ERROR = "error"  # anything else (a server error on one side)
+
+
+class LinkOpenRequest(_Wire):
+    """`POST /v1/link` (no token): a new device asks for a slot to be approved by `user_id`'s devices."""
+
+    user_id: UserIdStr = Field(max_length=320)
+
+
+class LinkOpenResponse(_Wire):
+    link_id: str
+    token: str  # authenticates the new device on its slot's mailbox: `Authorization: Bearer <token>`
+    expires_at: int
+    policy: Literal["master_key", "signature_only"]
+
+
+class LinkClaimResponse(_Wire):
+    """`POST /v1/link/{link_id}/claim`: the approving device takes the slot; nobody else can afterwards."""
+
+    link_id: str
+    expires_at: int
+    policy: Literal["master_key", "signature_only"]
+
+
+class LinkPostRequest(_Wire):
+    """`PUT /v1/link/{link_id}/messages/{seq}`: one opaque message into the caller's side of the mailbox."""
+
+    body: str = Field(min_length=1, max_length=MAX_LINK_BODY, pattern=BASE64_PATTERN)
+
+
+class LinkMessage(_Wire):
+    seq: int
+    body: str
+
+
+class LinkMessagesResponse(_Wire):
+    """The other side's messages after `after`, oldest first, and where the slot stands (`approved`: the approving
+    device reported success, the last thing the new device waits for)."""
+
+    messages: list[LinkMessage]
+    state: Literal["open", "claimed", "approved"]
+
+
+class LinkCloseRequest(_Wire):
+    """`POST /v1/link/{link_id}/close`: the approver reports success (`approved`), either side a failure."""
+
+    outcome: Literal["approved", "failed"]
+    reason: Literal["mismatch", "tampered", "refused", "cancelled", "error"] | None = None
+
+
+__all__ = [
+    "CODE_ALPHABET",
+    "LINK_ID_LENGTH",
+    "LINK_PASSWORD_LENGTH",
+    "LINK_TTL_MS",
+    "MAX_LINK_BODY",
+    "MAX_LINK_MESSAGES",
+    "MAX_OPEN_LINKS_PER_ADDRESS",
+    "MAX_OPEN_LINKS_PER_USER",
+    "LinkClaimResponse",
+    "LinkCloseRequest",
+    "LinkFailure",
+    "LinkIdStr",
+    "LinkMessage",
+    "LinkMessagesResponse",
+    "LinkOpenRequest",
+    "LinkOpenResponse",
+    "LinkPolicy",
+    "LinkPostRequest",
+    "LinkSide",
+]

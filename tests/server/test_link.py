@@ -1,0 +1,153 @@
+"""The link rendezvous on the server, both databases: a slot per new device, claimed once by a device of the
+same user, mailboxes only the two sides can use, expiry, caps per user and per address, nothing useful stored
+in clear, and audit records for opened, approved and failed links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.identity_kit import Account, register
+from tokenim.core.clock import FakeClock
+from tokenim.protocol.link import MAX_OPEN_LINKS_PER_ADDRESS, MAX_OPEN_LINKS_PER_USER
+from tokenim.server.storage.database import Database
+from tokenim.server.storage.tables import audit_log, link_messages, link_slots
+
+
+def code(resp: httpx.Response) -> str:
+    return str(resp.json()["error"]["code"])
+
+
+async def open_link(http: httpx.AsyncClient, user_id: str, address: str | None = None) -> dict[str, Any]:
+    resp = await http.post("/v1/link", json={"user_id": user_id})
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
+
+
+def link_auth(opened: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {opened['token']}"}
+
+
+async def audit(database: Database, user_id: str) -> list[tuple[str, str | None]]:
+    async with database.read() as tx:
+        rows = await tx.execute(
+            select(audit_log.c.event, audit_log.c.details_json).where(audit_log.c.user_id == user_id).order_by(audit_log.c.id)
+        )
+        return [(r.event, r.details_json) for r in rows if r.event.startswith("link.")]
+
+
+@pytest.fixture
+async def alice(http: httpx.AsyncClient) -> Account:
+    return await register(http, "alice")
+
+
+async def test_a_slot_is_claimed_once_and_its_mailboxes_carry_messages_both_ways(
+    http: httpx.AsyncClient, alice: Account, database: Database
+) -> None:
+    opened = await open_link(http, alice.user_id)
+    assert opened["policy"] == "master_key"
+    path = f"/v1/link/{opened['link_id']}"
+    assert (await http.put(f"{path}/messages/1", json={"body": "AAEC"}, headers=link_auth(opened))).status_code == 200
+    claim = await http.post(f"{path}/claim", headers=alice.auth())
+    assert claim.status_code == 200, claim.text
+    again = await http.post(f"{path}/claim", headers=alice.auth())
+    assert again.status_code == 409 and code(again) == "link_used"
+    page = await http.get(f"{path}/messages?after=0", headers=alice.auth())
+    assert page.json() == {"messages": [{"seq": 1, "body": "AAEC"}], "state": "claimed"}
+    assert (await http.put(f"{path}/messages/1", json={"body": "BBBB"}, headers=alice.auth())).status_code == 200
+    mine = await http.get(f"{path}/messages?after=0", headers=link_auth(opened))
+    assert mine.json()["messages"] == [{"seq": 1, "body": "BBBB"}]
+    # The same message again is harmless; another one under the same number is refused.
+    assert (await http.put(f"{path}/messages/1", json={"body": "BBBB"}, headers=alice.auth())).status_code == 200
+    assert code(await http.put(f"{path}/messages/1", json={"body": "CCCC"}, headers=alice.auth())) == "invalid_request"
+    done = await http.post(f"{path}/close", json={"outcome": "approved"}, headers=alice.auth())
+    assert done.status_code == 200, done.text
+    assert (await http.get(f"{path}/messages", headers=link_auth(opened))).json() == {"messages": [], "state": "approved"}
+    assert code(await http.put(f"{path}/messages/2", json={"body": "AA"}, headers=link_auth(opened))) == "link_used"
+    assert [e for e, _ in await audit(database, alice.user_id)] == ["link.opened", "link.claimed", "link.approved"]
+    async with database.read() as tx:  # an ended link's mailbox is emptied
+        assert (await tx.execute(select(link_messages))).first() is None
+
+
+async def test_nothing_that_helps_an_attacker_is_stored_in_clear(
+    http: httpx.AsyncClient, alice: Account, database: Database
+) -> None:
+    opened = await open_link(http, alice.user_id)
+    async with database.read() as tx:
+        row = (await tx.execute(select(link_slots))).one()
+    stored = " ".join(str(v) for v in row)
+    assert opened["link_id"] not in stored and opened["token"] not in stored and "127.0.0.1" not in stored
+
+
+async def test_only_the_slots_user_and_its_claiming_device_reach_it(http: httpx.AsyncClient, alice: Account) -> None:
+    bob = await register(http, "bob")
+    opened = await open_link(http, alice.user_id)
+    path = f"/v1/link/{opened['link_id']}"
+    assert code(await http.post(f"{path}/claim", headers=bob.auth())) == "not_found"
+    assert code(await http.get(f"{path}/messages", headers=bob.auth())) == "not_found"
+    assert code(await http.get(f"{path}/messages", headers=alice.auth())) == "forbidden"  # nobody claimed it yet
+    other = await open_link(http, alice.user_id)
+    assert code(await http.get(f"{path}/messages", headers=link_auth(other))) == "unauthorized"
+    assert code(await http.get(f"{path}/messages", headers={"Authorization": "Bearer link_forged"})) == "unauthorized"
+    assert code(await http.get(f"{path}/messages")) == "unauthorized"
+    assert code(await http.post("/v1/link/ZZZZZZ/claim", headers=alice.auth())) == "not_found"
+    assert code(await http.post("/v1/link", json={"user_id": "@nobody:tokenim.test"})) == "unknown_user"
+
+
+async def test_a_slot_expires_after_ten_minutes(http: httpx.AsyncClient, alice: Account, clock: FakeClock) -> None:
+    opened = await open_link(http, alice.user_id)
+    clock.advance(seconds=10 * 60)
+    resp = await http.post(f"/v1/link/{opened['link_id']}/claim", headers=alice.auth())
+    assert resp.status_code == 410 and code(resp) == "link_expired"
+    assert code(await http.get(f"/v1/link/{opened['link_id']}/messages", headers=link_auth(opened))) == "link_expired"
+
+
+async def test_a_failure_reaches_the_other_side_with_its_reason(
+    http: httpx.AsyncClient, alice: Account, database: Database
+) -> None:
+    opened = await open_link(http, alice.user_id)
+    path = f"/v1/link/{opened['link_id']}"
+    await http.post(f"{path}/claim", headers=alice.auth())
+    resp = await http.post(f"{path}/close", json={"outcome": "failed", "reason": "mismatch"}, headers=alice.auth())
+    assert resp.status_code == 200, resp.text
+    told = await http.get(f"{path}/messages", headers=link_auth(opened))
+    assert told.status_code == 409 and told.json()["error"]["details"] == {"reason": "mismatch"}
+    # The new device can't report the link approved; only the approver of a live slot can.
+    assert code(await http.post(f"{path}/close", json={"outcome": "approved"}, headers=link_auth(opened))) == "forbidden"
+    events = await audit(database, alice.user_id)
+    assert events[-1][0] == "link.failed" and "mismatch" in str(events[-1][1])
+
+
+async def test_open_slots_are_capped_per_user_and_per_address(http: httpx.AsyncClient, alice: Account, clock: FakeClock) -> None:
+    for _ in range(MAX_OPEN_LINKS_PER_USER):
+        await open_link(http, alice.user_id)
+    refused = await http.post("/v1/link", json={"user_id": alice.user_id})
+    assert refused.status_code == 429 and code(refused) == "rate_limited"
+    others = [await register(http, f"user{i}") for i in range(MAX_OPEN_LINKS_PER_ADDRESS // MAX_OPEN_LINKS_PER_USER + 1)]
+    opened = MAX_OPEN_LINKS_PER_USER
+    for other in others:
+        for _ in range(MAX_OPEN_LINKS_PER_USER):
+            if opened < MAX_OPEN_LINKS_PER_ADDRESS:
+                await open_link(http, other.user_id)
+                opened += 1
+    last = others[-1]
+    refused = await http.post("/v1/link", json={"user_id": last.user_id})
+    assert refused.status_code == 429 and "address" in refused.json()["error"]["message"]
+    clock.advance(seconds=10 * 60)  # expired slots no longer count
+    await open_link(http, alice.user_id)
+
+
+def test_the_link_policy_is_a_setting() -> None:
+    from tokenim.core.errors import TokenIMError
+    from tokenim.protocol.link import LinkPolicy
+    from tokenim.server.config import load_config
+
+    assert load_config(config_file=None, env={}, flags={}).link_policy is LinkPolicy.MASTER_KEY
+    env = {"TOKENIM_LINK_POLICY": "signature_only"}
+    assert load_config(config_file=None, env=env, flags={}).link_policy is LinkPolicy.SIGNATURE_ONLY
+    with pytest.raises(TokenIMError) as err:
+        load_config(config_file=None, env={"TOKENIM_LINK_POLICY": "everything"}, flags={})
+    assert err.value.code.value == "bad_config"
