@@ -1,5 +1,5 @@
 """The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
-`.devices`, `.keys`, `.files`, `.admin`, `.account`). A test pins these names."""
+`.devices`, `.keys`, `.files`, `.admin`, `.account`, `.verification`). A test pins these names."""
 
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
 from tokenim.client.facade import Client
@@ -7,6 +7,7 @@ from tokenim.client.keys import KeysInfo, VerifiedUserKeys
 from tokenim.client.messages import Message
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import MemoryStore, Store
+from tokenim.client.verification import SafetyNumber, SasShown, VerificationResult
 
 __all__ = [
     "Client",
@@ -18,7 +19,10 @@ __all__ = [
     "MemoryStore",
     "Message",
     "ProfileStore",
+    "SafetyNumber",
+    "SasShown",
     "SendResult",
     "Store",
+    "VerificationResult",
     "VerifiedUserKeys",
 ]

@@ -5,7 +5,7 @@
         await client.messages.send_text(room, "hello")
 
 Each noun lives in its own module (rooms.py, messages.py, devices.py, keys.py, files.py, admin.py,
-account.py); they share the device's state (state.py: store, identity, crypto machine) and one transport
+account.py, verification.py); they share the device's state (state.py: store, identity, crypto machine) and one transport
 (transport.py: httpx, tokens, refresh, errors). The store is the passphrase profile on disk or, for bots
 and tests, a `MemoryStore`.
 """
@@ -28,6 +28,7 @@ from tokenim.client.state import DeviceState
 from tokenim.client.store import KdfParams
 from tokenim.client.stores import Store
 from tokenim.client.transport import Transport
+from tokenim.client.verification import Verification
 from tokenim.core.clock import Clock
 
 
@@ -42,6 +43,7 @@ class Client:
     keys: Keys
     messages: Messages
     rooms: Rooms
+    verification: Verification
 
     def __init__(self, state: DeviceState, transport: Transport) -> None:
         self._state = state
@@ -53,6 +55,7 @@ class Client:
         self.devices = Devices(state, transport)
         self.account = Account(state, transport, self.keys)
         self.admin = Admin(transport)
+        self.verification = Verification(state, transport, self.keys, self.messages)
 
     @classmethod
     async def register(

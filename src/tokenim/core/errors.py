@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     FINGERPRINT_MISMATCH = "fingerprint_mismatch"
     FILE_EXISTS = "file_exists"
     CANCELLED = "cancelled"
+    VERIFICATION_FAILED = "verification_failed"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -97,6 +98,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.FINGERPRINT_MISMATCH: 400,
     ErrorCode.FILE_EXISTS: 409,
     ErrorCode.CANCELLED: 400,
+    ErrorCode.VERIFICATION_FAILED: 400,
 }
 
 
@@ -104,7 +106,7 @@ _STATUS: dict[ErrorCode, int] = {
 LOCAL_CODES = frozenset({
     ErrorCode.WRONG_PASSPHRASE, ErrorCode.PROFILE_MISSING, ErrorCode.PROFILE_EXISTS, ErrorCode.PROFILE_BUSY,
     ErrorCode.NOT_LOGGED_IN, ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.BAD_CONFIG,
-    ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED,
+    ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED, ErrorCode.VERIFICATION_FAILED,
 })  # fmt: skip
 SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
 

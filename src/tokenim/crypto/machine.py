@@ -14,11 +14,14 @@ from typing import Any
 from tokenim.core.errors import TokenIMError
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.megolm import DecryptedEvent, RoomSessions
-from tokenim.crypto.olm import CryptoError, OlmSessions
+from tokenim.crypto.olm import CryptoError, OlmPayload, OlmSessions
 from tokenim.crypto.outgoing import KeysClaim, Outgoing, ToDevice, ToDeviceBatch
+from tokenim.crypto.sas import PREFIX as VERIFICATION_PREFIX
 from tokenim.protocol.api import KeysClaimResponse
 from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
 from tokenim.protocol.keys import DeviceKeys, OneTimeKey, parse_one_time_keys
+
+MAX_VERIFICATION_INBOX = 100  # verification messages kept until read; older ones are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,8 @@ class CryptoMachine:
         # Users whose server-presented master key differs from the pinned one: user -> presented key. Their
         # devices get no room keys until the pinned key comes back or the user accepts the new one.
         self.key_changes: dict[str, str] = {}
+        # Verification messages (crypto/sas.py) received and authenticated over Olm, for client/verification.py.
+        self.verification_inbox: list[OlmPayload] = []
 
     # ---- trust -------------------------------------------------------------------------------
 
@@ -171,6 +176,8 @@ class CryptoMachine:
         if payload.type == ROOM_KEY:
             assert sender_device is not None
             self.rooms.add_inbound(payload.content, sender, payload.sender_device, payload.sender_key, sender_device.ed25519)
+        elif payload.type.startswith(VERIFICATION_PREFIX):
+            self.verification_inbox = [*self.verification_inbox[-(MAX_VERIFICATION_INBOX - 1) :], payload]
         return payload.type
 
     def decrypt_room_event(self, event: dict[str, Any]) -> RoomMessage | RejectedMessage:
