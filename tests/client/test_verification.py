@@ -15,7 +15,10 @@ from tokenim.client import Client, SasShown
 from tokenim.client.verification import RECORD_KIND
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.limits import MAX_POSITION
 from tokenim.crypto.safety import safety_number
+from tokenim.crypto.sas import TIMEOUT_MS
+from tokenim.protocol.api import SyncResponse
 from tokenim.server.storage.database import Database
 
 FAST = 0.01  # poll interval: the two clients share one event loop
@@ -144,3 +147,55 @@ async def test_a_key_changed_since_verification_says_verify_again(
     await alice.keys.accept("@bob", contact.current_fingerprint)
     status = alice.verification.status("@bob")
     assert not status.verified and status.verify_again and "verify again" in (status.why_not or "")
+
+
+async def _pending_to_device(client: Client) -> int:
+    """How many to-device messages wait for `client` (looked at, not acknowledged)."""
+    page = await insides(client).transport.request("GET", f"/v1/sync?since={MAX_POSITION}&limit=1", SyncResponse)
+    return len(page.to_device)
+
+
+async def test_a_peer_that_never_answers_times_out(alice: Client, bob: Client, clock: FakeClock) -> None:
+    """Bob never runs verify: after 10 minutes (on the fake clock) alice's side cancels with m.timeout."""
+    task = asyncio.ensure_future(alice.verification.sas("@bob", answer(True, []), poll_interval=FAST))
+    async with asyncio.timeout(30):
+        while not await _pending_to_device(bob):  # alice's request has reached bob's queue
+            await asyncio.sleep(FAST)
+        assert not task.done()
+        clock.advance(seconds=TIMEOUT_MS // 1000 + 1)
+        with pytest.raises(TokenIMError) as timed_out:
+            await task
+    assert timed_out.value.code is ErrorCode.VERIFICATION_FAILED
+    assert timed_out.value.details == {"cancel_code": "m.timeout", "by": "you"}
+    assert not alice.verification.status("@bob").verified
+
+
+async def test_stopping_one_side_cancels_the_other(alice: Client, bob: Client) -> None:
+    """Alice gives up (Ctrl-C) while the emoji are shown: bob's side ends at once, told by her cancel."""
+    shown = asyncio.Event()
+
+    async def wait_forever(_shown: SasShown) -> bool:
+        shown.set()
+        await asyncio.Event().wait()
+        return True
+
+    async with asyncio.timeout(60):
+        a_task = asyncio.ensure_future(alice.verification.sas("@bob", wait_forever, poll_interval=FAST))
+        b_task = asyncio.ensure_future(bob.verification.sas("@alice", wait_forever, poll_interval=FAST))
+        await shown.wait()
+        a_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await a_task
+        with pytest.raises(TokenIMError) as told:
+            await b_task
+    assert told.value.details == {"cancel_code": "m.user", "by": "them"}
+    assert not bob.verification.status("@alice").verified
+
+
+async def test_verifying_yourself_or_nobody_is_refused(alice: Client) -> None:
+    with pytest.raises(TokenIMError) as me:
+        await alice.verification.sas("@alice", answer(True, []))
+    assert me.value.code is ErrorCode.INVALID_REQUEST
+    with pytest.raises(TokenIMError) as nobody:
+        await alice.verification.sas("@nobody", answer(True, []))
+    assert nobody.value.code is ErrorCode.UNKNOWN_USER
