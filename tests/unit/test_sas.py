@@ -276,3 +276,18 @@ def test_a_start_offering_no_known_method_cancels(field: str) -> None:
     p = pair()
     p.start(strip)
     assert p.b.state is SasState.CANCELLED and p.b.cancel_code is CancelCode.UNKNOWN_METHOD
+
+
+def test_a_mac_of_the_key_ids_that_does_not_verify_cancels() -> None:
+    """The key ids are MACed too, so a relay can't drop or add a key id unnoticed."""
+
+    def bad_ids(frm: Party, msg: Outgoing) -> Outgoing | None:
+        if frm is BOB and msg.type == MAC:
+            return Outgoing(MAC, {**msg.content, "keys": msg.content["mac"][f"ed25519:{BOB.device_id}"]}, msg.device_id)
+        return msg
+
+    p = pair()
+    p.start()
+    p.confirm_both(bad_ids)
+    assert p.a.state is SasState.CANCELLED and p.a.cancel_code is CancelCode.KEY_MISMATCH
+    assert p.b.state is SasState.CANCELLED and p.b.cancelled_by_them
