@@ -291,3 +291,14 @@ def test_a_mac_of_the_key_ids_that_does_not_verify_cancels() -> None:
     p.confirm_both(bad_ids)
     assert p.a.state is SasState.CANCELLED and p.a.cancel_code is CancelCode.KEY_MISMATCH
     assert p.b.state is SasState.CANCELLED and p.b.cancelled_by_them
+
+
+def test_the_emoji_table_is_matrixs() -> None:
+    assert len(EMOJI) == 64 and len(set(EMOJI)) == 64
+    assert (EMOJI[0], EMOJI[34], EMOJI[36], EMOJI[53], EMOJI[63]) == (
+        ("🐶", "Dog"),
+        ("🔧", "Spanner"),
+        ("👍", "Thumbs Up"),
+        ("✈️", "Aeroplane"),
+        ("📌", "Pin"),
+    )
