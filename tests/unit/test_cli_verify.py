@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
 from tokenim.cli.main import build_parser
 from tokenim.cli.output import message_text
-from tokenim.cli.verify import human_verified, safety_number_text, sas_text
+from tokenim.cli.verify import human_verified, read_answer, safety_number_text, sas_text
 from tokenim.client import SasShown
 
 NUMBER = " ".join(f"{i:05d}" for i in range(12))
@@ -58,3 +64,20 @@ def test_the_commands_parse() -> None:
     args = build_parser().parse_args(["fingerprint", "@bob", "--mark-verified", "--number", NUMBER])
     assert (args.user, args.mark_verified, args.number) == ("@bob", True, NUMBER)
     assert build_parser().parse_args(["verify", "@bob"]).user == "@bob"
+
+
+async def test_an_answer_is_read_from_a_pipe_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"yes\nrest")
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        monkeypatch.setattr(sys, "stdin", pipe)
+        assert await read_answer("") == "yes"
+    answers = tmp_path / "answers"
+    answers.write_text("no\n")
+    with answers.open() as file:
+        monkeypatch.setattr(sys, "stdin", file)
+        assert await read_answer("") == "no"
+    with open(os.devnull) as empty:
+        monkeypatch.setattr(sys, "stdin", empty)
+        assert await read_answer("") == ""

@@ -87,7 +87,10 @@ async def read_answer(question: str) -> str:
             return
         got.extend(chunk)
 
-    loop.add_reader(fd, readable)
+    try:
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError):  # a regular file (`< answers.txt`) can't be watched, and never blocks
+        return sys.stdin.readline(MAX_ANSWER_BYTES).strip()
     try:
         await done
     finally:
