@@ -117,11 +117,18 @@ class Verification:
             pinned_master=contact.pinned_master,
             current_master=contact.current_master,
             key_changed=changed,
-            current_safety_number=safety_number(self._state.user_id, mine, user_id, contact.current_master) if changed else None,
+            current_safety_number=self._number_or_none(user_id, contact.current_master) if changed else None,
             verified=status.verified,
             verified_by=status.verified_by.value if status.verified_by else None,
             why_not=status.why_not,
         )
+
+    def _number_or_none(self, user_id: str, their_master: str) -> str | None:
+        """The safety number with a key the server shows, or None when that key is not a key at all."""
+        try:
+            return safety_number(self._state.user_id, self._state.identity.master.public_key, user_id, their_master)
+        except ValueError:
+            return None
 
     async def mark_verified(self, user: str, number: str) -> SafetyNumber:
         """Record `user` as verified after comparing the safety number: `number` must be the one shown for the
