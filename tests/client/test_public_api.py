@@ -25,8 +25,11 @@ EXPECTED = [
     "MemoryStore",
     "Message",
     "ProfileStore",
+    "SafetyNumber",
+    "SasShown",
     "SendResult",
     "Store",
+    "VerificationResult",
     "VerifiedUserKeys",
 ]
 
@@ -34,7 +37,7 @@ EXPECTED = [
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
     | {"register", "rooms", "server_name", "user_id"}
-    | {"audit", "backup", "import_master_key", "key_files", "link", "linking"},
+    | {"audit", "backup", "import_master_key", "key_files", "link", "linking", "verification"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"create_invite"},
     "audit": {"events", "record"},
@@ -65,6 +68,7 @@ FACADE = {
     | {"share_room_key", "sync"},
     "rooms": {"all", "create", "devices", "direct", "forget_devices", "get", "invite", "join", "leave", "members"}
     | {"recipients", "remove", "rename", "resolve"},
+    "verification": {"mark_verified", "safety_number", "sas", "status"},
 }
 
 

@@ -29,7 +29,8 @@ def test_chat_from_the_command_line(open_server: RunningServer, tmp_path: Path) 
     sent = alice.json("send", "@bob", "hello bob")
     messages = json.loads(bob.run("read", "@alice", "--json").stdout)
     assert [(m["body"], m["sender"], m["verified"]) for m in messages] == [("hello bob", "@alice:localhost", True)]
-    assert set(messages[0]) == {"id", "room", "sender", "sender_device", "body", "ts", "verified"}
+    assert set(messages[0]) == {"id", "room", "sender", "sender_device", "body", "ts", "verified", "verified_by", "why_not"}
+    assert messages[0]["verified_by"] is None and "not verified" in messages[0]["why_not"]
     assert messages[0]["id"] == sent["event_id"] and messages[0]["room"] == sent["room_id"]
 
     room = alice.json("room", "create", "plans", "--invite", "@bob")

@@ -108,7 +108,7 @@ def test_a_message_cannot_fake_lines_or_steer_the_terminal(pair: Pair) -> None:
     shown = bob.run("read", "escapes").stdout
     _terminal_safe(shown)
     lines = shown.rstrip("\n").split("\n")
-    assert lines[0].endswith("@alice:localhost: see you") and lines[1].startswith(CONTINUATION)
+    assert lines[0].endswith("@alice:localhost (unverified): see you") and lines[1].startswith(CONTINUATION)
     assert not any(line.startswith("[escapes] @carol") for line in lines)
     assert json.loads(bob.run("read", "escapes", "--json").stdout)[0]["body"] == fake  # JSON keeps it, escaped
 

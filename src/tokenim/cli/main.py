@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, backup, key_files, keys, link, messages, rooms
+from tokenim.cli import account, backup, key_files, keys, link, messages, rooms, verify
 from tokenim.cli.output import clean, emit, emit_json
 from tokenim.cli.prompt import PromptAborted, read_passphrase
 from tokenim.client import ProfileStore
@@ -293,6 +293,21 @@ def _add_backup(sub: Any, common: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_verify(sub: Any, common: argparse.ArgumentParser) -> None:
+    human = _h(verify.human_verified)
+    text = "your safety number with someone, to compare out of band"
+    fp = _sub(sub, "fingerprint", text, common, verify.cmd_fingerprint, human)
+    fp.add_argument("user", metavar="@USER", help="the other person")
+    fp.add_argument(
+        "--mark-verified",
+        action="store_true",
+        help="record them as verified after they read you the same number (default: only show it)",
+    )
+    fp.add_argument("--number", help="with --mark-verified: the number as they read it (default: asked at a terminal)")
+    vf = _sub(sub, "verify", "verify someone by comparing emoji (both of you run it)", common, verify.cmd_verify, human)
+    vf.add_argument("user", metavar="@USER", help="the other person; they run `tokenim verify @you` at the same time")
+
+
 def _h(fn: Callable[[dict[str, Any]], str]) -> Human:
     return lambda result, _args: fn(result)
 
@@ -311,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rooms(sub, common)
     _add_messages(sub, common)
     _add_backup(sub, common)
+    _add_verify(sub, common)
     return parser
 
 
@@ -354,6 +370,7 @@ _WIRE_TEXT = {
     "email": "The e-mail address",
     "user": "The person",
     "fingerprint": "The fingerprint",
+    "number": "The safety number",
     "event": "The message id",
     "server": "The server URL",
     "device_id": "The device id",

@@ -94,7 +94,8 @@ def message_text(m: dict[str, Any]) -> str:
         return f"[{room}] -- {clean(m['notice'])}" if m.get("notice") else f"[{room}] !! {clean(m.get('warning'))}"
     if "warning" in m:
         return block(f"[{room}] {sender}: !! ", str(m["warning"]))
-    mark = "" if m["verified"] else " (unverified device)"
+    # Discreet: a sender you have not verified (SAS or safety number) gets a short mark; `why_not` says why.
+    mark = " (unverified device)" if not m["verified"] else (" (unverified)" if m.get("why_not") else "")
     head = f"[{room}] {sender}{mark}: "
     if "file" in m:
         f = m["file"]

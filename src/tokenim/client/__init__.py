@@ -1,5 +1,5 @@
 """The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
-`.devices`, `.keys`, `.files`, `.backup`, `.admin`, `.account`, `.linking`). A test pins these names."""
+`.devices`, `.keys`, `.files`, `.backup`, `.admin`, `.account`, `.linking`, `.verification`). A test pins these names."""
 
 from tokenim.client.backup import BackupCreated, BackupRestored, BackupStatus
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult
@@ -10,6 +10,7 @@ from tokenim.client.link import LinkApproval, LinkInvitation
 from tokenim.client.messages import Message
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import MemoryStore, Store
+from tokenim.client.verification import SafetyNumber, SasShown, VerificationResult
 
 __all__ = [
     "BackupCreated",
@@ -29,7 +30,10 @@ __all__ = [
     "MemoryStore",
     "Message",
     "ProfileStore",
+    "SafetyNumber",
+    "SasShown",
     "SendResult",
     "Store",
+    "VerificationResult",
     "VerifiedUserKeys",
 ]

@@ -5,7 +5,8 @@
         await client.messages.send_text(room, "hello")
 
 Each noun lives in its own module (rooms.py, messages.py, devices.py, keys.py, files.py, admin.py,
-account.py, backup.py); they share the device's state (state.py: store, identity, crypto machine) and one transport
+account.py, backup.py, verification.py, link.py, key_files.py, audit.py); they share the device's state
+(state.py: store, identity, crypto machine) and one transport
 (transport.py: httpx, tokens, refresh, errors). The store is the passphrase profile on disk or, for bots
 and tests, a `MemoryStore`.
 """
@@ -34,6 +35,7 @@ from tokenim.client.state import DeviceState
 from tokenim.client.store import KdfParams
 from tokenim.client.stores import Store
 from tokenim.client.transport import Transport
+from tokenim.client.verification import Verification
 from tokenim.core.clock import Clock
 
 
@@ -52,6 +54,7 @@ class Client:
     linking: Linking
     messages: Messages
     rooms: Rooms
+    verification: Verification
 
     def __init__(self, state: DeviceState, transport: Transport) -> None:
         self._state = state
@@ -67,6 +70,7 @@ class Client:
         self.audit = Audit(transport)
         self.key_files = KeyFiles(state, self.audit)
         self.linking = Linking(state, transport, self.keys)
+        self.verification = Verification(state, transport, self.keys, self.messages)
 
     @classmethod
     async def register(

@@ -10,7 +10,7 @@ import json
 import random
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import websockets
@@ -21,6 +21,7 @@ from tokenim.client.rooms import Rooms
 from tokenim.client.state import DeviceState
 from tokenim.client.stores import Records
 from tokenim.client.transport import Transport
+from tokenim.client.verification import status_of
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_user_id
 from tokenim.core.limits import ONE_TIME_KEY_TARGET
@@ -56,6 +57,8 @@ class Message:
     # when this device followed the signed rotation, else `warning`.
     event: str | None = None
     notice: str | None = None
+    verified_by: str | None = None  # "sas" | "safety_number": the sender is verified by you (client/verification.py)
+    why_not: str | None = None  # why the sender is not verified by you; None for your own messages and warnings
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -298,12 +301,24 @@ class Messages:
         return message
 
     def _decrypt_event(self, event: dict[str, Any], records: Records) -> Message:
-        message = _to_message(self._machine.decrypt_room_event(event))
+        message = self._with_verification(_to_message(self._machine.decrypt_room_event(event)))
         if message.file is not None:
             records[FILE][message.id] = json.dumps(message.file).encode()
         elif message.warning is None:
             records[NOT_FILE][message.id] = b""  # so `download` can say it is not a file
         return message
+
+    def _with_verification(self, message: Message) -> Message:
+        """Say whether the sender is verified by you (SAS or safety number), and if not why."""
+        if message.warning is not None or message.sender == self._state.user_id:
+            return message
+        status = status_of(self._state, message.sender)
+        if status.verify_again or (status.verified_by is None and message.verified):
+            return replace(message, why_not=status.why_not)
+        if not message.verified:
+            device = message.sender_device or "?"
+            return replace(message, why_not=f"device {device} is not signed by the master key you trust for {message.sender}")
+        return replace(message, verified_by=status.verified_by)
 
     async def sync(self) -> list[Message]:
         """Fetch everything missed since the last sync, in order; returns the new messages.

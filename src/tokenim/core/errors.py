@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     WRONG_RECOVERY_KEY = "wrong_recovery_key"
     BACKUP_TAMPERED = "backup_tampered"
     BACKUP_ROLLED_BACK = "backup_rolled_back"
+    VERIFICATION_FAILED = "verification_failed"
 
 
 _STATUS: dict[ErrorCode, int] = {
@@ -121,6 +122,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.WRONG_RECOVERY_KEY: 400,
     ErrorCode.BACKUP_TAMPERED: 502,
     ErrorCode.BACKUP_ROLLED_BACK: 502,
+    ErrorCode.VERIFICATION_FAILED: 400,
 }
 
 
@@ -131,6 +133,7 @@ LOCAL_CODES = frozenset({
     ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED,
     ErrorCode.BAD_KEY_FILE, ErrorCode.KEY_NOT_CURRENT,
     ErrorCode.BAD_RECOVERY_KEY, ErrorCode.WRONG_RECOVERY_KEY, ErrorCode.BACKUP_TAMPERED, ErrorCode.BACKUP_ROLLED_BACK,
+    ErrorCode.VERIFICATION_FAILED,
 })  # fmt: skip
 SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
 

@@ -15,8 +15,9 @@ from typing import Any
 from tokenim.core.errors import TokenIMError
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.megolm import DecryptedEvent, RoomSessions
-from tokenim.crypto.olm import CryptoError, OlmSessions
+from tokenim.crypto.olm import CryptoError, OlmPayload, OlmSessions
 from tokenim.crypto.outgoing import KeysClaim, Outgoing, ToDevice, ToDeviceBatch
+from tokenim.crypto.sas import PREFIX as VERIFICATION_PREFIX
 from tokenim.crypto.trust import Decision, Pin, Verdict, decide
 from tokenim.protocol.api import KeysClaimResponse
 from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
@@ -55,6 +56,9 @@ def _presented(answer: dict[str, Any]) -> MasterKey | None:
     except TokenIMError:
         return None
     return master
+
+
+MAX_VERIFICATION_INBOX = 100  # verification messages kept until read; older ones are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ class CryptoMachine:
         # Users whose keys the server now shows in a way that is not a signed continuation of the pinned chain.
         # Their devices get no room keys until the pinned chain comes back or the user accepts the new key.
         self.key_changes: dict[str, KeyWarning] = {}
+        # Verification messages (crypto/sas.py) received and authenticated over Olm, for client/verification.py.
+        self.verification_inbox: list[OlmPayload] = []
 
     # ---- trust -------------------------------------------------------------------------------
 
@@ -252,6 +258,8 @@ class CryptoMachine:
         if payload.type == ROOM_KEY:
             assert sender_device is not None
             self.rooms.add_inbound(payload.content, sender, payload.sender_device, payload.sender_key, sender_device.ed25519)
+        elif payload.type.startswith(VERIFICATION_PREFIX):
+            self.verification_inbox = [*self.verification_inbox[-(MAX_VERIFICATION_INBOX - 1) :], payload]
         return payload.type
 
     def decrypt_room_event(self, event: dict[str, Any]) -> RoomMessage | RejectedMessage:
