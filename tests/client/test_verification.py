@@ -216,3 +216,15 @@ async def test_a_signed_rotation_keeps_a_verified_person_verified(alice: Client,
     assert bob.keys.followed_keys("@alice") == (old_key, alice.keys.info().master_key)
     status = bob.verification.status("@alice")
     assert status.verified and status.verified_by == "sas" and not status.verify_again
+
+
+async def test_a_verification_is_filed_in_the_audit_record(alice: Client, bob: Client) -> None:
+    """Point 8 of the key lifecycle: verifying someone is on the user's record, whom and how."""
+    await verify_both(alice, bob)
+    shown = await alice.verification.safety_number("@bob")
+    await alice.verification.mark_verified("@bob", shown.safety_number)
+    events = [(e.event, e.details) for e in (await alice.audit.events()).events if e.event == "client.person.verified"]
+    assert events == [
+        ("client.person.verified", {"peer": bob.user_id, "method": "safety_number"}),
+        ("client.person.verified", {"peer": bob.user_id, "method": "sas"}),
+    ]

@@ -17,9 +17,13 @@ class Audit:
         """The user's audit records, newest first (1 to 1000)."""
         return await self._transport.get(f"/v1/audit?limit={int(limit)}", AuditResponse)
 
-    async def record(self, event: ClientAuditEvent, *, sessions: int | None = None) -> None:
-        """File `client.<event>` for this device; the server adds who, which device and when."""
-        details = {} if sessions is None else {"sessions": sessions}
+    async def record(
+        self, event: ClientAuditEvent, *, sessions: int | None = None, peer: str | None = None, method: str | None = None
+    ) -> None:
+        """File `client.<event>` for this device; the server adds who, which device and when. Details: `sessions`
+        (how many room keys), or for `person.verified` whom (`peer`) and how (`method`)."""
+        given = {"sessions": sessions, "peer": peer, "method": method}
+        details = {k: v for k, v in given.items() if v is not None}
         await self._transport.post("/v1/audit/events", {"event": event, "details": details}, OkResponse)
 
 

@@ -70,7 +70,7 @@ class Client:
         self.audit = Audit(transport)
         self.key_files = KeyFiles(state, self.audit)
         self.linking = Linking(state, transport, self.keys)
-        self.verification = Verification(state, transport, self.keys, self.messages)
+        self.verification = Verification(state, transport, self.keys, self.messages, self.audit)
 
     @classmethod
     async def register(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from tokenim.client.audit import Audit
 from tokenim.client.contacts import digits
 from tokenim.client.state import DeviceState
 from tokenim.client.transport import Transport
@@ -94,11 +95,12 @@ def status_of(state: DeviceState, user_id: str) -> VerificationStatus:
 class Verification:
     """`client.verification`: safety numbers, marking a person verified, and interactive SAS verification."""
 
-    def __init__(self, state: DeviceState, transport: Transport, keys: Keys, messages: Messages) -> None:
+    def __init__(self, state: DeviceState, transport: Transport, keys: Keys, messages: Messages, audit: Audit) -> None:
         self._state = state
         self._transport = transport
         self._keys = keys
         self._messages = messages
+        self._audit = audit
 
     def status(self, user: str) -> VerificationStatus:
         """Whether this person is verified by you now, and if not, why."""
@@ -145,7 +147,8 @@ class Verification:
                 ErrorCode.FINGERPRINT_MISMATCH,
                 f"That is not your safety number with {shown.user_id} ({shown.safety_number}): nothing was marked verified.",
             )
-        self._save(VerificationRecord(shown.user_id, shown.pinned_master, VerifiedBy.SAFETY_NUMBER, self._state.clock.now_ms()))
+        record = VerificationRecord(shown.user_id, shown.pinned_master, VerifiedBy.SAFETY_NUMBER, self._state.clock.now_ms())
+        await self._save(record)
         return await self.safety_number(user)
 
     async def sas(self, user: str, confirm: ConfirmSas, *, poll_interval: float = POLL_INTERVAL_S) -> VerificationResult:
@@ -186,8 +189,12 @@ class Verification:
             )
         return user_id
 
-    def _save(self, record: VerificationRecord) -> None:
+    async def _save(self, record: VerificationRecord) -> None:
+        """Keep the verification in the profile, then file it in the user's audit record. The verification
+        stands even when the server can't take the record now: it was made between the two people."""
         self._state.persist(records={RECORD_KIND: {record.user_id: record.to_bytes()}})
+        with contextlib.suppress(TokenIMError):
+            await self._audit.record("person.verified", peer=record.user_id, method=record.method.value)
 
     async def _fetch(self) -> None:
         """Fetch pending to-device messages only (a `since` past the head returns no events), decrypt and acknowledge
@@ -273,7 +280,7 @@ class _SasRun:
                 question.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await question
-        return self._result()
+        return await self._result()
 
     async def _step(self) -> None:
         """Feed the machine what arrived from the peer (and the time), and send its answers."""
@@ -291,7 +298,7 @@ class _SasRun:
         with contextlib.suppress(Exception):
             await asyncio.shield(self.owner._send(self.sas.cancel(), self.devices))
 
-    def _result(self) -> VerificationResult:
+    async def _result(self) -> VerificationResult:
         sas = self.sas
         if sas.state is not SasState.VERIFIED:
             code = sas.cancel_code
@@ -311,7 +318,7 @@ class _SasRun:
             sas.their_device,
             sas.their_devices[sas.their_device],
         )
-        self.owner._save(record)
+        await self.owner._save(record)
         return VerificationResult(sas.their_user, sas.their_device, sas.their_master, VerifiedBy.SAS.value)
 
 

@@ -15,9 +15,9 @@ from tokenim.protocol.wire import DeviceIdStr, DeviceKeysJson, MasterKeyJson, On
 
 ADD_DEVICE_CHALLENGE_TYPE = "tokenim.add_device.v1"
 
-# What a client may file about itself, and the one detail each may carry (a count).
-CLIENT_AUDIT_EVENTS = ("master_key.exported", "room_keys.exported", "room_keys.imported")
-ClientAuditEvent = Literal["master_key.exported", "room_keys.exported", "room_keys.imported"]
+# What a client may file about itself, and the details each may carry (a count; whom and how for a verification).
+CLIENT_AUDIT_EVENTS = ("master_key.exported", "room_keys.exported", "room_keys.imported", "person.verified")
+ClientAuditEvent = Literal["master_key.exported", "room_keys.exported", "room_keys.imported", "person.verified"]
 MAX_AUDIT_LIMIT = 1000
 
 
@@ -60,6 +60,8 @@ class AddDeviceByMasterKeyRequest(_Wire):
 
 class AuditDetails(_Wire):
     sessions: int | None = Field(default=None, ge=0, le=MAX_POSITION, description="how many room keys")
+    peer: UserIdStr | None = Field(default=None, max_length=320, description="person.verified: whom")
+    method: Literal["sas", "safety_number"] | None = Field(default=None, description="person.verified: how")
 
 
 class ClientAuditRequest(_Wire):
