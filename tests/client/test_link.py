@@ -112,6 +112,8 @@ async def test_a_linked_device_reads_old_history_and_sends(
         bodies = [m.body for m in await new.messages.history(room)]
         assert bodies == ["before the link, from alice", "before the link, from bob"]
         assert new.keys.info().fingerprint == alice.keys.info().fingerprint
+        # The people alice pinned are pinned on the new device too, with their version and the keys followed.
+        assert new.keys.is_pinned(bob.user_id) and new.keys.followed_keys(bob.user_id) == alice.keys.followed_keys(bob.user_id)
         await new.messages.send_text(room, "hello from the new device")
         assert [m.body for m in await bob.messages.sync()][-1] == "hello from the new device"
         assert new.device_id in {d.device_id for d in (await alice.devices.all()).devices}

@@ -160,10 +160,12 @@ class Cli:
 
     profile: Path
     passphrase: str = "e2e passphrase"
+    env: dict[str, str] = field(default_factory=dict)  # more TOKENIM_* settings, e.g. TOKENIM_EXPORT_PASSPHRASE
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENIM_")}
         env["TOKENIM_PASSPHRASE"] = self.passphrase
+        env |= self.env
         proc = subprocess.run(
             [*TOKENIM, "--profile", str(self.profile), *args], capture_output=True, text=True, env=env, timeout=60
         )

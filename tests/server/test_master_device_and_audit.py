@@ -145,6 +145,10 @@ async def test_client_audit_events_are_allow_listed_and_stamped_by_the_server(
         {"event": "master_key.exported", "details": {"note": "x"}},
         {"event": "room_keys.imported", "details": {"sessions": -1}},
         {"event": "master_key.exported", "ts": 1},
+        {"event": "person.verified", "details": {"peer": "AAA", "method": "sas"}},
+        {"event": "person.verified", "details": {"peer": "@bob:localhost"}},
+        {"event": "person.verified", "details": {"peer": "@bob:localhost", "method": "sas", "sessions": 1}},
+        {"event": "room_keys.exported", "details": {"peer": "@bob:localhost", "method": "sas"}},
     ):
         resp = await http.post("/v1/audit/events", json=bad, headers=alice.auth())
         assert code(resp) == "invalid_request", bad

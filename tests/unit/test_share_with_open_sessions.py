@@ -25,8 +25,8 @@ def test_devices_with_a_session_get_the_key_while_others_are_claimed() -> None:
 
     # Alice shares hers with Bob (session held) and Carol (needs a claim): Bob's copy is not left out.
     outgoing = alice.machine.share_room_key(ROOM, [bob.keys, carol.keys], NOW)
-    assert [type(o) for o in outgoing] == [ToDeviceBatch, KeysClaim]
-    first, claim = outgoing
+    assert [type(o) for o in outgoing] == [KeysClaim, ToDeviceBatch]
+    claim, first = outgoing
     assert isinstance(first, ToDeviceBatch) and isinstance(claim, KeysClaim)
     assert set(first.body(2)["messages"]) == {bob.user}
     assert [d.device_id for d in claim.devices] == [carol.identity.device_id]

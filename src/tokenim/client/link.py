@@ -39,6 +39,7 @@ from tokenim.crypto.link import (
     failure,
     import_room_keys,
 )
+from tokenim.crypto.trust import Pin
 from tokenim.protocol.api import DevicesResponse, HealthResponse, KeysQueryResponse, OkResponse
 from tokenim.protocol.keys import MasterKey, parse_device_keys, parse_master_key, verify_device_keys, verify_master_key
 from tokenim.protocol.link import (
@@ -205,7 +206,10 @@ class Linking:
             "type": T_SECRETS,
             "device_keys": signed,
             "master_seed": b64encode(identity.master.seed()) if send_master else None,
-            "pinned_masters": dict(sorted(self._state.machine.pinned_masters.items())),
+            "pins": {
+                user_id: {"master_key": pin.master_key, "version": pin.version, "followed": list(pin.followed)}
+                for user_id, pin in sorted(self._state.machine.pins.items())
+            },
             "room_key_parts": len(parts),
         }
         await box.put(APPROVER_SECRETS, channel.seal(APPROVER_SECRETS, secrets))
@@ -319,7 +323,15 @@ async def link_new_device(
             await box.fail(LinkFailure.CANCELLED if not isinstance(exc, Exception) else LinkFailure.ERROR)
         await http.aclose()
         raise
-    state = _write_profile(store, received, server_url, health.server_name, clock)
+    try:
+        state = _write_profile(store, received, server_url, health.server_name, clock)
+    except BaseException as exc:  # a profile that could not be written whole is not left behind, and the other side is told
+        await box.fail(LinkFailure.CANCELLED if not isinstance(exc, Exception) else LinkFailure.ERROR)
+        await http.aclose()
+        store.close()
+        if isinstance(profile, Path):
+            _remove_profile(profile)
+        raise
     return PendingLink(state, Transport(http, store), profile, channel, box, received.master.public_key, state.identity.ed25519)
 
 
@@ -328,7 +340,7 @@ class _Received:
     identity: DeviceIdentity
     master: MasterKey
     device_created_at: int
-    pins: dict[str, str]
+    pins: dict[str, Pin]
     room_keys: list[Any]
 
 
@@ -369,8 +381,7 @@ async def _receive(channel: LinkChannel, box: _Mailbox, user_id: str, clock: Clo
         part = _expect(channel.open(seq, await box.take(seq)), T_ROOM_KEYS).get("room_keys")
         room_keys.extend(part if isinstance(part, list) else [])
     identity.mark_keys_as_published()
-    pins = secrets.get("pinned_masters")
-    clean_pins = {str(k): str(v) for k, v in pins.items()} if isinstance(pins, dict) else {}
+    clean_pins = _pins(secrets.get("pins"), now)
     return _Received(identity, master, now, clean_pins, room_keys)
 
 
@@ -395,6 +406,22 @@ def _master_from_seed(seed: object, public_key: str) -> SigningKey:
     return key
 
 
+def _pins(raw: object, now: int) -> dict[str, Pin]:
+    """The approving device's pins (master key, version, keys followed), as far as they are well formed: they
+    come from the user's own device over the confirmed channel, and a malformed one is simply not taken."""
+    pins: dict[str, Pin] = {}
+    for user_id, d in raw.items() if isinstance(raw, dict) else ():
+        if not isinstance(d, dict):
+            continue
+        key, version, followed = d.get("master_key"), d.get("version"), d.get("followed")
+        if not (isinstance(key, str) and isinstance(version, int) and not isinstance(version, bool) and version >= 1):
+            continue
+        if not (isinstance(followed, list) and followed and all(isinstance(k, str) for k in followed) and followed[-1] == key):
+            continue
+        pins[str(user_id)] = Pin(str(user_id), key, version, now, tuple(followed))
+    return pins
+
+
 def _write_profile(store: Store, got: _Received, server_url: str, server_name: str, clock: Clock) -> DeviceState:
     """Everything checked out: write the profile (identity, pins, room keys)."""
     identity = got.identity
@@ -406,9 +433,9 @@ def _write_profile(store: Store, got: _Received, server_url: str, server_name: s
     store.set_meta(meta)
     state = DeviceState(store, identity, clock)
     state.save_identity(master=identity.master.holds_private)
-    for user_id, key in got.pins.items():
+    for user_id, pin in got.pins.items():
         if user_id != identity.user_id:
-            state.machine.pinned_masters[user_id] = key
+            state.machine.pins[user_id] = pin
             state.machine.dirty_pins.add(user_id)
     import_room_keys(state.machine.rooms, got.room_keys)
     state.persist()

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from tokenim.core.canonical import canonical_json
+from tokenim.core.errors import TokenIMError
+from tokenim.core.ids import parse_user_id
 from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import _Wire
 from tokenim.protocol.wire import DeviceIdStr, DeviceKeysJson, MasterKeyJson, OneTimeKeysJson, RotationJson, UserIdStr
@@ -63,10 +65,30 @@ class AuditDetails(_Wire):
     peer: UserIdStr | None = Field(default=None, max_length=320, description="person.verified: whom")
     method: Literal["sas", "safety_number"] | None = Field(default=None, description="person.verified: how")
 
+    @field_validator("peer")
+    @classmethod
+    def _peer_is_a_user_id(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_user_id(value)
+            except TokenIMError:
+                raise ValueError("peer is not a user id") from None
+        return value
+
 
 class ClientAuditRequest(_Wire):
     event: ClientAuditEvent
     details: AuditDetails = Field(default_factory=AuditDetails)
+
+    @model_validator(mode="after")
+    def _details_fit_the_event(self) -> ClientAuditRequest:
+        d = self.details
+        if self.event == "person.verified":
+            if d.peer is None or d.method is None or d.sessions is not None:
+                raise ValueError("person.verified carries peer and method, nothing else")
+        elif d.peer is not None or d.method is not None:
+            raise ValueError(f"{self.event} carries at most sessions")
+        return self
 
 
 class AuditEntry(_Wire):
