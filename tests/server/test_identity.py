@@ -306,6 +306,54 @@ async def test_a_revocation_for_another_user_is_forbidden(
     assert await refused_revocation(http, alice, revocation_object(bobs, bob.master, 1), database) == "forbidden"
 
 
+async def test_another_users_device_keys_can_not_be_revoked_under_a_made_up_id(
+    http: httpx.AsyncClient, alice: Account, bob: Account, database: Database
+) -> None:
+    """The attack: Alice signs a revocation of Bob's keys under a device id she never had."""
+    bobs = next(iter(bob.devices.values()))
+    stolen = Device(alice.user_id, new_device_id(), signing=bobs.signing, curve25519=bobs.curve25519)
+    assert await refused_revocation(http, alice, revocation_object(stolen, alice.master, 1), database) == "unknown_device"
+    # Bob's device is untouched: it logs in, and nobody is shown a revocation of his keys.
+    assert (await bob.login(bobs)).status_code == 200
+    assert (await query(http, bob, alice.user_id)).get("revocations", []) == []
+
+
+async def test_another_users_device_keys_can_not_be_revoked_under_an_own_id(
+    http: httpx.AsyncClient, alice: Account, bob: Account, database: Database
+) -> None:
+    bobs = next(iter(bob.devices.values()))
+    mine = Device(alice.user_id, alice.first, signing=bobs.signing, curve25519=bobs.curve25519)
+    assert await refused_revocation(http, alice, revocation_object(mine, alice.master, 1), database) == "bad_key_object"
+    half = Device(alice.user_id, alice.first, signing=alice.devices[alice.first].signing, curve25519=bobs.curve25519)
+    assert await refused_revocation(http, alice, revocation_object(half, alice.master, 1), database) == "bad_key_object"
+
+
+async def test_a_revocation_with_the_same_key_twice_is_refused(
+    http: httpx.AsyncClient, alice: Account, database: Database
+) -> None:
+    """Checked before anything else, so even under an id nobody has it says what is wrong."""
+    gone = list(alice.devices.values())[1]
+    same = Device(alice.user_id, new_device_id(), signing=gone.signing, curve25519=gone.ed25519)
+    assert await refused_revocation(http, alice, revocation_object(same, alice.master, 1), database) == "bad_key_object"
+
+
+async def test_a_removed_device_can_still_be_revoked_with_its_own_keys(
+    http: httpx.AsyncClient, alice: Account, database: Database
+) -> None:
+    keep, gone = list(alice.devices.values())
+    resp = await http.delete(f"/v1/devices/{gone.device_id}", headers=alice.auth(keep.device_id))
+    assert resp.status_code == 200, resp.text
+    other = Device(alice.user_id, gone.device_id)
+    wrong = await http.post(
+        "/v1/keys/revoke", json={"revocation": revocation_object(other, alice.master, 1)}, headers=alice.auth(keep.device_id)
+    )
+    assert code(wrong) == "bad_key_object"
+    revocation = revocation_object(gone, alice.master, 1)
+    resp = await http.post("/v1/keys/revoke", json={"revocation": revocation}, headers=alice.auth(keep.device_id))
+    assert resp.status_code == 200, resp.text
+    assert (await query(http, alice, alice.user_id))["revocations"] == [revocation]
+
+
 # ---- device_list events commit with the change --------------------------------------------------
 
 

@@ -143,7 +143,18 @@ class IdentityService:
         """The revocation's shape, and that it is the requester's own."""
         rev = parse_revocation(req.revocation)
         _mine(rev.user_id, requester, "revocation")
+        if rev.ed25519 == rev.curve25519:
+            raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The revocation's curve25519 and ed25519 keys must differ.")
         return rev
+
+    async def _check_keys_were_the_devices(self, tx: Tx, rev: Revocation) -> None:
+        """A revocation names one of the user's own devices, current or removed, with exactly the keys the
+        server recorded for it: otherwise a user could revoke another user's keys under a made-up id."""
+        had = await self._ctx.identity.keys_device_had(tx, rev.user_id, rev.device_id)
+        if not had:
+            raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You never had a device {rev.device_id}.")
+        if not {("ed25519", rev.ed25519), ("curve25519", rev.curve25519)} <= had:
+            raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The revocation names other keys than device {rev.device_id} has.")
 
     async def do_revoke(self, requester: Requester, rev: Revocation) -> None:
         """Publish the revocation: the device, its tokens, keys and queued messages go, and its id and keys
@@ -154,9 +165,7 @@ class IdentityService:
             verify_revocation_by_current(rev, await self._current_master(b.tx, uid))
             if await self._ctx.identity.is_revoked(b.tx, uid, did):
                 raise TokenIMError(ErrorCode.DEVICE_REVOKED, f"Device {did} is already revoked.")
-            row = await self._ctx.accounts.get_device(b.tx, uid, did)
-            if row is not None and (row.ed25519, row.curve25519) != (rev.ed25519, rev.curve25519):
-                raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The revocation names other keys than device {did} has.")
+            await self._check_keys_were_the_devices(b.tx, rev)
             await self._ctx.accounts.delete_device(b.tx, uid, did)  # its tokens, one-time keys and to-device messages cascade
             await self._ctx.identity.insert_revocation(b.tx, rev, b.now)
             await self._ctx.auditor.record(b.tx, "device.revoked", uid, did, by_device=requester.device_id)

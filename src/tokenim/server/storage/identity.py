@@ -13,7 +13,13 @@ from sqlalchemy import insert, or_, select, update
 from tokenim.protocol.identity import Revocation, Rotation
 from tokenim.server.storage.client_json import dump_client_json, load_client_json
 from tokenim.server.storage.database import Tx
-from tokenim.server.storage.tables import device_revocations, devices, master_key_rotations, master_keys
+from tokenim.server.storage.tables import (
+    device_identity_keys,
+    device_revocations,
+    devices,
+    master_key_rotations,
+    master_keys,
+)
 
 
 class IdentityStore:
@@ -82,6 +88,24 @@ class IdentityStore:
             device_revocations.c.user_id == user_id, device_revocations.c.device_id == device_id
         )
         return (await tx.execute(q)).first() is not None
+
+    async def keys_device_had(self, tx: Tx, user_id: str, device_id: str) -> set[tuple[str, str]]:
+        """Every (algorithm, public key) this user's device id ever published: the current device's and a
+        removed one's (`device_identity_keys` outlives devices), empty for an id the user never had."""
+        t = device_identity_keys
+        q = select(t.c.algorithm, t.c.public_key).where(t.c.user_id == user_id, t.c.device_id == device_id)
+        had = {(r.algorithm, r.public_key) for r in await tx.execute(q)}
+        # A device older than that table whose key an earlier device had claimed has no rows there.
+        row = (
+            await tx.execute(
+                select(devices.c.ed25519, devices.c.curve25519).where(
+                    devices.c.user_id == user_id, devices.c.device_id == device_id
+                )
+            )
+        ).first()
+        if row is not None:
+            had |= {("ed25519", row.ed25519), ("curve25519", row.curve25519)}
+        return had
 
     async def revoked_key_in(self, tx: Tx, keys: list[str]) -> bool:
         """True when any of these public keys belonged to a revoked device (of any user)."""
