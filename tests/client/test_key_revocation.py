@@ -15,9 +15,14 @@ from tokenim.cli.account import _remove_device, human_devices
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
+from tokenim.core.ids import new_device_id
+from tokenim.core.signing import sign_json
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
+from tokenim.protocol.api import OkResponse
+from tokenim.protocol.identity import REVOCATION_TYPE, parse_revocation
 from tokenim.server.storage.accounts import AccountStore, DeviceRow
 from tokenim.server.storage.database import Database
+from tokenim.server.storage.identity import IdentityStore
 from tokenim.server.storage.tables import device_revocations
 
 
@@ -129,3 +134,69 @@ async def test_devices_remove_revokes_when_it_can(alice: Client, clock: FakeCloc
     finally:
         for c in (second, third, fourth):
             await c.close()
+
+
+def forged_revocation(attacker: Client, victim: Client, device_id: str, now: int) -> dict[str, object]:
+    """A revocation the attacker signs with their own master key, naming the victim's device keys."""
+    me, mine = insides(attacker).identity, insides(victim).identity
+    obj = {
+        "type": REVOCATION_TYPE,
+        "user_id": attacker.user_id,
+        "device_id": device_id,
+        "keys": {f"curve25519:{device_id}": mine.curve25519, f"ed25519:{device_id}": mine.ed25519},
+        "master_key_version": me.master_version,
+        "ts": now,
+    }
+    return sign_json(obj, attacker.user_id, me.master.public_key, me.master)
+
+
+async def test_another_users_revocation_never_revokes_my_device(
+    alice: Client, bob: Client, carol: Client, database: Database, clock: FakeClock
+) -> None:
+    room = (await alice.rooms.create("team", ["@bob", "@carol"])).room_id
+    for member in (bob, carol):
+        await member.rooms.join(room)
+    forged = forged_revocation(carol, alice, new_device_id(), clock.now_ms())
+    # The server refuses it: Carol never had that device.
+    with pytest.raises(TokenIMError) as refused:
+        await insides(carol).transport.post("/v1/keys/revoke", {"revocation": forged}, OkResponse)
+    assert refused.value.code is ErrorCode.UNKNOWN_DEVICE
+    # A server that took it anyway (an older one, or a hostile one) shows it under Carol: it revokes none of Alice's.
+    async with database.write() as tx:
+        await IdentityStore().insert_revocation(tx, parse_revocation(forged), clock.now_ms())
+    clock.advance(seconds=600)
+    for observer in (alice, bob, carol):
+        await observer.keys.contact("@carol")  # each sees Carol's forged revocation first
+    for sender in (bob, alice, carol):
+        sent = await sender.messages.send_text(room, f"from {sender.user_id}")
+        assert sent.excluded == [], (sender.user_id, sent.excluded)
+    for reader in (alice, bob):
+        read = [m for m in await reader.messages.sync() if m.body is not None and m.sender != reader.user_id]
+        assert read and all(m.warning is None for m in read)
+    for observer in (alice, bob, carol):
+        assert not insides(observer).machine.is_revoked(alice.user_id, insides(alice).identity.ed25519)
+        assert insides(observer).machine.revoked_keys.get(alice.user_id) is None
+    contact = await bob.keys.contact("@alice")
+    assert {d["device_id"]: d["status"] for d in contact.devices}[alice.device_id] == "verified"
+    assert insides(bob).machine.is_verified(alice.user_id, alice.device_id, insides(alice).identity.ed25519)
+
+
+async def test_a_message_from_a_revoked_device_says_so_without_blaming_the_master_key(
+    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport
+) -> None:
+    second = await second_device(alice, clock, transport)
+    try:
+        room = (await alice.rooms.create("team", ["@bob"])).room_id
+        await bob.rooms.join(room)
+        await second.messages.sync()
+        sent = await second.messages.send_text(room, "before")
+        await bob.messages.sync()
+        await alice.keys.revoke(second.device_id)
+        await bob.messages.sync()
+        assert await bob.keys.contact("@alice")  # Bob learns the revocation
+        got = bob.messages.decrypt_event(await raw_event(bob, room, sent.event_id))
+        assert got.body == "before" and not got.verified
+        assert got.why_not == f"device {second.device_id} of {alice.user_id} was revoked"
+        assert "master key" not in (got.why_not or "")
+    finally:
+        await second.close()

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from tokenim.core.ids import DeviceId, UserId
+from tokenim.core.signing import sign_json
 from tokenim.crypto.device import DeviceIdentity
 from tokenim.crypto.machine import CryptoMachine, RejectedMessage, RoomMessage
 from tokenim.crypto.megolm import ROTATE_AFTER_MESSAGES, ROTATE_AFTER_MS
 from tokenim.crypto.olm import CryptoError
 from tokenim.crypto.outgoing import KeysClaim, ToDeviceBatch
 from tokenim.crypto.persist import export_changes, load_records
+from tokenim.crypto.rotation import revocation_object
 from tokenim.crypto.trust import Verdict
 from tokenim.protocol.api import KeysClaimResponse
 from tokenim.protocol.events import ENCRYPTED, ROOM_KEY
@@ -420,16 +422,45 @@ def test_persist_round_trip(alice: Dev, bob: Dev) -> None:
         )
 
 
+def revoking(dev: Dev, revoker: Dev, gone: DeviceKeys) -> dict[str, Any]:
+    """`revoker`'s key-query answer, with a revocation naming `gone`'s keys signed by `revoker`'s master key."""
+    rev = revocation_object(gone, revoker.identity.master, revoker.identity.master_version, NOW)
+    if gone.user_id != revoker.user:  # a forgery: another user's keys under the revoker's own id
+        rev = sign_json(
+            {**{k: v for k, v in rev.items() if k != "signatures"}, "user_id": revoker.user},
+            revoker.user,
+            revoker.identity.master.public_key,
+            revoker.identity.master,
+        )
+    keys = {revoker.identity.device_id: revoker.keys.raw}
+    return {"master_key": revoker.identity.master_key_object(), "devices": keys, "revocations": [rev]}
+
+
+def test_a_users_revocation_never_revokes_another_users_device(alice: Dev, bob: Dev) -> None:
+    carol = device("carol")
+    bob.trust(alice)
+    alice.trust(alice)
+    for observer in (alice, bob):
+        observer.machine.observe(carol.user, revoking(observer, carol, alice.keys), NOW)
+        assert observer.machine.revoked_keys.get(alice.user) is None
+        assert not observer.machine.is_revoked(alice.user, alice.keys.ed25519)
+    assert bob.machine.is_verified(alice.user, alice.identity.device_id, alice.keys.ed25519)
+
+
 def test_revoked_keys_and_legacy_pins_survive_a_restart(alice: Dev, bob: Dev) -> None:
     bob.trust(alice)
-    bob.machine.revoke_keys({alice.keys.ed25519, alice.keys.curve25519})
+    bob.machine.observe(alice.user, revoking(bob, alice, alice.keys), NOW)
     assert not bob.machine.is_verified(alice.user, alice.identity.device_id, alice.keys.ed25519)
     records = export_changes(bob.machine, PICKLE_KEY)
-    assert set(records["revoked_key"]) == {alice.keys.ed25519, alice.keys.curve25519}
+    assert set(records["revoked"]) == {alice.user}
+    # Revoked keys saved in one set for every user can't be told apart: never applied, deleted on the next save.
+    records["revoked_key"] = {bob.keys.ed25519: b""}
     # A profile saved before pins had versions holds the bare key: it is read as version 1.
     records["pinned_master"] = {"@old:tokenim.test": b"OLDKEY", bob.user: b"NOT-MINE"}
     again = _restart(bob, records)
-    assert again.machine.revoked_keys == {alice.keys.ed25519, alice.keys.curve25519}
+    assert again.machine.revoked_keys == {alice.user: {alice.keys.ed25519, alice.keys.curve25519}}
+    assert not again.machine.is_revoked(bob.user, bob.keys.ed25519)
+    assert export_changes(again.machine, PICKLE_KEY)["revoked_key"] == {bob.keys.ed25519: None}
     assert again.machine.pins["@old:tokenim.test"].version == 1
     assert again.machine.followed_keys("@old:tokenim.test") == ("OLDKEY",)
     assert again.machine.pinned_masters[bob.user] == bob.identity.master.public_key  # one's own key is never read back

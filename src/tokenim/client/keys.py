@@ -221,16 +221,17 @@ class Keys:
 
     def _left_out_device(self, user_id: str, device_id: str, keys: UserKeys) -> ExcludedDevice:
         who, device = safe_user(user_id), safe_device(device_id)
-        if self._is_revoked(device_id, keys):
+        if self._is_revoked(user_id, device_id, keys):
             message = f"device {device} of {who} was revoked: it never gets messages again, whatever the server shows."
             return ExcludedDevice(user_id=who, device_id=device, reason="revoked", message=message)
         message = f"device {device} of {who} is not signed by their master key."
         return ExcludedDevice(user_id=who, device_id=device, reason="bad_device_signature", message=message)
 
-    def _is_revoked(self, device_id: str, keys: UserKeys) -> bool:
+    def _is_revoked(self, user_id: str, device_id: str, keys: UserKeys) -> bool:
+        """Whether `user_id` revoked this device (another user's revocations never count)."""
         raw = keys.devices.get(device_id, {}).get("keys")
-        shown = set(raw.values()) if isinstance(raw, dict) else set()
-        return bool(shown & self._machine.revoked_keys)
+        shown = [k for k in raw.values() if isinstance(k, str)] if isinstance(raw, dict) else []
+        return any(self._machine.is_revoked(user_id, k) for k in shown)
 
     async def devices_of(self, user_ids: list[str]) -> list[DeviceKeys]:
         """Verified device keys of these users; users whose master key changed are left out."""
@@ -272,7 +273,9 @@ class Keys:
         else:
             refused = "refused: not signed by the master key"
             for d in [*decision.unverified, *sorted(x for x in decision.revoked if x in keys.devices)]:
-                devices.append({"device_id": safe_device(d), "status": "revoked" if self._is_revoked(d, keys) else refused})
+                devices.append(
+                    {"device_id": safe_device(d), "status": "revoked" if self._is_revoked(user_id, d, keys) else refused}
+                )
         return ContactKeys(
             user_id,
             status,

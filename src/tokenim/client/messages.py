@@ -301,14 +301,16 @@ class Messages:
         return message
 
     def _decrypt_event(self, event: dict[str, Any], records: Records) -> Message:
-        message = self._with_verification(_to_message(self._machine.decrypt_room_event(event)))
+        result = self._machine.decrypt_room_event(event)
+        revoked = isinstance(result, RoomMessage) and result.sender_revoked
+        message = self._with_verification(_to_message(result), revoked)
         if message.file is not None:
             records[FILE][message.id] = json.dumps(message.file).encode()
         elif message.warning is None:
             records[NOT_FILE][message.id] = b""  # so `download` can say it is not a file
         return message
 
-    def _with_verification(self, message: Message) -> Message:
+    def _with_verification(self, message: Message, sender_revoked: bool = False) -> Message:
         """Say whether the sender is verified by you (SAS or safety number), and if not why."""
         if message.warning is not None or message.sender == self._state.user_id:
             return message
@@ -317,6 +319,8 @@ class Messages:
             return replace(message, why_not=status.why_not)
         if not message.verified:
             device = message.sender_device or "?"
+            if sender_revoked:  # the device's fault, not the master key's
+                return replace(message, why_not=f"device {device} of {message.sender} was revoked")
             return replace(message, why_not=f"device {device} is not signed by the master key you trust for {message.sender}")
         return replace(message, verified_by=status.verified_by)
 

@@ -72,6 +72,7 @@ class RoomMessage:
     ts: int
     content: dict[str, Any]
     verified: bool
+    sender_revoked: bool = False  # the sending device was revoked by its own user: why it is not verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +99,11 @@ class CryptoMachine:
         self.pins: dict[str, Pin] = {me: Pin(me, master, identity.master_version, identity.master_created_at, (master,))}
         self.trusted_devices: dict[tuple[str, str], str] = {}  # (user, device) -> ed25519 when signed by the pinned master
         self.dirty_pins: set[str] = set()
-        # Device keys named in a verified revocation: refused for good, even if the server hides the revocation.
-        self.revoked_keys: set[str] = set()
-        self.dirty_revoked = False
+        # Per user, the keys of their devices named in their verified revocations: refused for good, even if the
+        # server hides the revocation. Kept per user so that one user's revocation never touches another's device.
+        self.revoked_keys: dict[str, set[str]] = {}
+        self.dirty_revoked: set[str] = set()
+        self.legacy_revoked_records: set[str] = set()  # crypto/persist.py LEGACY_REVOKED records, to delete
         # Users whose keys the server now shows in a way that is not a signed continuation of the pinned chain.
         # Their devices get no room keys until the pinned chain comes back or the user accepts the new key.
         self.key_changes: dict[str, KeyWarning] = {}
@@ -126,10 +129,8 @@ class CryptoMachine:
         unverified until the pinned chain comes back or the user accepts the new key; revoked keys are kept
         for good."""
         pinned = self.pins.get(user_id)
-        decision = decide(user_id, pinned, answer, now, frozenset(self.revoked_keys))
-        if not decision.revoked_keys <= self.revoked_keys:
-            self.revoked_keys |= decision.revoked_keys
-            self.dirty_revoked = True
+        decision = decide(user_id, pinned, answer, now, frozenset(self.revoked_keys.get(user_id, ())))
+        self._remember_revoked(user_id, decision.revoked_keys)
         if decision.pin is not None and decision.pin is not pinned:
             self.pins[user_id] = decision.pin
             self.dirty_pins.add(user_id)
@@ -162,13 +163,24 @@ class CryptoMachine:
         self.dirty_pins.add(me)
 
     def revoke_keys(self, keys: set[str]) -> None:
-        """Refuse these device keys for good (this device just revoked their device)."""
-        if not keys <= self.revoked_keys:
-            self.revoked_keys |= keys
-            self.dirty_revoked = True
+        """Refuse these keys of one of this user's devices for good (this device just revoked it)."""
+        me = self.identity.user_id
+        self._remember_revoked(me, keys)
         for ref, ed25519 in list(self.trusted_devices.items()):
-            if ed25519 in keys:
+            if ref[0] == me and ed25519 in keys:
                 del self.trusted_devices[ref]
+
+    def _remember_revoked(self, user_id: str, keys: frozenset[str] | set[str]) -> None:
+        known = self.revoked_keys.setdefault(user_id, set())
+        if not keys <= known:
+            known |= keys
+            self.dirty_revoked.add(user_id)
+        if not known:
+            del self.revoked_keys[user_id]
+
+    def is_revoked(self, user_id: str, key: str) -> bool:
+        """Whether `key` belonged to a device `user_id` revoked (only that user's revocations count)."""
+        return key in self.revoked_keys.get(user_id, ())
 
     @property
     def own_master_outdated(self) -> bool:
@@ -179,7 +191,7 @@ class CryptoMachine:
 
     def is_verified(self, user_id: str, device_id: str, ed25519: str) -> bool:
         """Whether the device is signed by the user's pinned master key and was never revoked."""
-        return ed25519 not in self.revoked_keys and self.trusted_devices.get((user_id, device_id)) == ed25519
+        return not self.is_revoked(user_id, ed25519) and self.trusted_devices.get((user_id, device_id)) == ed25519
 
     # ---- sending -----------------------------------------------------------------------------
 
@@ -277,7 +289,8 @@ class CryptoMachine:
         verified = verified or self.is_verified(s.sender, s.sender_device, s.sender_ed25519)
         verified = verified and not s.imported  # a key file's claim of who sent a key is not the sender's word
         shown = {k: v for k, v in result.plaintext.items() if k != "room_id"}
-        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified)
+        revoked = self.is_revoked(s.sender, s.sender_ed25519)
+        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified, revoked)
 
 
 __all__ = ["CryptoError", "CryptoMachine", "KeyWarning", "RejectedMessage", "RoomMessage"]

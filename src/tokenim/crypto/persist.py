@@ -16,7 +16,11 @@ from tokenim.crypto.megolm import InboundSession, OutboundSession
 from tokenim.crypto.trust import Pin
 
 Records = dict[str, dict[str, bytes | None]]
-KINDS = ("olm_session", "outbound", "inbound", "seen", "pin", "revoked_key")
+# Revoked keys saved in one set for every user, before they were kept per user (`revoked`: user id -> keys).
+# Nobody can tell whose device such a key was, and a forged revocation could have put a victim's key there:
+# they are never applied, and are deleted on the next save (the revocations come again with the next query).
+LEGACY_REVOKED = "revoked_key"
+KINDS = ("olm_session", "outbound", "inbound", "seen", "pin", "revoked", LEGACY_REVOKED)
 LEGACY_PIN = "pinned_master"  # a pin saved before versions were kept: the bare key, of version 1
 
 
@@ -68,9 +72,11 @@ def export_changes(m: CryptoMachine, key: bytes) -> Records:
             {"master_key": pin.master_key, "version": pin.version, "pinned_at": pin.pinned_at, "followed": list(pin.followed)}
         )
     m.dirty_pins.clear()
-    if m.dirty_revoked:
-        out["revoked_key"] = dict.fromkeys(sorted(m.revoked_keys), b"")
-        m.dirty_revoked = False
+    for user_id in sorted(m.dirty_revoked):
+        out["revoked"][user_id] = _j(sorted(m.revoked_keys.get(user_id, ())))
+    m.dirty_revoked.clear()
+    out[LEGACY_REVOKED] = dict.fromkeys(sorted(m.legacy_revoked_records))
+    m.legacy_revoked_records.clear()
     return out
 
 
@@ -109,4 +115,9 @@ def load_records(m: CryptoMachine, records: dict[str, dict[str, bytes]], key: by
     for user_id, raw in records.get("pin", {}).items():
         d = json.loads(raw)
         m.pins[user_id] = Pin(user_id, d["master_key"], int(d["version"]), int(d["pinned_at"]), tuple(d["followed"]))
-    m.revoked_keys.update(records.get("revoked_key", {}))
+    for user_id, raw in records.get("revoked", {}).items():
+        saved = json.loads(raw)
+        keys = {k for k in saved if isinstance(k, str)} if isinstance(saved, list) else set()
+        if keys:
+            m.revoked_keys[user_id] = keys
+    m.legacy_revoked_records.update(records.get(LEGACY_REVOKED, {}))

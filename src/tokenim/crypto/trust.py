@@ -5,7 +5,8 @@ A client pins, per user, the master key and version it first saw (trust on first
 A rotation signed by the pinned key is followed as routine; anything else that changes the pinned key
 is a warning, and the user's devices become unverified until the user is verified again. Devices named
 in a verified revocation are never trusted again, even if the server later hides the revocation
-(`known_revoked_keys`). docs/protocol.md, "Trust decisions (client)", describes each verdict.
+(`known_revoked_keys`). A user's revocations only ever revoke that user's own devices: the keys are kept
+per user, so one user can never revoke another's device. docs/protocol.md, "Trust decisions (client)", describes each verdict.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class Decision:
     devices: dict[str, DeviceKeys] = field(default_factory=dict)  # verified under the pinned chain, not revoked
     unverified: tuple[str, ...] = ()  # device ids shown but not trusted
     revoked: frozenset[str] = frozenset()  # device ids revoked by a verified revocation
-    revoked_keys: frozenset[str] = frozenset()  # every key of a revoked device: remember them, refuse them forever
+    revoked_keys: frozenset[str] = frozenset()  # every key of this user's revoked devices: remember, refuse forever
     problem: ChainProblem | None = None  # why the chain failed, for BROKEN_CHAIN and FORKED
 
 
@@ -110,8 +111,8 @@ def _verify_chain(user_id: str, answer: dict[str, Any]) -> tuple[Chain, MasterKe
     return verify_chain(current, [parse_rotation(r) for r in rotations]), current
 
 
-def _revocations(answer: dict[str, Any], chain: Chain | None, pinned: Pin | None) -> list[Revocation]:
-    """The revocations that verify: against the chain when it is trusted, else against the pinned key."""
+def _revocations(user_id: str, answer: dict[str, Any], chain: Chain | None, pinned: Pin | None) -> list[Revocation]:
+    """The user's own revocations that verify: against the chain when it is trusted, else the pinned key."""
     anchor = chain or (Chain(user_id=UserId(pinned.user_id), keys=(pinned.master_key,) * pinned.version) if pinned else None)
     raw = answer.get("revocations", [])
     if anchor is None or not isinstance(raw, list):
@@ -120,6 +121,8 @@ def _revocations(answer: dict[str, Any], chain: Chain | None, pinned: Pin | None
     for obj in raw:
         try:
             rev = parse_revocation(obj)
+            if rev.user_id != user_id:
+                continue  # filed under this user but another's: it revokes nothing here
             if chain is None and pinned is not None and rev.master_key_version != pinned.version:
                 continue  # only the pinned key itself vouches when the chain is not trusted
             verify_revocation(rev, anchor)
@@ -161,9 +164,9 @@ def decide(
     """Decide how far to trust `user_id`'s keys from one `POST /v1/keys/query` entry (`answer`: the
     `master_key`, `rotations`, `revocations` and `devices` as the server sent them).
 
-    `pinned` is what the client trusted before (None the first time); `known_revoked_keys` the device
-    keys it already knows revoked. On a warning verdict the returned pin is the old one, and no device
-    is verified.
+    `pinned` is what the client trusted before (None the first time); `known_revoked_keys` the keys of
+    `user_id`'s devices it already knows revoked (never another user's). On a warning verdict the
+    returned pin is the old one, and no device is verified.
     """
     chain: Chain | None = None
     current: MasterKey | None = None
@@ -177,7 +180,7 @@ def decide(
     except TokenIMError:  # a malformed object: the chain cannot be followed
         verdict, chain, current, problem = Verdict.BROKEN_CHAIN, None, None, ChainProblem.MISSING_LINK
     trusted = verdict.trusted and chain is not None
-    revocations = _revocations(answer, chain if trusted else None, pinned)
+    revocations = _revocations(user_id, answer, chain if trusted else None, pinned)
     revoked_ids = frozenset(r.device_id for r in revocations)
     revoked_keys = known_revoked_keys | {k for r in revocations for k in (r.ed25519, r.curve25519)}
     devices, unverified = _sort_devices(answer, current if trusted else None, revoked_ids, revoked_keys)
