@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from tests.identity_kit import Account, Device, master_key_object, register, resign, revocation_object, rotation_object
 from tests.support import WebSocketSession
@@ -18,9 +18,10 @@ from tokenim.core.ids import new_device_id
 from tokenim.core.signing import SigningKey, sign_json
 from tokenim.crypto.trust import Pin, Verdict, decide
 from tokenim.protocol.api import RevokeRequest, RotateRequest
-from tokenim.protocol.identity import parse_rotation, verify_chain
+from tokenim.protocol.identity import MAX_CHAIN_LENGTH, MAX_REVOCATIONS, parse_rotation, verify_chain
 from tokenim.protocol.keys import parse_device_keys, parse_master_key, verify_device_keys
 from tokenim.server.services.common import Requester
+from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.events import EventStore
 from tokenim.server.storage.tables import audit_log, device_revocations, master_key_rotations, one_time_keys
@@ -225,6 +226,34 @@ async def test_a_rotation_naming_another_user_is_forbidden(alice: Account, bob: 
     assert code(await refused_rotation(alice, body, new, database)) == "forbidden"
 
 
+async def test_the_rotation_past_the_longest_chain_is_refused(
+    http: httpx.AsyncClient, alice: Account, database: Database
+) -> None:
+    """Every client refuses a chain of over MAX_CHAIN_LENGTH rotations, so the server must not make one.
+    A long chain is stood in for by storing the master key of version 1000 (the service reads the current key)."""
+    at_1000 = SigningKey.generate()
+    async with database.write() as tx:
+        obj = master_key_object(alice.user_id, at_1000, MAX_CHAIN_LENGTH)
+        await AccountStore().insert_master_key(tx, alice.user_id, MAX_CHAIN_LENGTH, at_1000.public_key, obj, 0)
+
+    async def rotate(old: SigningKey, old_version: int, new: SigningKey) -> httpx.Response:
+        body = {
+            "master_key": master_key_object(alice.user_id, new, old_version + 1),
+            "rotation": rotation_object(alice.user_id, old, old_version, new),
+            "devices": [resign(o, alice.user_id, new) for o in alice.device_objects.values()],
+        }
+        return await http.post("/v1/keys/rotate", json=body, headers=alice.auth())
+
+    last = SigningKey.generate()
+    resp = await rotate(at_1000, MAX_CHAIN_LENGTH, last)  # the 1000th rotation: the longest chain
+    assert resp.status_code == 200, resp.text
+    refused = await rotate(last, MAX_CHAIN_LENGTH + 1, SigningKey.generate())
+    assert code(refused) == "key_chain_invalid" and refused.status_code == 409
+    assert refused.json()["error"]["details"] == {"problem": "too_long", "max_rotations": MAX_CHAIN_LENGTH}
+    assert await count(database, master_key_rotations) == 1
+    assert (await query(http, alice, alice.user_id))["master_key"]["version"] == MAX_CHAIN_LENGTH + 1
+
+
 # ---- revocation ----------------------------------------------------------------------------------
 
 
@@ -352,6 +381,31 @@ async def test_a_removed_device_can_still_be_revoked_with_its_own_keys(
     resp = await http.post("/v1/keys/revoke", json={"revocation": revocation}, headers=alice.auth(keep.device_id))
     assert resp.status_code == 200, resp.text
     assert (await query(http, alice, alice.user_id))["revocations"] == [revocation]
+
+
+async def test_revocations_per_user_are_capped(http: httpx.AsyncClient, alice: Account, database: Database) -> None:
+    """Each revocation is kept for good, shown in every key query and announced in every room: at most 1000."""
+    async with database.write() as tx:
+        rows = [
+            {
+                "user_id": alice.user_id,
+                "device_id": f"OLD{i:07d}",
+                "ed25519": f"E{i}",
+                "curve25519": f"C{i}",
+                "master_key_version": 1,
+                "revocation_json": "{}",
+                "ts": 0,
+                "created_at": 0,
+            }
+            for i in range(MAX_REVOCATIONS)
+        ]
+        await tx.execute(insert(device_revocations), rows)
+    gone = list(alice.devices.values())[1]
+    resp = await http.post("/v1/keys/revoke", json={"revocation": revocation_object(gone, alice.master, 1)}, headers=alice.auth())
+    assert code(resp) == "too_many_keys" and resp.status_code == 400
+    assert resp.json()["error"]["details"] == {"max_revocations": MAX_REVOCATIONS}
+    assert await count(database, device_revocations) == MAX_REVOCATIONS
+    assert (await alice.login(gone)).status_code == 200
 
 
 # ---- device_list events commit with the change --------------------------------------------------

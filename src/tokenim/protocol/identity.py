@@ -31,6 +31,7 @@ REVOCATION_TYPE = "tokenim.device_revocation.v1"
 ROTATION_MEMBERS = frozenset({"type", "user_id", "old_key", "old_version", "new_key", "new_version", "ts", "signatures"})
 REVOCATION_MEMBERS = frozenset({"type", "user_id", "device_id", "keys", "master_key_version", "ts", "signatures"})
 MAX_CHAIN_LENGTH = 1000  # rotations per user: far beyond a yearly rotation, small enough to verify at once
+MAX_REVOCATIONS = 1000  # revocations per user: each adds a device_list event to every room of the user
 
 
 class ChainProblem(StrEnum):

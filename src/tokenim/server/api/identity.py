@@ -32,7 +32,15 @@ def build_identity_router(identity: IdentityService, requester: Callable[..., Aw
         "/v1/keys/revoke",
         response_model=OkResponse,
         tags=["keys"],
-        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.FORBIDDEN, E.DEVICE_REVOKED, E.UNKNOWN_DEVICE, E.KEY_CHAIN_INVALID),
+        responses=errors(
+            E.BAD_KEY_OBJECT,
+            E.BAD_SIGNATURE,
+            E.TOO_MANY_KEYS,
+            E.FORBIDDEN,
+            E.DEVICE_REVOKED,
+            E.UNKNOWN_DEVICE,
+            E.KEY_CHAIN_INVALID,
+        ),
     )
     async def revoke(me: Me, body: RevokeRequest) -> OkResponse:
         await identity.do_revoke(me, identity.check_revoke(me, body))

@@ -14,6 +14,8 @@ from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.signing import signing_payload
 from tokenim.protocol.api import RevokeRequest, RotateRequest, RotateResponse
 from tokenim.protocol.identity import (
+    MAX_CHAIN_LENGTH,
+    MAX_REVOCATIONS,
     Revocation,
     Rotation,
     parse_revocation,
@@ -76,6 +78,13 @@ class IdentityService:
         if (rotation.new_key, rotation.new_version) != (master.public_key, master.version):
             raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The rotation must lead to the new master key and its version.")
         verify_rotation(rotation)
+        if rotation.old_version > MAX_CHAIN_LENGTH:
+            raise TokenIMError(
+                ErrorCode.KEY_CHAIN_INVALID,
+                f"Your master key was rotated {MAX_CHAIN_LENGTH} times, the most a chain may hold: every client "
+                "would refuse a longer one, so it can't be rotated again.",
+                details={"problem": "too_long", "max_rotations": MAX_CHAIN_LENGTH},
+            )
         devices: dict[str, DeviceKeys] = {}
         for raw in req.devices:
             device = parse_device_keys(raw)
@@ -166,6 +175,12 @@ class IdentityService:
             if await self._ctx.identity.is_revoked(b.tx, uid, did):
                 raise TokenIMError(ErrorCode.DEVICE_REVOKED, f"Device {did} is already revoked.")
             await self._check_keys_were_the_devices(b.tx, rev)
+            if await self._ctx.identity.count_revocations(b.tx, uid) >= MAX_REVOCATIONS:
+                raise TokenIMError(
+                    ErrorCode.TOO_MANY_KEYS,
+                    f"You have revoked {MAX_REVOCATIONS} devices, the most an account may: remove the device instead.",
+                    details={"max_revocations": MAX_REVOCATIONS},
+                )
             await self._ctx.accounts.delete_device(b.tx, uid, did)  # its tokens, one-time keys and to-device messages cascade
             await self._ctx.identity.insert_revocation(b.tx, rev, b.now)
             await self._ctx.auditor.record(b.tx, "device.revoked", uid, did, by_device=requester.device_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from tokenim.protocol.identity import Revocation, Rotation
 from tokenim.server.storage.client_json import dump_client_json, load_client_json
@@ -81,6 +81,10 @@ class IdentityStore:
         for r in await tx.execute(q):
             out.setdefault(r.user_id, []).append(load_client_json(r.revocation_json, f"revocation of {r.user_id}"))
         return out
+
+    async def count_revocations(self, tx: Tx, user_id: str) -> int:
+        q = select(func.count()).select_from(device_revocations).where(device_revocations.c.user_id == user_id)
+        return int((await tx.execute(q)).scalar_one())
 
     async def is_revoked(self, tx: Tx, user_id: str, device_id: str) -> bool:
         """True when the user revoked this device id: it can never log in or be added again."""
