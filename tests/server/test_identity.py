@@ -19,6 +19,7 @@ from tokenim.core.signing import SigningKey, sign_json
 from tokenim.crypto.trust import Pin, Verdict, decide
 from tokenim.protocol.api import RevokeRequest, RotateRequest
 from tokenim.protocol.identity import MAX_CHAIN_LENGTH, MAX_REVOCATIONS, parse_rotation, verify_chain
+from tokenim.protocol.key_lifecycle import add_device_payload
 from tokenim.protocol.keys import parse_device_keys, parse_master_key, verify_device_keys
 from tokenim.server.services.common import Requester
 from tokenim.server.storage.accounts import AccountStore
@@ -252,6 +253,37 @@ async def test_the_rotation_past_the_longest_chain_is_refused(
     assert refused.json()["error"]["details"] == {"problem": "too_long", "max_rotations": MAX_CHAIN_LENGTH}
     assert await count(database, master_key_rotations) == 1
     assert (await query(http, alice, alice.user_id))["master_key"]["version"] == MAX_CHAIN_LENGTH + 1
+
+
+async def test_a_new_device_naming_an_old_master_key_version_is_told_which_is_current(
+    http: httpx.AsyncClient, alice: Account
+) -> None:
+    """Signed by the current master key, but naming version 1 after a rotation to 2: the message says so."""
+    new, body = alice.rotation_body()
+    assert (await alice.rotate(body, new)).status_code == 200
+    device = Device(alice.user_id, new_device_id())
+    stale = device.keys_object(alice.master, 1)
+    added = await http.post("/v1/devices", json={"device_keys": stale, "one_time_keys": {}}, headers=alice.auth())
+    c = (
+        await http.post("/v1/devices/by_master_key/challenge", json={"user_id": alice.user_id, "device_id": device.device_id})
+    ).json()
+    payload = add_device_payload(
+        server_name=c["server_name"],
+        user_id=alice.user_id,
+        device_id=device.device_id,
+        device_ed25519=device.ed25519,
+        nonce=c["nonce"],
+    )
+    by_master = await http.post(
+        "/v1/devices/by_master_key/add",
+        json={"user_id": alice.user_id, "nonce": c["nonce"], "signature": alice.master.sign(payload), "device_keys": stale},
+    )
+    for resp in (added, by_master):
+        assert code(resp) == "bad_key_object", resp.text
+        error = resp.json()["error"]
+        assert "version 1, which is not the current one" in error["message"] and "is version 2" in error["message"]
+        assert "must be signed by the current master key" not in error["message"]
+        assert error["details"] == {"current_version": 2}
 
 
 # ---- revocation ----------------------------------------------------------------------------------

@@ -64,7 +64,12 @@ def check_new_device(
     if device.user_id != master.user_id:
         raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The device keys name another user.")
     if device.master_key_version != master.version:
-        raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, "The device keys must be signed by the current master key.")
+        raise TokenIMError(
+            ErrorCode.BAD_KEY_OBJECT,
+            f"The device keys name master key version {device.master_key_version}, which is not the current one: "
+            f"the current master key is version {master.version}.",
+            details={"current_version": master.version},
+        )
     verify_device_keys(device, master)
     otks = parse_one_time_keys(otks_raw, fallback=False) + parse_one_time_keys(fallback_raw, fallback=True)
     if sum(not k.fallback for k in otks) > MAX_ONE_TIME_KEYS_PER_UPLOAD or sum(k.fallback for k in otks) > 1:
