@@ -1,5 +1,5 @@
 """The link rendezvous on the server, both databases: a slot per new device, claimed once by a device of the
-same user, mailboxes only the two sides can use, expiry, caps per user and per address, nothing useful stored
+same user, mailboxes only the two sides can use, expiry, caps per address and server-wide (never per user), nothing useful stored
 in clear, and audit records for opened, approved and failed links."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from tests.identity_kit import Account, register
 from tokenim.core.clock import FakeClock
-from tokenim.protocol.link import MAX_OPEN_LINKS_PER_ADDRESS, MAX_OPEN_LINKS_PER_USER
+from tokenim.protocol.link import MAX_OPEN_LINKS_PER_ADDRESS
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.tables import audit_log, link_messages, link_slots
 
@@ -121,23 +122,37 @@ async def test_a_failure_reaches_the_other_side_with_its_reason(
     assert events[-1][0] == "link.failed" and "mismatch" in str(events[-1][1])
 
 
-async def test_open_slots_are_capped_per_user_and_per_address(http: httpx.AsyncClient, alice: Account, clock: FakeClock) -> None:
-    for _ in range(MAX_OPEN_LINKS_PER_USER):
-        await open_link(http, alice.user_id)
-    refused = await http.post("/v1/link", json={"user_id": alice.user_id})
-    assert refused.status_code == 429 and code(refused) == "rate_limited"
-    others = [await register(http, f"user{i}") for i in range(MAX_OPEN_LINKS_PER_ADDRESS // MAX_OPEN_LINKS_PER_USER + 1)]
-    opened = MAX_OPEN_LINKS_PER_USER
-    for other in others:
-        for _ in range(MAX_OPEN_LINKS_PER_USER):
-            if opened < MAX_OPEN_LINKS_PER_ADDRESS:
-                await open_link(http, other.user_id)
-                opened += 1
-    last = others[-1]
-    refused = await http.post("/v1/link", json={"user_id": last.user_id})
-    assert refused.status_code == 429 and "address" in refused.json()["error"]["message"]
+def from_address(app: FastAPI, host: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://tokenim.test")
+
+
+async def test_nobody_else_can_block_a_users_linking(
+    app: FastAPI, http: httpx.AsyncClient, alice: Account, clock: FakeClock
+) -> None:
+    async with from_address(app, "203.0.113.7") as attacker:
+        for _ in range(MAX_OPEN_LINKS_PER_ADDRESS):  # all the attacker's address may open, all for alice
+            assert (await attacker.post("/v1/link", json={"user_id": alice.user_id})).status_code == 200
+        refused = await attacker.post("/v1/link", json={"user_id": alice.user_id})
+        assert (refused.status_code, code(refused)) == (429, "rate_limited")
+        message = refused.json()["error"]["message"]
+        assert "from this address" in message and "approve" not in message
+    opened = await open_link(http, alice.user_id)  # alice's own new device, elsewhere, still gets a slot
+    claim = await http.post(f"/v1/link/{opened['link_id']}/claim", headers=alice.auth())
+    assert claim.status_code == 200, claim.text
     clock.advance(seconds=10 * 60)  # expired slots no longer count
-    await open_link(http, alice.user_id)
+    async with from_address(app, "203.0.113.7") as attacker:
+        assert (await attacker.post("/v1/link", json={"user_id": alice.user_id})).status_code == 200
+
+
+async def test_open_slots_are_bounded_server_wide(app: FastAPI, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tokenim.server.services.link.MAX_OPEN_LINKS", 12)
+    answers = []
+    for host in ("198.51.100.1", "198.51.100.2"):
+        async with from_address(app, host) as client:
+            for _ in range(MAX_OPEN_LINKS_PER_ADDRESS):
+                answers.append((await client.post("/v1/link", json={"user_id": alice.user_id})).status_code)
+    assert answers == [200] * 12 + [429] * 8
 
 
 def test_the_link_policy_is_a_setting() -> None:

@@ -21,8 +21,10 @@ LINK_PASSWORD_LENGTH = 8  # made by the new device; never leaves the two devices
 LINK_TTL_MS = 10 * 60 * 1000
 MAX_LINK_MESSAGES = 64  # per side of a slot
 MAX_LINK_BODY = 196_608  # base64 characters of one mailbox message
-MAX_OPEN_LINKS_PER_USER = 3
+# No per-user cap: anyone may open a slot for any user without a token, so a per-user cap would let anyone
+# block that user's linking. A slot is harmless to the user until one of their devices claims it by code.
 MAX_OPEN_LINKS_PER_ADDRESS = 10
+MAX_OPEN_LINKS = 1000  # waiting or in progress, server-wide: bounds the storage of many addresses at once
 LINK_ID_PATTERN = f"^[{CODE_ALPHABET}]{{{LINK_ID_LENGTH}}}$"
 BASE64_PATTERN = "^[A-Za-z0-9+/]*$"
 
@@ -105,8 +107,8 @@ __all__ = [
     "LINK_TTL_MS",
     "MAX_LINK_BODY",
     "MAX_LINK_MESSAGES",
+    "MAX_OPEN_LINKS",
     "MAX_OPEN_LINKS_PER_ADDRESS",
-    "MAX_OPEN_LINKS_PER_USER",
     "LinkClaimResponse",
     "LinkCloseRequest",
     "LinkFailure",

@@ -2,7 +2,8 @@
 
 A new device opens a slot for a user (no token: it has none yet) and gets a mailbox token; a device of that
 user claims the slot by the code's first part; then each side posts numbered opaque messages and reads the
-other's. Slots expire after 10 minutes, are claimed once, and are capped per user and per address.
+other's. Slots expire after 10 minutes, are claimed once, and are capped per address and server-wide, never
+per user: opening a slot needs no token, so a per-user cap would let anyone block a user's linking.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from tokenim.protocol.link import (
     LINK_ID_LENGTH,
     LINK_TTL_MS,
     MAX_LINK_MESSAGES,
+    MAX_OPEN_LINKS,
     MAX_OPEN_LINKS_PER_ADDRESS,
-    MAX_OPEN_LINKS_PER_USER,
     LinkClaimResponse,
     LinkMessage,
     LinkMessagesResponse,
@@ -55,7 +56,7 @@ class LinkService:
         self._address_key = secrets.token_bytes(32)
 
     async def do_open(self, user_id: str, address: str) -> LinkOpenResponse:
-        """Open a slot for `user_id`, unless that user or this address already has too many waiting."""
+        """Open a slot for `user_id`, unless this address, or the whole server, already has too many waiting."""
         now = self._ctx.clock.now_ms()
         token = TOKEN_PREFIX + new_secret()
         address_hash = hmac.new(self._address_key, address.encode(), "sha256").hexdigest()
@@ -63,14 +64,16 @@ class LinkService:
             if await self._ctx.accounts.get_user(tx, user_id) is None:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
             await self._store.delete_stale(tx, now - KEEP_ENDED_MS)
-            if await self._store.count_live(tx, now, user_id=user_id) >= MAX_OPEN_LINKS_PER_USER:
+            if await self._store.count_live(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
                 raise TokenIMError(
                     ErrorCode.RATE_LIMITED,
-                    f"{user_id} already has {MAX_OPEN_LINKS_PER_USER} devices waiting to be linked: approve or let them "
-                    "expire (10 minutes) first.",
+                    f"{MAX_OPEN_LINKS_PER_ADDRESS} devices are already waiting to be linked from this address: "
+                    "finish linking one, or wait until they expire (10 minutes after they started).",
                 )
-            if await self._store.count_live(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
-                raise TokenIMError(ErrorCode.RATE_LIMITED, "Too many devices are waiting to be linked from this address.")
+            if await self._store.count_live(tx, now) >= MAX_OPEN_LINKS:
+                raise TokenIMError(
+                    ErrorCode.RATE_LIMITED, "The server has too many devices waiting to be linked: try again in a few minutes."
+                )
             link_id = await self._new_link_id(tx)
             slot = LinkSlot(secret_hash(link_id), user_id, secret_hash(token), OPEN, None, None, now + LINK_TTL_MS)
             await self._store.insert_slot(tx, slot, address_hash, now)

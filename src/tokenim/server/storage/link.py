@@ -53,10 +53,13 @@ class LinkStore:
         )
 
     async def count_live(self, tx: Tx, now: int, *, user_id: str | None = None, address_hash: str | None = None) -> int:
-        """Slots still waiting or in progress, for one user or one address."""
+        """Slots still waiting or in progress: for one user, one address, or (neither given) the whole server."""
         c = link_slots.c
         cond = and_(c.state.in_(LIVE_STATES), c.expires_at > now)
-        cond = and_(cond, c.user_id == user_id) if user_id is not None else and_(cond, c.address_hash == address_hash)
+        if user_id is not None:
+            cond = and_(cond, c.user_id == user_id)
+        if address_hash is not None:
+            cond = and_(cond, c.address_hash == address_hash)
         return int((await tx.execute(select(func.count()).select_from(link_slots).where(cond))).scalar_one())
 
     async def delete_stale(self, tx: Tx, before: int) -> None:
