@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tests.identity_kit import Account, register
 from tokenim.core.clock import FakeClock
-from tokenim.protocol.link import MAX_OPEN_LINKS_PER_ADDRESS
+from tokenim.protocol.link import MAX_LINK_BODY, MAX_NEW_SIDE_CHARS, MAX_OPEN_LINKS_PER_ADDRESS
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.tables import audit_log, link_messages, link_slots
 
@@ -166,3 +166,25 @@ def test_the_link_policy_is_a_setting() -> None:
     with pytest.raises(TokenIMError) as err:
         load_config(config_file=None, env={"TOKENIM_LINK_POLICY": "everything"}, flags={})
     assert err.value.code.value == "bad_config"
+
+
+async def test_the_new_side_may_post_only_what_the_protocol_needs(http: httpx.AsyncClient, alice: Account) -> None:
+    opened = await open_link(http, alice.user_id)
+    path, new = f"/v1/link/{opened['link_id']}", link_auth(opened)
+    before_claim = await http.put(f"{path}/messages/2", json={"body": "AAAA"}, headers=new)
+    assert (before_claim.status_code, code(before_claim)) == (403, "forbidden")  # nobody has claimed it yet
+    assert (await http.put(f"{path}/messages/1", json={"body": "A" * 44}, headers=new)).status_code == 200
+    assert (await http.post(f"{path}/claim", headers=alice.auth())).status_code == 200
+    big = "A" * MAX_LINK_BODY  # one message the approver may send, too big for the new side
+    assert code(await http.put(f"{path}/messages/2", json={"body": big}, headers=new)) == "invalid_request"
+    keys = "A" * 17_000  # about N2's real size (50 one-time keys)
+    assert (await http.put(f"{path}/messages/2", json={"body": keys}, headers=new)).status_code == 200
+    too_much = "A" * (MAX_NEW_SIDE_CHARS - 44 - 17_000 + 4)
+    assert code(await http.put(f"{path}/messages/3", json={"body": too_much}, headers=new)) == "invalid_request"
+    assert (await http.put(f"{path}/messages/3", json={"body": "AAAA"}, headers=new)).status_code == 200
+    fourth = await http.put(f"{path}/messages/4", json={"body": "AAAA"}, headers=new)
+    assert (fourth.status_code, code(fourth)) == (400, "invalid_request")
+    assert "at most 3 messages" in fourth.json()["error"]["message"]
+    # The approver (authenticated) keeps the large limit.
+    assert (await http.put(f"{path}/messages/1", json={"body": big}, headers=alice.auth())).status_code == 200
+    assert (await http.put(f"{path}/messages/5", json={"body": "AAAA"}, headers=alice.auth())).status_code == 200

@@ -19,8 +19,13 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 LINK_ID_LENGTH = 6  # made by the server; names the slot
 LINK_PASSWORD_LENGTH = 8  # made by the new device; never leaves the two devices
 LINK_TTL_MS = 10 * 60 * 1000
-MAX_LINK_MESSAGES = 64  # per side of a slot
+MAX_LINK_MESSAGES = 64  # per side of a slot (the approver's side: room keys may take many messages)
 MAX_LINK_BODY = 196_608  # base64 characters of one mailbox message
+# The new side (no account yet) only ever sends N1 (SPAKE2, 44 characters), N2 (its keys: about 17,000
+# characters with 50 one-time keys) and N3 (done): so at most 3 messages, 32,768 characters in all, and only
+# message 1 before a device of the user has claimed the slot.
+MAX_NEW_SIDE_MESSAGES = 3
+MAX_NEW_SIDE_CHARS = 32_768
 # No per-user cap: anyone may open a slot for any user without a token, so a per-user cap would let anyone
 # block that user's linking. A slot is harmless to the user until one of their devices claims it by code.
 MAX_OPEN_LINKS_PER_ADDRESS = 10
@@ -107,6 +112,8 @@ __all__ = [
     "LINK_TTL_MS",
     "MAX_LINK_BODY",
     "MAX_LINK_MESSAGES",
+    "MAX_NEW_SIDE_CHARS",
+    "MAX_NEW_SIDE_MESSAGES",
     "MAX_OPEN_LINKS",
     "MAX_OPEN_LINKS_PER_ADDRESS",
     "LinkClaimResponse",

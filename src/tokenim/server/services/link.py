@@ -19,6 +19,8 @@ from tokenim.protocol.link import (
     LINK_ID_LENGTH,
     LINK_TTL_MS,
     MAX_LINK_MESSAGES,
+    MAX_NEW_SIDE_CHARS,
+    MAX_NEW_SIDE_MESSAGES,
     MAX_OPEN_LINKS,
     MAX_OPEN_LINKS_PER_ADDRESS,
     LinkClaimResponse,
@@ -135,9 +137,30 @@ class LinkService:
                 if existing != body:
                     raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Message {seq} of this link was already sent, differently.")
                 return
-            if await self._store.count_messages(tx, slot.id_hash, side.value) >= MAX_LINK_MESSAGES:
+            count, total = await self._store.side_size(tx, slot.id_hash, side.value)
+            if side is LinkSide.NEW:
+                self._check_new_side(slot, seq, count, total + len(body))
+            elif count >= MAX_LINK_MESSAGES:
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, f"A link carries at most {MAX_LINK_MESSAGES} messages a side.")
             await self._store.insert_message(tx, slot.id_hash, side.value, seq, body)
+
+    @staticmethod
+    def _check_new_side(slot: LinkSlot, seq: int, count: int, total: int) -> None:
+        """The new device has no account: it may post only what the protocol has it send (N1, N2, N3), small,
+        and nothing but N1 until a device of the user has claimed the slot."""
+        if slot.state == OPEN and seq != 1:
+            raise TokenIMError(
+                ErrorCode.FORBIDDEN, "Until a device claims this link, the new device may post only its first message."
+            )
+        if seq > MAX_NEW_SIDE_MESSAGES or count >= MAX_NEW_SIDE_MESSAGES:
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST, f"The new device posts at most {MAX_NEW_SIDE_MESSAGES} messages on a link."
+            )
+        if total > MAX_NEW_SIDE_CHARS:
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST,
+                f"The new device's messages on a link may total at most {MAX_NEW_SIDE_CHARS} characters.",
+            )
 
     async def access_messages(self, link_id: str, authorization: str | None, after: int) -> LinkMessagesResponse:
         """The other side's messages numbered above `after`."""

@@ -88,10 +88,14 @@ class LinkStore:
         row = (await tx.execute(select(c.body).where(c.id_hash == id_hash, c.side == side, c.seq == seq))).first()
         return None if row is None else str(row.body)
 
-    async def count_messages(self, tx: Tx, id_hash: str, side: str) -> int:
+    async def side_size(self, tx: Tx, id_hash: str, side: str) -> tuple[int, int]:
+        """How many messages one side has posted on a slot, and their total length in characters."""
         c = link_messages.c
-        q = select(func.count()).select_from(link_messages).where(c.id_hash == id_hash, c.side == side)
-        return int((await tx.execute(q)).scalar_one())
+        q = select(func.count().label("n"), func.coalesce(func.sum(func.length(c.body)), 0).label("chars")).where(
+            c.id_hash == id_hash, c.side == side
+        )
+        row = (await tx.execute(q)).one()
+        return int(row.n), int(row.chars)
 
     async def insert_message(self, tx: Tx, id_hash: str, side: str, seq: int, body: str) -> None:
         await tx.execute(insert(link_messages).values(id_hash=id_hash, side=side, seq=seq, body=body))
