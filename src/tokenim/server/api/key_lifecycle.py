@@ -22,7 +22,7 @@ from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.master_device import MasterDeviceService
 
-Before = Annotated[int | None, Digits, Query(ge=1, le=MAX_POSITION)]
+Before = Annotated[int | None, Query(ge=1, le=MAX_POSITION), Digits]
 
 
 def build_key_lifecycle_router(
