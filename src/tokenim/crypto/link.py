@@ -295,6 +295,6 @@ __all__ = [
     "device_signed_keys",
     "export_room_keys",
     "failure",
-    "relayed_failure",
     "import_room_keys",
+    "relayed_failure",
 ]
