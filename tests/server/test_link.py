@@ -68,7 +68,7 @@ async def test_a_slot_is_claimed_once_and_its_mailboxes_carry_messages_both_ways
     assert done.status_code == 200, done.text
     assert (await http.get(f"{path}/messages", headers=link_auth(opened))).json() == {"messages": [], "state": "approved"}
     assert code(await http.put(f"{path}/messages/2", json={"body": "AA"}, headers=link_auth(opened))) == "link_used"
-    assert [e for e, _ in await audit(database, alice.user_id)] == ["link.opened", "link.claimed", "link.approved"]
+    assert [e for e, _ in await audit(database, alice.user_id)] == ["link.claimed", "link.approved"]
     async with database.read() as tx:  # an ended link's mailbox is emptied
         assert (await tx.execute(select(link_messages))).first() is None
 
@@ -143,6 +143,23 @@ async def test_nobody_else_can_block_a_users_linking(
     clock.advance(seconds=10 * 60)  # expired slots no longer count
     async with from_address(app, "203.0.113.7") as attacker:
         assert (await attacker.post("/v1/link", json={"user_id": alice.user_id})).status_code == 200
+
+
+async def test_a_stranger_can_neither_churn_slots_nor_write_in_the_users_log(
+    app: FastAPI, alice: Account, database: Database
+) -> None:
+    async with from_address(app, "203.0.113.9") as attacker:
+        answers = []
+        for _ in range(MAX_OPEN_LINKS_PER_ADDRESS + 5):  # open, give up at once, open again
+            resp = await attacker.post("/v1/link", json={"user_id": alice.user_id})
+            answers.append(resp.status_code)
+            if resp.status_code == 200:
+                opened = resp.json()
+                close = {"outcome": "failed", "reason": "cancelled"}
+                closed = await attacker.post(f"/v1/link/{opened['link_id']}/close", json=close, headers=link_auth(opened))
+                assert closed.status_code == 200, closed.text
+    assert answers == [200] * MAX_OPEN_LINKS_PER_ADDRESS + [429] * 5  # an ended slot keeps its place 10 minutes
+    assert await audit(database, alice.user_id) == []  # nothing a stranger did is in alice's log
 
 
 async def test_open_slots_are_bounded_server_wide(app: FastAPI, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:

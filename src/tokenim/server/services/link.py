@@ -66,20 +66,22 @@ class LinkService:
             if await self._ctx.accounts.get_user(tx, user_id) is None:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
             await self._store.delete_stale(tx, now - KEEP_ENDED_MS)
-            if await self._store.count_live(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
+            if await self._store.count_recent(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
                 raise TokenIMError(
                     ErrorCode.RATE_LIMITED,
-                    f"{MAX_OPEN_LINKS_PER_ADDRESS} devices are already waiting to be linked from this address: "
-                    "finish linking one, or wait until they expire (10 minutes after they started).",
+                    f"{MAX_OPEN_LINKS_PER_ADDRESS} links were started from this address in the last 10 minutes: "
+                    "wait until the oldest is 10 minutes old, then start again.",
                 )
-            if await self._store.count_live(tx, now) >= MAX_OPEN_LINKS:
+            if await self._store.count_recent(tx, now) >= MAX_OPEN_LINKS:
                 raise TokenIMError(
-                    ErrorCode.RATE_LIMITED, "The server has too many devices waiting to be linked: try again in a few minutes."
+                    ErrorCode.RATE_LIMITED,
+                    "Too many links were started on this server in the last 10 minutes: try again in a few minutes.",
                 )
             link_id = await self._new_link_id(tx)
             slot = LinkSlot(secret_hash(link_id), user_id, secret_hash(token), OPEN, None, None, now + LINK_TTL_MS)
             await self._store.insert_slot(tx, slot, address_hash, now)
-            await self._ctx.auditor.record(tx, "link.opened", user_id, None)
+            # No audit record in the user's log: anyone may open a slot for anyone, so such records would let a
+            # stranger flood the log. The user's log starts with `link.claimed`, made by one of their devices.
         return LinkOpenResponse(link_id=link_id, token=token, expires_at=slot.expires_at, policy=self._policy.value)
 
     async def _new_link_id(self, tx: Tx) -> str:
@@ -190,4 +192,5 @@ class LinkService:
                 return  # both sides gave up: the first reason stands
             self._check_live(slot)
             await self._store.close(tx, slot.id_hash, FAILED, reason or "error")
-            await self._ctx.auditor.record(tx, "link.failed", slot.user_id, device, side=side.value, reason=reason or "error")
+            if slot.state == CLAIMED:  # an unclaimed slot never involved the user: nothing for their log
+                await self._ctx.auditor.record(tx, "link.failed", slot.user_id, device, side=side.value, reason=reason or "error")

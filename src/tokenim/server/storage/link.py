@@ -52,12 +52,11 @@ class LinkStore:
             )
         )
 
-    async def count_live(self, tx: Tx, now: int, *, user_id: str | None = None, address_hash: str | None = None) -> int:
-        """Slots still waiting or in progress: for one user, one address, or (neither given) the whole server."""
+    async def count_recent(self, tx: Tx, now: int, *, address_hash: str | None = None) -> int:
+        """Slots opened in the last 10 minutes (not yet past `expires_at`) whatever became of them, from one
+        address or (none given) the whole server: ending a slot early does not free its place."""
         c = link_slots.c
-        cond = and_(c.state.in_(LIVE_STATES), c.expires_at > now)
-        if user_id is not None:
-            cond = and_(cond, c.user_id == user_id)
+        cond = c.expires_at > now
         if address_hash is not None:
             cond = and_(cond, c.address_hash == address_hash)
         return int((await tx.execute(select(func.count()).select_from(link_slots).where(cond))).scalar_one())
