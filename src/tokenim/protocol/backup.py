@@ -9,7 +9,7 @@ from pydantic import Field
 
 from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import _Wire
-from tokenim.protocol.wire import UnpaddedBase64
+from tokenim.protocol.wire import CANONICAL_B64_PATTERN, UnpaddedBase64
 
 BACKUP_ALGORITHM = "tokenim.backup.v1.aes-hmac-sha2"
 MAX_BACKUP_ENTRIES = 5000  # per backup version
@@ -51,7 +51,7 @@ class BackupManifest(_Wire):
 
 class BackupEntryJson(_Wire):
     entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
-    ciphertext: Annotated[str, UnpaddedBase64] = Field(min_length=1, max_length=MAX_ENTRY_CHARS, pattern=B64_PATTERN)
+    ciphertext: Annotated[str, UnpaddedBase64] = Field(min_length=1, max_length=MAX_ENTRY_CHARS, pattern=CANONICAL_B64_PATTERN)
 
 
 class BackupCreateRequest(_Wire):

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tokenim.protocol.api import _Wire
-from tokenim.protocol.wire import UnpaddedBase64, UserIdStr
+from tokenim.protocol.wire import CANONICAL_B64_PATTERN, UnpaddedBase64, UserIdStr
 
 # Letters and digits nobody confuses when reading a code aloud (no I, L, O, U, 0, 1).
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
@@ -82,7 +82,7 @@ class LinkClaimResponse(_Wire):
 class LinkPostRequest(_Wire):
     """`PUT /v1/link/{link_id}/messages/{seq}`: one opaque message into the caller's side of the mailbox."""
 
-    body: Annotated[str, UnpaddedBase64] = Field(min_length=1, max_length=MAX_LINK_BODY, pattern=BASE64_PATTERN)
+    body: Annotated[str, UnpaddedBase64] = Field(min_length=1, max_length=MAX_LINK_BODY, pattern=CANONICAL_B64_PATTERN)
 
 
 class LinkMessage(_Wire):

@@ -32,6 +32,8 @@ def _unpadded_base64(value: str) -> str:
 
 
 # Opaque bytes the server relays or stores: canonical unpadded base64, not just its alphabet ("A" is not).
+# The pattern says the same for /openapi.json: whole groups of 4, then 2 or 3 characters with no stray bits.
+CANONICAL_B64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048])?$"
 UnpaddedBase64 = AfterValidator(_unpadded_base64)
 UserIdStr = Annotated[str, WithJsonSchema(USER_ID_SCHEMA)]
 DeviceIdStr = Annotated[str, WithJsonSchema(DEVICE_ID_SCHEMA)]
