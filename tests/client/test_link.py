@@ -165,7 +165,9 @@ async def test_a_wrong_code_fails_the_pake_and_both_sides_are_told(
     for err in (new, approved):
         assert isinstance(err, TokenIMError) and err.code is ErrorCode.LINK_FAILED, err
         assert err.details["reason"] == "mismatch"
-        assert "did not match" in err.message or "stopped" in err.message
+        assert "stopped on the other device" not in err.message
+    assert isinstance(approved, TokenIMError) and "The code you typed does not match" in approved.message
+    assert isinstance(new, TokenIMError) and "did not match on the two devices" in new.message
     assert not (tmp_path / "new").exists()
     assert len((await alice.devices.all()).devices) == 1
 

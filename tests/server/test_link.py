@@ -1,5 +1,5 @@
 """The link rendezvous on the server, both databases: a slot per new device, claimed once by a device of the
-same user, mailboxes only the two sides can use, expiry, caps per user and per address, nothing useful stored
+same user, mailboxes only the two sides can use, expiry, caps per address and server-wide (never per user), nothing useful stored
 in clear, and audit records for opened, approved and failed links."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from tests.identity_kit import Account, register
 from tokenim.core.clock import FakeClock
-from tokenim.protocol.link import MAX_OPEN_LINKS_PER_ADDRESS, MAX_OPEN_LINKS_PER_USER
+from tokenim.protocol.link import MAX_LINK_BODY, MAX_NEW_SIDE_CHARS, MAX_OPEN_LINKS_PER_ADDRESS
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.tables import audit_log, link_messages, link_slots
 
@@ -67,7 +68,7 @@ async def test_a_slot_is_claimed_once_and_its_mailboxes_carry_messages_both_ways
     assert done.status_code == 200, done.text
     assert (await http.get(f"{path}/messages", headers=link_auth(opened))).json() == {"messages": [], "state": "approved"}
     assert code(await http.put(f"{path}/messages/2", json={"body": "AA"}, headers=link_auth(opened))) == "link_used"
-    assert [e for e, _ in await audit(database, alice.user_id)] == ["link.opened", "link.claimed", "link.approved"]
+    assert [e for e, _ in await audit(database, alice.user_id)] == ["link.claimed", "link.approved"]
     async with database.read() as tx:  # an ended link's mailbox is emptied
         assert (await tx.execute(select(link_messages))).first() is None
 
@@ -121,23 +122,54 @@ async def test_a_failure_reaches_the_other_side_with_its_reason(
     assert events[-1][0] == "link.failed" and "mismatch" in str(events[-1][1])
 
 
-async def test_open_slots_are_capped_per_user_and_per_address(http: httpx.AsyncClient, alice: Account, clock: FakeClock) -> None:
-    for _ in range(MAX_OPEN_LINKS_PER_USER):
-        await open_link(http, alice.user_id)
-    refused = await http.post("/v1/link", json={"user_id": alice.user_id})
-    assert refused.status_code == 429 and code(refused) == "rate_limited"
-    others = [await register(http, f"user{i}") for i in range(MAX_OPEN_LINKS_PER_ADDRESS // MAX_OPEN_LINKS_PER_USER + 1)]
-    opened = MAX_OPEN_LINKS_PER_USER
-    for other in others:
-        for _ in range(MAX_OPEN_LINKS_PER_USER):
-            if opened < MAX_OPEN_LINKS_PER_ADDRESS:
-                await open_link(http, other.user_id)
-                opened += 1
-    last = others[-1]
-    refused = await http.post("/v1/link", json={"user_id": last.user_id})
-    assert refused.status_code == 429 and "address" in refused.json()["error"]["message"]
+def from_address(app: FastAPI, host: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://tokenim.test")
+
+
+async def test_nobody_else_can_block_a_users_linking(
+    app: FastAPI, http: httpx.AsyncClient, alice: Account, clock: FakeClock
+) -> None:
+    async with from_address(app, "203.0.113.7") as attacker:
+        for _ in range(MAX_OPEN_LINKS_PER_ADDRESS):  # all the attacker's address may open, all for alice
+            assert (await attacker.post("/v1/link", json={"user_id": alice.user_id})).status_code == 200
+        refused = await attacker.post("/v1/link", json={"user_id": alice.user_id})
+        assert (refused.status_code, code(refused)) == (429, "rate_limited")
+        message = refused.json()["error"]["message"]
+        assert "from this address" in message and "approve" not in message
+    opened = await open_link(http, alice.user_id)  # alice's own new device, elsewhere, still gets a slot
+    claim = await http.post(f"/v1/link/{opened['link_id']}/claim", headers=alice.auth())
+    assert claim.status_code == 200, claim.text
     clock.advance(seconds=10 * 60)  # expired slots no longer count
-    await open_link(http, alice.user_id)
+    async with from_address(app, "203.0.113.7") as attacker:
+        assert (await attacker.post("/v1/link", json={"user_id": alice.user_id})).status_code == 200
+
+
+async def test_a_stranger_can_neither_churn_slots_nor_write_in_the_users_log(
+    app: FastAPI, alice: Account, database: Database
+) -> None:
+    async with from_address(app, "203.0.113.9") as attacker:
+        answers = []
+        for _ in range(MAX_OPEN_LINKS_PER_ADDRESS + 5):  # open, give up at once, open again
+            resp = await attacker.post("/v1/link", json={"user_id": alice.user_id})
+            answers.append(resp.status_code)
+            if resp.status_code == 200:
+                opened = resp.json()
+                close = {"outcome": "failed", "reason": "cancelled"}
+                closed = await attacker.post(f"/v1/link/{opened['link_id']}/close", json=close, headers=link_auth(opened))
+                assert closed.status_code == 200, closed.text
+    assert answers == [200] * MAX_OPEN_LINKS_PER_ADDRESS + [429] * 5  # an ended slot keeps its place 10 minutes
+    assert await audit(database, alice.user_id) == []  # nothing a stranger did is in alice's log
+
+
+async def test_open_slots_are_bounded_server_wide(app: FastAPI, alice: Account, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tokenim.server.services.link.MAX_OPEN_LINKS", 12)
+    answers = []
+    for host in ("198.51.100.1", "198.51.100.2"):
+        async with from_address(app, host) as client:
+            for _ in range(MAX_OPEN_LINKS_PER_ADDRESS):
+                answers.append((await client.post("/v1/link", json={"user_id": alice.user_id})).status_code)
+    assert answers == [200] * 12 + [429] * 8
 
 
 def test_the_link_policy_is_a_setting() -> None:
@@ -151,3 +183,25 @@ def test_the_link_policy_is_a_setting() -> None:
     with pytest.raises(TokenIMError) as err:
         load_config(config_file=None, env={"TOKENIM_LINK_POLICY": "everything"}, flags={})
     assert err.value.code.value == "bad_config"
+
+
+async def test_the_new_side_may_post_only_what_the_protocol_needs(http: httpx.AsyncClient, alice: Account) -> None:
+    opened = await open_link(http, alice.user_id)
+    path, new = f"/v1/link/{opened['link_id']}", link_auth(opened)
+    before_claim = await http.put(f"{path}/messages/2", json={"body": "AAAA"}, headers=new)
+    assert (before_claim.status_code, code(before_claim)) == (403, "forbidden")  # nobody has claimed it yet
+    assert (await http.put(f"{path}/messages/1", json={"body": "A" * 44}, headers=new)).status_code == 200
+    assert (await http.post(f"{path}/claim", headers=alice.auth())).status_code == 200
+    big = "A" * MAX_LINK_BODY  # one message the approver may send, too big for the new side
+    assert code(await http.put(f"{path}/messages/2", json={"body": big}, headers=new)) == "invalid_request"
+    keys = "A" * 17_000  # about N2's real size (50 one-time keys)
+    assert (await http.put(f"{path}/messages/2", json={"body": keys}, headers=new)).status_code == 200
+    too_much = "A" * (MAX_NEW_SIDE_CHARS - 44 - 17_000 + 4)
+    assert code(await http.put(f"{path}/messages/3", json={"body": too_much}, headers=new)) == "invalid_request"
+    assert (await http.put(f"{path}/messages/3", json={"body": "AAAA"}, headers=new)).status_code == 200
+    fourth = await http.put(f"{path}/messages/4", json={"body": "AAAA"}, headers=new)
+    assert (fourth.status_code, code(fourth)) == (400, "invalid_request")
+    assert "at most 3 messages" in fourth.json()["error"]["message"]
+    # The approver (authenticated) keeps the large limit.
+    assert (await http.put(f"{path}/messages/1", json={"body": big}, headers=alice.auth())).status_code == 200
+    assert (await http.put(f"{path}/messages/5", json={"body": "AAAA"}, headers=alice.auth())).status_code == 200

@@ -136,7 +136,10 @@ async def test_client_audit_events_are_allow_listed_and_stamped_by_the_server(
         "/v1/audit/events", json={"event": "room_keys.exported", "details": {"sessions": 3}}, headers=alice.auth()
     )
     assert ok.status_code == 200, ok.text
-    latest = (await http.get("/v1/audit?limit=1", headers=alice.auth())).json()["events"]
+    latest = [
+        {k: v for k, v in e.items() if k != "id"}
+        for e in (await http.get("/v1/audit?limit=1", headers=alice.auth())).json()["events"]
+    ]
     assert latest == [
         {"ts": clock.now_ms(), "event": "client.room_keys.exported", "device_id": alice.first, "details": {"sessions": 3}}
     ]
@@ -163,3 +166,72 @@ async def test_a_user_reads_only_their_own_records(http: httpx.AsyncClient, alic
     bobs = (await http.get("/v1/audit", headers=bob.auth())).json()["events"]
     assert bobs and all(e["event"] != "client.master_key.exported" for e in bobs)
     assert all(e["device_id"] in (None, bob.first) for e in bobs)
+
+
+async def test_add_device_challenges_are_capped_per_user_so_refusals_are_bounded(
+    http: httpx.AsyncClient, alice: Account, clock: FakeClock
+) -> None:
+    stranger = SigningKey.generate()
+    answers = []
+    for _ in range(20):  # an attacker with no token, trying as fast as they can
+        device = Device(alice.user_id, new_device_id())
+        c = await challenge(http, alice.user_id, device.device_id)
+        if c.status_code != 200:
+            answers.append(code(c))
+            continue
+        payload = add_device_payload(
+            server_name="tokenim.test", user_id=alice.user_id, device_id=device.device_id,
+            device_ed25519=device.ed25519, nonce=c.json()["nonce"],
+        )  # fmt: skip
+        body = {
+            "user_id": alice.user_id,
+            "nonce": c.json()["nonce"],
+            "signature": stranger.sign(payload),
+            "device_keys": device.keys_object(alice.master, alice.version),
+        }
+        answers.append(code(await http.post("/v1/devices/by_master_key/add", json=body)))
+    assert answers == ["bad_signature"] * 3 + ["rate_limited"] * 17
+    refused = 3
+    events = [e["event"] for e in (await http.get("/v1/audit", headers=alice.auth())).json()["events"]]
+    assert events.count("device.add_refused") == refused <= 3
+    clock.advance(seconds=61)  # used challenges count until they expire; then the user may try again
+    resp = await http.post("/v1/devices/by_master_key/add", json=await add_body(http, alice))
+    assert resp.status_code == 200, resp.text
+
+
+async def test_add_device_challenges_are_capped_per_address(http: httpx.AsyncClient) -> None:
+    users = [await register(http, name) for name in ("ann", "ben", "cat", "dan")]
+    for user in users[:3]:
+        for _ in range(3):
+            assert (await challenge(http, user.user_id, new_device_id())).status_code == 200
+    assert (await challenge(http, users[3].user_id, new_device_id())).status_code == 200  # the address's 10th
+    resp = await challenge(http, users[3].user_id, new_device_id())
+    assert (resp.status_code, code(resp)) == (429, "rate_limited")
+    assert "this address" in resp.json()["error"]["message"]
+
+
+async def test_the_audit_log_pages_back_to_the_oldest_record(http: httpx.AsyncClient, alice: Account) -> None:
+    device = Device(alice.user_id, new_device_id())
+    assert (await http.post("/v1/devices/by_master_key/add", json=await add_body(http, alice, device))).status_code == 200
+    for _ in range(7):  # newer records that would push device.added off a short page
+        await http.post("/v1/audit/events", json={"event": "master_key.exported"}, headers=alice.auth())
+    newest = (await http.get("/v1/audit?limit=1000", headers=alice.auth())).json()
+    assert newest["next_before"] is None
+    seen: list[dict[str, Any]] = []
+    before: int | None = None
+    while True:
+        query = "/v1/audit?limit=3" + ("" if before is None else f"&before={before}")
+        page = (await http.get(query, headers=alice.auth())).json()
+        assert len(page["events"]) <= 3
+        seen += page["events"]
+        before = page["next_before"]
+        if before is None:
+            break
+        assert before == page["events"][-1]["id"]
+    assert seen == newest["events"]  # every record once, newest first, nothing out of reach
+    assert [e["id"] for e in seen] == sorted((e["id"] for e in seen), reverse=True)
+    assert {"event": "device.added", "device_id": device.device_id} in [
+        {"event": e["event"], "device_id": e["device_id"]} for e in seen
+    ]
+    for bad in ("0", "+1", "01x", "1.0", "-1"):
+        assert code(await http.get(f"/v1/audit?before={bad}", headers=alice.auth())) == "invalid_request"

@@ -13,9 +13,11 @@ class Audit:
     def __init__(self, transport: Transport) -> None:
         self._transport = transport
 
-    async def events(self, limit: int = 100) -> AuditResponse:
-        """The user's audit records, newest first (1 to 1000)."""
-        return await self._transport.get(f"/v1/audit?limit={int(limit)}", AuditResponse)
+    async def events(self, limit: int = 100, *, before: int | None = None) -> AuditResponse:
+        """The user's audit records, newest first (1 to 1000 a page); pass the answer's `next_before` as
+        `before` for the next, older page."""
+        query = f"/v1/audit?limit={int(limit)}" + ("" if before is None else f"&before={int(before)}")
+        return await self._transport.get(query, AuditResponse)
 
     async def record(
         self, event: ClientAuditEvent, *, sessions: int | None = None, peer: str | None = None, method: str | None = None

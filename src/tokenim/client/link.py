@@ -38,6 +38,7 @@ from tokenim.crypto.link import (
     export_room_keys,
     failure,
     import_room_keys,
+    relayed_failure,
 )
 from tokenim.crypto.trust import Pin
 from tokenim.protocol.api import DevicesResponse, HealthResponse, KeysQueryResponse, OkResponse
@@ -163,14 +164,16 @@ class Linking:
         except LinkError as exc:
             await box.fail(exc.reason)
             await self._undo(added)
-            raise failure(exc.reason) from None
+            raise failure(exc.reason, approver=True) from None
         except TimeoutError:
             await box.fail(LinkFailure.ERROR)
             await self._undo(added)
             raise TokenIMError(ErrorCode.LINK_EXPIRED, "The new device did not answer in time: start again.") from None
         except BaseException as exc:
-            if not (isinstance(exc, TokenIMError) and exc.code is ErrorCode.LINK_FAILED):
-                await box.fail(LinkFailure.ERROR if isinstance(exc, Exception) else LinkFailure.CANCELLED)
+            if isinstance(exc, TokenIMError) and exc.code is ErrorCode.LINK_FAILED:
+                await self._undo(added)
+                raise relayed_failure(exc, approver=True) from None
+            await box.fail(LinkFailure.ERROR if isinstance(exc, Exception) else LinkFailure.CANCELLED)
             await self._undo(added)
             raise
 
@@ -264,6 +267,8 @@ class PendingLink:
 
     def error(self, exc: BaseException) -> BaseException:
         """What the façade raises after `abort`: a channel finding as its link_failed error, anything else as is."""
+        if isinstance(exc, TokenIMError):
+            return relayed_failure(exc, approver=False)
         return failure(exc.reason) if isinstance(exc, LinkError) else exc
 
     async def abort(self, exc: BaseException) -> None:
@@ -319,7 +324,10 @@ async def link_new_device(
         await http.aclose()
         raise TokenIMError(ErrorCode.LINK_EXPIRED, "No device approved this one in time: start again.") from None
     except BaseException as exc:
-        if box is not None and not (isinstance(exc, TokenIMError) and exc.code is ErrorCode.LINK_FAILED):
+        if isinstance(exc, TokenIMError) and exc.code is ErrorCode.LINK_FAILED:
+            await http.aclose()
+            raise relayed_failure(exc, approver=False) from None
+        if box is not None:
             await box.fail(LinkFailure.CANCELLED if not isinstance(exc, Exception) else LinkFailure.ERROR)
         await http.aclose()
         raise

@@ -87,9 +87,26 @@ FAILURE_SENTENCES = {
 }
 
 
-def failure(reason: LinkFailure) -> TokenIMError:
+# What the approving device's person is told instead: they typed the code, so a mismatch is most likely theirs.
+APPROVER_SENTENCES = {
+    LinkFailure.MISMATCH: "The code you typed does not match the one the new device shows (or the server changed a "
+    "message): nothing was shared. Check the code, then start again on the new device for a new code and type that.",
+}
+
+
+def failure(reason: LinkFailure, *, approver: bool = False) -> TokenIMError:
     """The error a side raises when the link failed for `reason` (its own finding, or the other side's)."""
-    return TokenIMError(ErrorCode.LINK_FAILED, FAILURE_SENTENCES[reason], details={"reason": reason.value})
+    sentence = APPROVER_SENTENCES.get(reason, FAILURE_SENTENCES[reason]) if approver else FAILURE_SENTENCES[reason]
+    return TokenIMError(ErrorCode.LINK_FAILED, sentence, details={"reason": reason.value})
+
+
+def relayed_failure(err: TokenIMError, *, approver: bool) -> TokenIMError:
+    """The server's `link_failed` (the other side gave up) as this side's sentence for the reason it gives."""
+    reason = err.details.get("reason") if err.code is ErrorCode.LINK_FAILED and err.details else None
+    try:
+        return failure(LinkFailure(str(reason)), approver=approver) if reason is not None else err
+    except ValueError:
+        return err
 
 
 def _hkdf(key: bytes, salt: bytes, label: str) -> bytes:
@@ -279,4 +296,5 @@ __all__ = [
     "export_room_keys",
     "failure",
     "import_room_keys",
+    "relayed_failure",
 ]

@@ -3,12 +3,13 @@ manifest and its encrypted entries. The server checks shapes and sizes only; it 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import _Wire
+from tokenim.protocol.wire import CANONICAL_B64_PATTERN, UnpaddedBase64
 
 BACKUP_ALGORITHM = "tokenim.backup.v1.aes-hmac-sha2"
 MAX_BACKUP_ENTRIES = 5000  # per backup version
@@ -34,7 +35,7 @@ class BackupMetadata(_Wire):
 
     algorithm: Literal["tokenim.backup.v1.aes-hmac-sha2"]
     key_check: str = Field(pattern=DIGEST_PATTERN, description="HMAC-SHA256 that tells a wrong key apart")
-    kdf: BackupKdf | None = None
+    kdf: BackupKdf | None = Field(description="null for a recovery key; required (strict body)")
 
 
 class BackupManifest(_Wire):
@@ -43,14 +44,14 @@ class BackupManifest(_Wire):
 
     version: int = Field(ge=1, le=MAX_POSITION)
     counter: int = Field(ge=1, le=MAX_POSITION)
-    count: int = Field(ge=0, le=MAX_BACKUP_ENTRIES)
+    count: int = Field(ge=0, le=MAX_POSITION, description=f"at most {MAX_BACKUP_ENTRIES} (too_many_keys)")
     digest: str = Field(pattern=DIGEST_PATTERN)
     mac: str = Field(pattern=DIGEST_PATTERN)
 
 
 class BackupEntryJson(_Wire):
     entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
-    ciphertext: str = Field(min_length=1, max_length=MAX_ENTRY_CHARS, pattern=B64_PATTERN)
+    ciphertext: Annotated[str, UnpaddedBase64] = Field(min_length=1, max_length=MAX_ENTRY_CHARS, pattern=CANONICAL_B64_PATTERN)
 
 
 class BackupCreateRequest(_Wire):

@@ -21,6 +21,9 @@ ADD_DEVICE_CHALLENGE_TYPE = "tokenim.add_device.v1"
 CLIENT_AUDIT_EVENTS = ("master_key.exported", "room_keys.exported", "room_keys.imported", "person.verified")
 ClientAuditEvent = Literal["master_key.exported", "room_keys.exported", "room_keys.imported", "person.verified"]
 MAX_AUDIT_LIMIT = 1000
+# Add-device challenges issued in any 60 s (their lifetime), used or not: per user, and per client address.
+MAX_ADD_CHALLENGES_PER_USER = 3
+MAX_ADD_CHALLENGES_PER_ADDRESS = 10
 
 
 def add_device_payload(*, server_name: str, user_id: str, device_id: str, device_ed25519: str, nonce: str) -> bytes:
@@ -92,6 +95,7 @@ class ClientAuditRequest(_Wire):
 
 
 class AuditEntry(_Wire):
+    id: int = Field(description="the record's number: pass it as `before` to read older records")
     ts: int
     event: str
     device_id: str | None
@@ -100,11 +104,14 @@ class AuditEntry(_Wire):
 
 class AuditResponse(_Wire):
     events: list[AuditEntry] = Field(description="newest first")
+    next_before: int | None = Field(description="`before` for the next (older) page; null when there are no older records")
 
 
 __all__ = [
     "ADD_DEVICE_CHALLENGE_TYPE",
     "CLIENT_AUDIT_EVENTS",
+    "MAX_ADD_CHALLENGES_PER_ADDRESS",
+    "MAX_ADD_CHALLENGES_PER_USER",
     "MAX_AUDIT_LIMIT",
     "AddDeviceByMasterKeyRequest",
     "AuditDetails",

@@ -12,17 +12,24 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from tokenim.protocol.api import _Wire
-from tokenim.protocol.wire import UserIdStr
+from tokenim.protocol.wire import CANONICAL_B64_PATTERN, UnpaddedBase64, UserIdStr
 
 # Letters and digits nobody confuses when reading a code aloud (no I, L, O, U, 0, 1).
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 LINK_ID_LENGTH = 6  # made by the server; names the slot
 LINK_PASSWORD_LENGTH = 8  # made by the new device; never leaves the two devices
 LINK_TTL_MS = 10 * 60 * 1000
-MAX_LINK_MESSAGES = 64  # per side of a slot
+MAX_LINK_MESSAGES = 64  # per side of a slot (the approver's side: room keys may take many messages)
 MAX_LINK_BODY = 196_608  # base64 characters of one mailbox message
-MAX_OPEN_LINKS_PER_USER = 3
+# The new side (no account yet) only ever sends N1 (SPAKE2, 44 characters), N2 (its keys: about 17,000
+# characters with 50 one-time keys) and N3 (done): so at most 3 messages, 32,768 characters in all, and only
+# message 1 before a device of the user has claimed the slot.
+MAX_NEW_SIDE_MESSAGES = 3
+MAX_NEW_SIDE_CHARS = 32_768
+# No per-user cap: anyone may open a slot for any user without a token, so a per-user cap would let anyone
+# block that user's linking. A slot is harmless to the user until one of their devices claims it by code.
 MAX_OPEN_LINKS_PER_ADDRESS = 10
+MAX_OPEN_LINKS = 1000  # waiting or in progress, server-wide: bounds the storage of many addresses at once
 LINK_ID_PATTERN = f"^[{CODE_ALPHABET}]{{{LINK_ID_LENGTH}}}$"
 BASE64_PATTERN = "^[A-Za-z0-9+/]*$"
 
@@ -75,7 +82,7 @@ class LinkClaimResponse(_Wire):
 class LinkPostRequest(_Wire):
     """`PUT /v1/link/{link_id}/messages/{seq}`: one opaque message into the caller's side of the mailbox."""
 
-    body: str = Field(min_length=1, max_length=MAX_LINK_BODY, pattern=BASE64_PATTERN)
+    body: Annotated[str, UnpaddedBase64] = Field(min_length=1, max_length=MAX_LINK_BODY, pattern=CANONICAL_B64_PATTERN)
 
 
 class LinkMessage(_Wire):
@@ -105,8 +112,10 @@ __all__ = [
     "LINK_TTL_MS",
     "MAX_LINK_BODY",
     "MAX_LINK_MESSAGES",
+    "MAX_NEW_SIDE_CHARS",
+    "MAX_NEW_SIDE_MESSAGES",
+    "MAX_OPEN_LINKS",
     "MAX_OPEN_LINKS_PER_ADDRESS",
-    "MAX_OPEN_LINKS_PER_USER",
     "LinkClaimResponse",
     "LinkCloseRequest",
     "LinkFailure",

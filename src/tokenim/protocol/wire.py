@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
+from tokenim.core.encoding import b64decode
 from tokenim.core.ids import DEVICE_ID_PATTERN, USER_ID_PATTERN
 from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.keys import MAX_TIME_MS, MIN_TIME_MS, ONE_TIME_KEY_ID
@@ -23,6 +24,17 @@ ROOM_ID_PATTERN = r"^![A-Za-z0-9_-]{1,63}$"
 TXN_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,64}$"
 BLOB_ID_PATTERN = r"^[A-Za-z0-9_-]{22,64}$"
 OTK_NAME_PATTERN = rf"^signed_curve25519:{ONE_TIME_KEY_ID.pattern}$"
+
+
+def _unpadded_base64(value: str) -> str:
+    b64decode(value)  # a ValueError (a length of 4n + 1, stray bits, padding) is the field's error
+    return value
+
+
+# Opaque bytes the server relays or stores: canonical unpadded base64, not just its alphabet ("A" is not).
+# The pattern says the same for /openapi.json: whole groups of 4, then 2 or 3 characters with no stray bits.
+CANONICAL_B64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048])?$"
+UnpaddedBase64 = AfterValidator(_unpadded_base64)
 UserIdStr = Annotated[str, WithJsonSchema(USER_ID_SCHEMA)]
 DeviceIdStr = Annotated[str, WithJsonSchema(DEVICE_ID_SCHEMA)]
 Signatures = Annotated[

@@ -17,10 +17,11 @@ from tokenim.protocol.backup import (
     BackupUploadResponse,
 )
 from tokenim.server.api.contract import errors
+from tokenim.server.api.messaging import Digits
 from tokenim.server.services.backup import BackupService
 from tokenim.server.services.common import Requester
 
-Version = Annotated[int, Path(ge=1, le=MAX_POSITION)]
+Version = Annotated[int, Path(ge=1, le=MAX_POSITION), Digits]
 
 
 def build_backup_router(backup: BackupService, requester: Callable[..., Awaitable[Requester]]) -> APIRouter:

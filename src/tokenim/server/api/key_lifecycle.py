@@ -4,9 +4,10 @@ own audit records."""
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request
 
 from tokenim.core.errors import ErrorCode as E
+from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import OkResponse, TokenResponse
 from tokenim.protocol.key_lifecycle import (
     AddDeviceByMasterKeyRequest,
@@ -16,10 +17,12 @@ from tokenim.protocol.key_lifecycle import (
     MasterChallengeResponse,
 )
 from tokenim.server.api.contract import errors
-from tokenim.server.api.messaging import Limit
+from tokenim.server.api.messaging import Digits, Limit
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.master_device import MasterDeviceService
+
+Before = Annotated[int | None, Query(ge=1, le=MAX_POSITION), Digits]
 
 
 def build_key_lifecycle_router(
@@ -34,10 +37,11 @@ def build_key_lifecycle_router(
         response_model=MasterChallengeResponse,
         tags=["devices"],
         description="A single-use nonce (60 s) for adding `device_id` to `user_id` with the master key; no token needed.",
-        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.DEVICE_EXISTS, auth=False),
+        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.DEVICE_EXISTS, E.RATE_LIMITED, auth=False),
     )
-    async def challenge(body: MasterChallengeRequest) -> MasterChallengeResponse:
-        return await master_devices.do_challenge(body.user_id, body.device_id)
+    async def challenge(request: Request, body: MasterChallengeRequest) -> MasterChallengeResponse:
+        address = request.client.host if request.client else ""
+        return await master_devices.do_challenge(body.user_id, body.device_id, address)
 
     @router.post(
         "/v1/devices/by_master_key/add",
@@ -74,8 +78,14 @@ def build_key_lifecycle_router(
         await audit.do_record_client_event(me, body)
         return OkResponse()
 
-    @router.get("/v1/audit", response_model=AuditResponse, tags=["audit"], responses=errors(body=False))
-    async def events(me: Me, limit: Limit = 100) -> AuditResponse:
-        return await audit.access_events(me, limit)
+    @router.get(
+        "/v1/audit",
+        response_model=AuditResponse,
+        tags=["audit"],
+        description="The user's records, newest first; `before` (a record's `id`, or `next_before`) pages to older ones.",
+        responses=errors(body=False),
+    )
+    async def events(me: Me, limit: Limit = 100, before: Before = None) -> AuditResponse:
+        return await audit.access_events(me, limit, before)
 
     return router

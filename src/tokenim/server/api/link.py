@@ -19,12 +19,13 @@ from tokenim.protocol.link import (
     LinkPostRequest,
 )
 from tokenim.server.api.contract import errors
+from tokenim.server.api.messaging import Digits
 from tokenim.server.api.routes import BEARER
 from tokenim.server.services.common import Requester
 from tokenim.server.services.link import LinkService
 
 LinkIdPath = Annotated[str, Path(min_length=6, max_length=6, pattern=LINK_ID_PATTERN)]
-SeqPath = Annotated[int, Path(ge=1, le=MAX_LINK_MESSAGES)]
+SeqPath = Annotated[int, Path(ge=1, le=MAX_LINK_MESSAGES), Digits]
 Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 MAILBOX = (
     " Authenticated as the new device (`Authorization: Bearer <token from POST /v1/link>`) or as the device "
@@ -77,7 +78,7 @@ def build_link_router(link: LinkService, requester: Callable[..., Awaitable[Requ
         responses=errors(E.FORBIDDEN, E.NOT_FOUND, E.LINK_EXPIRED, E.LINK_USED, E.LINK_FAILED, body=False),
     )
     async def read_messages(
-        request: Request, _: Bearer, link_id: LinkIdPath, after: Annotated[int, Query(ge=0, le=MAX_LINK_MESSAGES)] = 0
+        request: Request, _: Bearer, link_id: LinkIdPath, after: Annotated[int, Query(ge=0, le=MAX_LINK_MESSAGES), Digits] = 0
     ) -> LinkMessagesResponse:
         return await link.access_messages(link_id, request.headers.get("authorization"), after)
 

@@ -61,16 +61,20 @@ BlobId = Annotated[str, Path(json_schema_extra={"pattern": BLOB_ID_PATTERN})]
 
 
 def _plain_digits(value: object) -> object:
-    """A number in a query string is plain decimal digits: no sign, spaces, underscores or other digits."""
-    if isinstance(value, str) and not (value.isascii() and value.isdigit() and len(value) <= 20):
-        raise PydanticCustomError("int_digits", "must be written with the digits 0-9 only")
+    """A number in a path or query string is plain decimal digits: no sign, spaces, underscores, other digits,
+    decimal point or leading zero, so each number has one spelling."""
+    if isinstance(value, str) and not (
+        value.isascii() and value.isdigit() and len(value) <= 20 and (value == "0" or not value.startswith("0"))
+    ):
+        raise PydanticCustomError("int_digits", "must be written with the digits 0-9 only, without a leading zero")
     return value
 
 
-# Every integer query parameter is one of these: strict digits, then the documented bounds.
+# Every integer path or query parameter is one of these: strict digits, then the documented bounds. The
+# bounds come first so FastAPI writes them as JSON Schema `minimum`/`maximum` in /openapi.json.
 Digits = BeforeValidator(_plain_digits)
-Position = Annotated[int, Digits, Query(ge=0, le=MAX_POSITION)]
-Limit = Annotated[int, Digits, Query(ge=1, le=1000)]
+Position = Annotated[int, Query(ge=0, le=MAX_POSITION), Digits]
+Limit = Annotated[int, Query(ge=1, le=1000), Digits]
 
 
 def build_messaging_router(
@@ -174,7 +178,7 @@ def build_messaging_router(
     async def history(
         me: Me,
         room_id: RoomId,
-        before: Annotated[int | None, Digits, Query(ge=0, le=MAX_POSITION)] = None,
+        before: Annotated[int | None, Query(ge=0, le=MAX_POSITION), Digits] = None,
         limit: Limit = 50,
     ) -> Response:
         return content_response(await messages.access_history(me, room_id, before, limit))

@@ -22,10 +22,13 @@ class AuditService:
         async with self._ctx.db.write() as tx:
             await self._ctx.auditor.record(tx, CLIENT_PREFIX + req.event, requester.user_id, requester.device_id, **details)
 
-    async def access_events(self, requester: Requester, limit: int) -> AuditResponse:
-        """The requester's user's records, newest first; only their own."""
+    async def access_events(self, requester: Requester, limit: int, before: int | None = None) -> AuditResponse:
+        """The requester's user's records, newest first, numbered below `before` if given; only their own.
+        `next_before` pages on to older records, so no record can be pushed out of reach by newer ones."""
         if not 1 <= limit <= MAX_AUDIT_LIMIT:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"limit must be between 1 and {MAX_AUDIT_LIMIT}.")
         async with self._ctx.db.read() as tx:
-            rows = await self._ctx.auditor.store.for_user(tx, requester.user_id, limit)
-        return AuditResponse(events=[AuditEntry(ts=r.ts, event=r.event, device_id=r.device_id, details=r.details) for r in rows])
+            rows = await self._ctx.auditor.store.for_user(tx, requester.user_id, limit + 1, before)
+        page = rows[:limit]
+        entries = [AuditEntry(id=r.id, ts=r.ts, event=r.event, device_id=r.device_id, details=r.details) for r in page]
+        return AuditResponse(events=entries, next_before=page[-1].id if len(rows) > limit else None)

@@ -72,6 +72,8 @@ class BackupService:
         """The shape of an upload: the manifest is for this version and follows `expected_counter`; ids unique."""
         if req.manifest.version != version:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"The manifest is for version {req.manifest.version}, not {version}.")
+        if req.manifest.count > MAX_BACKUP_ENTRIES:
+            raise TokenIMError(ErrorCode.TOO_MANY_KEYS, f"A backup holds at most {MAX_BACKUP_ENTRIES} room keys.")
         if req.manifest.counter != req.expected_counter + 1:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "The manifest's counter must be expected_counter + 1.")
         entries = {e.entry_id: e.ciphertext for e in req.entries}

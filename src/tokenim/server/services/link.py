@@ -2,7 +2,8 @@
 
 A new device opens a slot for a user (no token: it has none yet) and gets a mailbox token; a device of that
 user claims the slot by the code's first part; then each side posts numbered opaque messages and reads the
-other's. Slots expire after 10 minutes, are claimed once, and are capped per user and per address.
+other's. Slots expire after 10 minutes, are claimed once, and are capped per address and server-wide, never
+per user: opening a slot needs no token, so a per-user cap would let anyone block a user's linking.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from tokenim.protocol.link import (
     LINK_ID_LENGTH,
     LINK_TTL_MS,
     MAX_LINK_MESSAGES,
+    MAX_NEW_SIDE_CHARS,
+    MAX_NEW_SIDE_MESSAGES,
+    MAX_OPEN_LINKS,
     MAX_OPEN_LINKS_PER_ADDRESS,
-    MAX_OPEN_LINKS_PER_USER,
     LinkClaimResponse,
     LinkMessage,
     LinkMessagesResponse,
@@ -55,7 +58,7 @@ class LinkService:
         self._address_key = secrets.token_bytes(32)
 
     async def do_open(self, user_id: str, address: str) -> LinkOpenResponse:
-        """Open a slot for `user_id`, unless that user or this address already has too many waiting."""
+        """Open a slot for `user_id`, unless this address, or the whole server, already has too many waiting."""
         now = self._ctx.clock.now_ms()
         token = TOKEN_PREFIX + new_secret()
         address_hash = hmac.new(self._address_key, address.encode(), "sha256").hexdigest()
@@ -63,18 +66,22 @@ class LinkService:
             if await self._ctx.accounts.get_user(tx, user_id) is None:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
             await self._store.delete_stale(tx, now - KEEP_ENDED_MS)
-            if await self._store.count_live(tx, now, user_id=user_id) >= MAX_OPEN_LINKS_PER_USER:
+            if await self._store.count_recent(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
                 raise TokenIMError(
                     ErrorCode.RATE_LIMITED,
-                    f"{user_id} already has {MAX_OPEN_LINKS_PER_USER} devices waiting to be linked: approve or let them "
-                    "expire (10 minutes) first.",
+                    f"{MAX_OPEN_LINKS_PER_ADDRESS} links were started from this address in the last 10 minutes: "
+                    "wait until the oldest is 10 minutes old, then start again.",
                 )
-            if await self._store.count_live(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
-                raise TokenIMError(ErrorCode.RATE_LIMITED, "Too many devices are waiting to be linked from this address.")
+            if await self._store.count_recent(tx, now) >= MAX_OPEN_LINKS:
+                raise TokenIMError(
+                    ErrorCode.RATE_LIMITED,
+                    "Too many links were started on this server in the last 10 minutes: try again in a few minutes.",
+                )
             link_id = await self._new_link_id(tx)
             slot = LinkSlot(secret_hash(link_id), user_id, secret_hash(token), OPEN, None, None, now + LINK_TTL_MS)
             await self._store.insert_slot(tx, slot, address_hash, now)
-            await self._ctx.auditor.record(tx, "link.opened", user_id, None)
+            # No audit record in the user's log: anyone may open a slot for anyone, so such records would let a
+            # stranger flood the log. The user's log starts with `link.claimed`, made by one of their devices.
         return LinkOpenResponse(link_id=link_id, token=token, expires_at=slot.expires_at, policy=self._policy.value)
 
     async def _new_link_id(self, tx: Tx) -> str:
@@ -132,9 +139,30 @@ class LinkService:
                 if existing != body:
                     raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Message {seq} of this link was already sent, differently.")
                 return
-            if await self._store.count_messages(tx, slot.id_hash, side.value) >= MAX_LINK_MESSAGES:
+            count, total = await self._store.side_size(tx, slot.id_hash, side.value)
+            if side is LinkSide.NEW:
+                self._check_new_side(slot, seq, count, total + len(body))
+            elif count >= MAX_LINK_MESSAGES:
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, f"A link carries at most {MAX_LINK_MESSAGES} messages a side.")
             await self._store.insert_message(tx, slot.id_hash, side.value, seq, body)
+
+    @staticmethod
+    def _check_new_side(slot: LinkSlot, seq: int, count: int, total: int) -> None:
+        """The new device has no account: it may post only what the protocol has it send (N1, N2, N3), small,
+        and nothing but N1 until a device of the user has claimed the slot."""
+        if slot.state == OPEN and seq != 1:
+            raise TokenIMError(
+                ErrorCode.FORBIDDEN, "Until a device claims this link, the new device may post only its first message."
+            )
+        if seq > MAX_NEW_SIDE_MESSAGES or count >= MAX_NEW_SIDE_MESSAGES:
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST, f"The new device posts at most {MAX_NEW_SIDE_MESSAGES} messages on a link."
+            )
+        if total > MAX_NEW_SIDE_CHARS:
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST,
+                f"The new device's messages on a link may total at most {MAX_NEW_SIDE_CHARS} characters.",
+            )
 
     async def access_messages(self, link_id: str, authorization: str | None, after: int) -> LinkMessagesResponse:
         """The other side's messages numbered above `after`."""
@@ -164,4 +192,5 @@ class LinkService:
                 return  # both sides gave up: the first reason stands
             self._check_live(slot)
             await self._store.close(tx, slot.id_hash, FAILED, reason or "error")
-            await self._ctx.auditor.record(tx, "link.failed", slot.user_id, device, side=side.value, reason=reason or "error")
+            if slot.state == CLAIMED:  # an unclaimed slot never involved the user: nothing for their log
+                await self._ctx.auditor.record(tx, "link.failed", slot.user_id, device, side=side.value, reason=reason or "error")

@@ -1,13 +1,18 @@
 """A device added by whoever holds the user's master key, without a session (`keys import` on a new
 computer): a single-use challenge, signed by the master key together with the new device's keys.
 
-The challenge is stored like a login challenge (hashed, 60 s, consumed whatever the outcome) under a hash
-of its own domain, so a login nonce can never answer here and this nonce can never log in. The device,
-its audit record, its `device_list` events and its first session commit in one transaction.
+The challenge is stored hashed (60 s, used up whatever the outcome) under a hash of its own domain and in
+its own table, so a login nonce can never answer here and this nonce can never log in. No token is needed to
+ask for one, so at most MAX_ADD_CHALLENGES_PER_USER are issued per user and MAX_ADD_CHALLENGES_PER_ADDRESS per
+client address in any 60 s (used ones count until they expire): that bounds the `device.add_refused` records
+anyone can make in a user's audit log. The device, its audit record, its `device_list` events and its first
+session commit in one transaction.
 """
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -19,6 +24,8 @@ from tokenim.core.signing import verify_ed25519
 from tokenim.protocol.api import TokenResponse
 from tokenim.protocol.key_lifecycle import (
     ADD_DEVICE_CHALLENGE_TYPE,
+    MAX_ADD_CHALLENGES_PER_ADDRESS,
+    MAX_ADD_CHALLENGES_PER_USER,
     AddDeviceByMasterKeyRequest,
     MasterChallengeResponse,
     add_device_payload,
@@ -28,8 +35,8 @@ from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.common import Context, new_secret, refuse_revoked_keys, secret_hash
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
-from tokenim.server.storage.auth import ChallengeRow
 from tokenim.server.storage.database import Tx
+from tokenim.server.storage.master_challenges import MasterChallenge, MasterChallengeStore
 
 
 def _nonce_hash(nonce: str) -> str:
@@ -58,22 +65,28 @@ class MasterDeviceService:
         self._auth = auth
         self._writer = writer
         self._announce = announce
+        self._store = MasterChallengeStore()
+        # Addresses only as an HMAC under a key held in memory: enough to count a minute's challenges.
+        self._address_key = secrets.token_bytes(32)
 
-    async def do_challenge(self, user_id: str, device_id: str) -> MasterChallengeResponse:
+    async def do_challenge(self, user_id: str, device_id: str, address: str = "") -> MasterChallengeResponse:
         """A fresh nonce for adding device `device_id` to `user_id` (valid 60 seconds, usable once), with the
         user's current master key and its chain, public as in a key query, so the client can tell a superseded
         or foreign key before it signs anything."""
         uid, did = check_user_id(user_id), check_device_id(device_id)
         now = self._ctx.clock.now_ms()
         nonce = new_secret(32)
+        address_hash = hmac.new(self._address_key, address.encode(), "sha256").hexdigest()
         async with self._ctx.db.write() as tx:
             masters = await self._ctx.accounts.current_master_keys(tx, [uid])
             if uid not in masters:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {uid} on this server.")
             await self._refuse_taken_id(tx, uid, did)
             rotations = (await self._ctx.identity.rotations(tx, [uid])).get(uid, [])
-            await self._ctx.auth.purge_challenges(tx, now)
-            await self._ctx.auth.insert_challenge(tx, _nonce_hash(nonce), ChallengeRow(uid, did, now + CHALLENGE_TTL_MS))
+            await self._store.purge(tx, now)
+            await self._refuse_too_many(tx, now, uid, address_hash)
+            challenge = MasterChallenge(uid, did, now + CHALLENGE_TTL_MS)
+            await self._store.insert(tx, _nonce_hash(nonce), challenge, address_hash)
         return MasterChallengeResponse(
             nonce=nonce,
             server_name=self._ctx.server_name,
@@ -81,6 +94,17 @@ class MasterDeviceService:
             master_key=masters[uid],
             rotations=rotations,
         )
+
+    async def _refuse_too_many(self, tx: Tx, now: int, user_id: str, address_hash: str) -> None:
+        if await self._store.count_live(tx, now, address_hash=address_hash) >= MAX_ADD_CHALLENGES_PER_ADDRESS:
+            raise TokenIMError(
+                ErrorCode.RATE_LIMITED, "Too many add-device challenges were asked for from this address: wait a minute."
+            )
+        if await self._store.count_live(tx, now, user_id=user_id) >= MAX_ADD_CHALLENGES_PER_USER:
+            raise TokenIMError(
+                ErrorCode.RATE_LIMITED,
+                f"Too many add-device challenges were asked for {user_id} in the last minute: wait a minute.",
+            )
 
     async def _refuse_taken_id(self, tx: Tx, user_id: str, device_id: str) -> None:
         if await self._ctx.identity.is_revoked(tx, user_id, device_id):
@@ -102,7 +126,7 @@ class MasterDeviceService:
         uid, did = checked.user_id, checked.device.device_id
         now = self._ctx.clock.now_ms()
         async with self._ctx.db.write() as tx:
-            challenge = await self._ctx.auth.take_challenge(tx, _nonce_hash(checked.nonce))
+            challenge = await self._store.take(tx, _nonce_hash(checked.nonce))
         if challenge is None or (challenge.user_id, challenge.device_id) != (uid, did):
             raise TokenIMError(
                 ErrorCode.CHALLENGE_INVALID, "That add-device challenge is unknown or was already used: ask for a new one."

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import and_, insert, select
 
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.tables import audit_log
@@ -19,6 +19,7 @@ class AuditEvent:
     user_id: str | None
     device_id: str | None
     details: dict[str, Any]
+    id: int = 0  # the record's number, set when read back (paging cursor); 0 before it is stored
 
 
 class AuditStore:
@@ -31,6 +32,9 @@ class AuditStore:
             )
         )
 
-    async def for_user(self, tx: Tx, user_id: str, limit: int = 100) -> list[AuditEvent]:
-        q = select(audit_log).where(audit_log.c.user_id == user_id).order_by(audit_log.c.id.desc()).limit(limit)
-        return [AuditEvent(r.ts, r.event, r.user_id, r.device_id, json.loads(r.details_json)) for r in await tx.execute(q)]
+    async def for_user(self, tx: Tx, user_id: str, limit: int = 100, before: int | None = None) -> list[AuditEvent]:
+        """The user's records, newest first, numbered below `before` if given."""
+        c = audit_log.c
+        cond = c.user_id == user_id if before is None else and_(c.user_id == user_id, c.id < before)
+        q = select(audit_log).where(cond).order_by(c.id.desc()).limit(limit)
+        return [AuditEvent(r.ts, r.event, r.user_id, r.device_id, json.loads(r.details_json), r.id) for r in await tx.execute(q)]

@@ -52,11 +52,13 @@ class LinkStore:
             )
         )
 
-    async def count_live(self, tx: Tx, now: int, *, user_id: str | None = None, address_hash: str | None = None) -> int:
-        """Slots still waiting or in progress, for one user or one address."""
+    async def count_recent(self, tx: Tx, now: int, *, address_hash: str | None = None) -> int:
+        """Slots opened in the last 10 minutes (not yet past `expires_at`) whatever became of them, from one
+        address or (none given) the whole server: ending a slot early does not free its place."""
         c = link_slots.c
-        cond = and_(c.state.in_(LIVE_STATES), c.expires_at > now)
-        cond = and_(cond, c.user_id == user_id) if user_id is not None else and_(cond, c.address_hash == address_hash)
+        cond = c.expires_at > now
+        if address_hash is not None:
+            cond = and_(cond, c.address_hash == address_hash)
         return int((await tx.execute(select(func.count()).select_from(link_slots).where(cond))).scalar_one())
 
     async def delete_stale(self, tx: Tx, before: int) -> None:
@@ -85,10 +87,14 @@ class LinkStore:
         row = (await tx.execute(select(c.body).where(c.id_hash == id_hash, c.side == side, c.seq == seq))).first()
         return None if row is None else str(row.body)
 
-    async def count_messages(self, tx: Tx, id_hash: str, side: str) -> int:
+    async def side_size(self, tx: Tx, id_hash: str, side: str) -> tuple[int, int]:
+        """How many messages one side has posted on a slot, and their total length in characters."""
         c = link_messages.c
-        q = select(func.count()).select_from(link_messages).where(c.id_hash == id_hash, c.side == side)
-        return int((await tx.execute(q)).scalar_one())
+        q = select(func.count().label("n"), func.coalesce(func.sum(func.length(c.body)), 0).label("chars")).where(
+            c.id_hash == id_hash, c.side == side
+        )
+        row = (await tx.execute(q)).one()
+        return int(row.n), int(row.chars)
 
     async def insert_message(self, tx: Tx, id_hash: str, side: str, seq: int, body: str) -> None:
         await tx.execute(insert(link_messages).values(id_hash=id_hash, side=side, seq=seq, body=body))

@@ -169,6 +169,22 @@ audit_log = Table(
     Column("details_json", Text, nullable=False),
 )
 Index("ix_audit_log_user", audit_log.c.user_id, audit_log.c.ts)
+Index("ix_audit_log_user_id", audit_log.c.user_id, audit_log.c.id)
+
+# Add-device-by-master-key challenges (nonce kept only as a hash). A used challenge stays until it expires,
+# so the caps on challenges issued per user and per address also bound the refusals they can cause.
+master_challenges = Table(
+    "master_challenges",
+    metadata,
+    Column("nonce_hash", String(64), primary_key=True),
+    Column("user_id", String(320), nullable=False),
+    Column("device_id", String(32), nullable=False),
+    Column("address_hash", String(64), nullable=False),
+    Column("used", Boolean, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+Index("ix_master_challenges_user", master_challenges.c.user_id)
+Index("ix_master_challenges_address", master_challenges.c.address_hash)
 
 # ---- linking a new device (rendezvous slots; the server only relays) ----------------------------
 
