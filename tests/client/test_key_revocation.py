@@ -119,11 +119,15 @@ async def test_devices_remove_revokes_when_it_can(alice: Client, clock: FakeCloc
         assert await _remove_device(alice, fourth.device_id, revoke_only=False) == {"removed": fourth.device_id, "revoked": True}
         await alice.keys.rotate()
         await second.keys.status()  # sees the rotation: it no longer holds the current master key
-        # Elsewhere: `remove` only removes, and says so; `revoke` refuses.
+        # Elsewhere: `revoke` refuses; `remove` refuses unless forced, then only removes, and says so.
         with pytest.raises(TokenIMError) as refused:
             await _remove_device(second, third.device_id, revoke_only=True)
         assert refused.value.code is ErrorCode.KEY_CHAIN_INVALID
-        assert await _remove_device(second, third.device_id, revoke_only=False) == {"removed": third.device_id, "revoked": False}
+        with pytest.raises(TokenIMError) as unforced:  # it may be the only device holding the current key
+            await _remove_device(second, third.device_id, revoke_only=False)
+        assert "--force" in unforced.value.message
+        removed = await _remove_device(second, third.device_id, revoke_only=False, force=True)
+        assert removed == {"removed": third.device_id, "revoked": False}
         assert "It was not revoked" in human_devices({"removed": third.device_id, "revoked": False})
         assert {d.device_id for d in (await alice.devices.all()).devices} == {alice.device_id, second.device_id}
     finally:

@@ -53,6 +53,7 @@ async def cmd_export_master(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     check_new_file(out)
     async with await open_client(args) as client:
+        await client.keys.require_current_master("export it (the file would hold the old, rotated key)")  # before asking
         passphrase = file_passphrase(new=True, user_inputs=[client.user_id, "tokenim"])
         await client.key_files.export_master_key(out, passphrase)
         info = client.keys.info()

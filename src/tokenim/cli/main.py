@@ -131,6 +131,12 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     dev.add_argument("device_id", nargs="?", help="remove, revoke: the device (not the one in use); approve: the code")
     dev.add_argument("--server", help="link: the server URL, e.g. http://127.0.0.1:8470 (required with link)")
     dev.add_argument("--username", help="link: your user name (required with link)")
+    dev.add_argument(
+        "--force",
+        action="store_true",
+        help="remove, on a device that no longer holds your current master key: remove the other device anyway, "
+        "though it may be the only one holding that key (default: refuse)",
+    )
     key = _sub(sub, "keys", "your keys", common, None, None)
     key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     show = _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tokenim.client.audit import Audit
+from tokenim.client.keys import Keys
 from tokenim.client.state import DeviceState
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.crypto.master_export import MAX_FILE_BYTES, export_master_pem
@@ -78,15 +79,17 @@ def read_key_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
 class KeyFiles:
     """`client.key_files`: the master key (PKCS#8) and room keys (Matrix key export format) to and from files."""
 
-    def __init__(self, state: DeviceState, audit: Audit) -> None:
+    def __init__(self, state: DeviceState, audit: Audit, keys: Keys) -> None:
         self._state = state
         self._audit = audit
+        self._keys = keys
 
     async def export_master_key(self, out: Path, passphrase: str) -> Path:
         """Write the master private key to `out` as encrypted PKCS#8 PEM (see crypto/master_export.py),
         after the server has recorded the export. `openssl pkey -in FILE` opens it with the passphrase."""
         _need_passphrase(passphrase)
         check_new_file(out)
+        await self._keys.require_current_master("export it (the file would hold the old, rotated key)")
         pem = export_master_pem(self._state.identity.master, passphrase)
         await self._audit.record("master_key.exported")
         write_secret_file(out, pem)

@@ -157,6 +157,9 @@ class Verification:
         cancels, a check fails or 10 minutes pass. On success their master key and device are recorded as
         verified."""
         user_id = self._other(user)
+        await self._keys.require_current_master(
+            "verify people (they would see the old, rotated key and the verification would fail on both sides)"
+        )
         contact = await self._keys.contact(user_id)
         if contact.pinned_master != contact.current_master:
             raise TokenIMError(
