@@ -50,7 +50,7 @@ def _recovery_key() -> str:
 async def cmd_backup_create(args: argparse.Namespace) -> dict[str, Any]:
     passphrase = _recovery_passphrase(new=True) if args.recovery_passphrase else None
     async with await open_client(args) as client:
-        return (await client.backup.create(passphrase)).to_json()
+        return (await client.backup.create(passphrase, replace=args.replace)).to_json()
 
 
 async def cmd_backup_restore(args: argparse.Namespace) -> dict[str, Any]:

@@ -280,6 +280,12 @@ def _add_backup(sub: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="protect it with a recovery passphrase ($TOKENIM_RECOVERY_PASSPHRASE, else asked) (default: a recovery key)",
     )
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the existing backup: its recovery key or passphrase stops working, and room keys only in it "
+        "are lost (default: refuse when a backup exists)",
+    )
     restore = _sub(
         bk_sub, "restore", "import the backed-up room keys here", common, backup.cmd_backup_restore, _h(backup.human_restored)
     )
