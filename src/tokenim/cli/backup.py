@@ -54,11 +54,23 @@ async def cmd_backup_create(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_backup_restore(args: argparse.Namespace) -> dict[str, Any]:
-    if args.recovery_passphrase:
-        secret = {"passphrase": _recovery_passphrase(new=False)}
-    else:
-        secret = {"recovery_key": _recovery_key()}
     async with await open_client(args) as client:
+        status = await client.backup.status()  # what the backup is opened with decides what to ask for
+        if not status.exists:
+            raise TokenIMError(ErrorCode.NO_BACKUP, "There is no key backup to restore: `tokenim backup create` makes one.")
+        if status.passphrase and not args.recovery_passphrase:
+            raise TokenIMError(
+                ErrorCode.WRONG_RECOVERY_KEY,
+                "This backup was made with a recovery passphrase, not a recovery key: run `tokenim backup restore --passphrase`.",
+            )
+        if args.recovery_passphrase and not status.passphrase:
+            raise TokenIMError(
+                ErrorCode.WRONG_RECOVERY_KEY, "This backup was made with a recovery key, not a passphrase: give the key."
+            )
+        if args.recovery_passphrase:
+            secret = {"passphrase": _recovery_passphrase(new=False)}
+        else:
+            secret = {"recovery_key": _recovery_key()}
         return (await client.backup.restore(**secret)).to_json()
 
 

@@ -291,6 +291,12 @@ class Backup:
                     ErrorCode.WRONG_RECOVERY_KEY, "This backup was made with a recovery key, not a passphrase: give the key."
                 )
             secret = PassphraseKdf.from_json(info.metadata.kdf.model_dump(mode="json")).derive(passphrase)
+        elif info.metadata.kdf is not None:
+            raise TokenIMError(
+                ErrorCode.WRONG_RECOVERY_KEY,
+                "This backup was made with a recovery passphrase, not a recovery key: give the passphrase "
+                "(`tokenim backup restore --passphrase`).",
+            )
         assert secret is not None
         keys = self._backup_keys(secret)
         keys.check_key(info.metadata.key_check)
