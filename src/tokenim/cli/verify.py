@@ -51,6 +51,11 @@ def safety_number_text(r: dict[str, Any]) -> str:
         lines.append(f"Verified: yes, {how}.")
     else:
         lines.append(f"Verified: no: {clean(r['why_not'] or '')}.")
+    if not r["verified"] and not r["key_changed"]:
+        lines.append(
+            f"Once they have read you the same number, run `tokenim fingerprint {user} --mark-verified` (or compare "
+            f"emoji with `tokenim verify {user}`)."
+        )
     if r["key_changed"]:
         lines += [
             f"Warning: the server now shows another master key for {user} than the one pinned here; with it, "

@@ -309,8 +309,8 @@ class Keys:
         if digits(expected_fingerprint) != digits(keys.current_fingerprint):
             raise TokenIMError(
                 ErrorCode.FINGERPRINT_MISMATCH,
-                f"The fingerprint given does not match {user_id}'s current key ({keys.current_fingerprint}): nothing was "
-                "accepted.",
+                f"The fingerprint given does not match {user_id}'s current key: nothing was accepted. Compare the one "
+                f"`tokenim keys show {user_id}` shows with theirs, digit by digit.",
             )
         self._machine.accept_master(user_id, warning.presented.public_key, warning.presented.version, self._state.clock.now_ms())
         self._state.persist()
