@@ -4,6 +4,8 @@ server shows the device again and hides the revocation; and the revoked device's
 
 from __future__ import annotations
 
+import argparse
+
 import httpx
 import pytest
 from sqlalchemy import delete
@@ -11,7 +13,8 @@ from sqlalchemy import delete
 from tests.client.test_encryption import raw_event, session_of
 from tests.client.test_key_lifecycle import second_device
 from tests.support import insides
-from tokenim.cli.account import _remove_device, human_devices
+from tokenim.cli import account as cli_account
+from tokenim.cli.account import _remove_device, cmd_logout, human_devices
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -22,7 +25,7 @@ from tokenim.server.storage.tables import device_revocations
 
 
 async def test_a_revoked_device_reads_nothing_sent_after(
-    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport
+    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second = await second_device(alice, clock, transport)
     try:
@@ -56,6 +59,17 @@ async def test_a_revoked_device_reads_nothing_sent_after(
                 await command
             assert refused.value.code is ErrorCode.DEVICE_REVOKED
             assert f"This device ({second.device_id}) was revoked" in refused.value.message
+
+        # `logout` says so too (not "you are still logged in") and forgets the tokens here.
+        async def opened(_args: argparse.Namespace) -> Client:
+            return second
+
+        monkeypatch.setattr(cli_account, "open_client", opened)
+        with pytest.raises(TokenIMError) as logout:
+            await cmd_logout(argparse.Namespace(all=False))
+        assert logout.value.code is ErrorCode.DEVICE_REVOKED
+        assert "was revoked" in logout.value.message and "still logged in" not in logout.value.message
+        assert "forgotten" in logout.value.message and not second.account.logged_in
     finally:
         await second.close()
 

@@ -90,7 +90,7 @@ async def cmd_logout(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ended = await client.account.logout(everywhere=args.all)
         except TokenIMError as err:
-            if err.code is ErrorCode.NOT_LOGGED_IN:
+            if err.code in (ErrorCode.NOT_LOGGED_IN, ErrorCode.DEVICE_REVOKED):
                 raise
             raise TokenIMError(
                 err.code,
