@@ -4,14 +4,24 @@ in-process on real clients against the in-process server, so the wording is chec
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.client.test_backup import chat, new_device
+from tests.client.test_verification import FAST, answer
 from tests.conftest import FAST_KDF
 from tokenim.cli import backup as cli_backup
+from tokenim.cli import main as cli_main
+from tokenim.cli import verify as cli_verify
+from tokenim.cli.prompt import PromptAborted, ask
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -49,3 +59,59 @@ async def test_restoring_a_passphrase_backup_with_a_key_says_to_add_passphrase(
         assert sdk.value.code is ErrorCode.WRONG_RECOVERY_KEY and "made with a recovery passphrase" in sdk.value.message
     finally:
         await second.close()
+
+
+async def test_input_that_ends_cancels_verify_as_the_user_not_as_a_mismatch(
+    alice: Client, bob: Client, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`verify` whose input just ends (EOF at the emoji question) must not tell the other side the emoji differed."""
+    monkeypatch.setattr(cli_verify, "open_client", opens(alice))
+    with open(os.devnull) as empty:
+        monkeypatch.setattr(sys, "stdin", empty)
+        async with asyncio.timeout(60):
+            mine, theirs = await asyncio.gather(
+                cli_verify.cmd_verify(argparse.Namespace(user="@bob", json=True)),
+                bob.verification.sas("@alice", answer(True, []), poll_interval=FAST),
+                return_exceptions=True,
+            )
+    assert isinstance(mine, TokenIMError) and mine.code is ErrorCode.CANCELLED, mine
+    assert isinstance(theirs, TokenIMError) and theirs.details == {"cancel_code": "m.user", "by": "them"}, theirs
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_while_a_command_runs_says_cancelled(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, as_json: bool
+) -> None:
+    """Ctrl-C during `verify` (or any command) prints the cancelled error, as at a prompt, and exits 130."""
+
+    async def interrupted(_args: argparse.Namespace) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("TOKENIM_PASSPHRASE", "correct horse battery staple")
+    monkeypatch.setattr(cli_verify, "cmd_verify", interrupted)
+    code = cli_main.main(["--profile", str(tmp_path), "verify", "@bob", *(["--json"] if as_json else [])])
+    out, err = capsys.readouterr()
+    assert code == 130
+    if as_json:
+        assert json.loads(out)["error"]["code"] == "cancelled" and err == ""
+    else:
+        assert out == "" and err.strip() == "tokenim: cancelled."
+
+
+def test_the_first_ctrl_c_at_a_prompt_inside_the_event_loop_cancels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompts asked after the profile is open run inside asyncio.run, whose Ctrl-C handler only cancels the
+    task: the first Ctrl-C must still end the prompt at once (exit 130 "cancelled"), not be swallowed."""
+
+    def getpass(_prompt: str) -> str:
+        signal.raise_signal(signal.SIGINT)  # the person presses Ctrl-C while the prompt waits
+        return "typed on after Ctrl-C"
+
+    async def prompt_after_the_profile_is_open() -> str:
+        return ask("Recovery key: ")
+
+    monkeypatch.setattr("getpass.getpass", getpass)
+    with pytest.raises(PromptAborted) as aborted:
+        asyncio.run(prompt_after_the_profile_is_open())
+    assert aborted.value.interrupted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

@@ -472,8 +472,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _fail(err, args.json)
     except PromptAborted as aborted:
         return _cancelled(aborted, args.json)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C while a command runs: said like Ctrl-C at a prompt
+        return _cancelled(PromptAborted(interrupted=True), args.json)
     except BrokenPipeError:
         raise
     except (OSError, sqlite3.DatabaseError, httpx.InvalidURL) as exc:
