@@ -16,8 +16,10 @@ import httpx
 import pytest
 
 from tests.client.test_backup import chat, new_device
+from tests.client.test_key_lifecycle import reopen, second_device
 from tests.client.test_verification import FAST, answer
 from tests.conftest import FAST_KDF
+from tests.support import insides
 from tokenim.cli import backup as cli_backup
 from tokenim.cli import main as cli_main
 from tokenim.cli import verify as cli_verify
@@ -115,3 +117,47 @@ def test_the_first_ctrl_c_at_a_prompt_inside_the_event_loop_cancels(monkeypatch:
         asyncio.run(prompt_after_the_profile_is_open())
     assert aborted.value.interrupted
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+async def test_messages_from_your_other_devices_are_verified_in_a_fresh_profile_and_after_a_rotation(
+    alice: Client, bob: Client, clock: FakeClock, transport: httpx.ASGITransport
+) -> None:
+    """Each CLI command opens the profile afresh: your own devices must be looked up like anyone's, or every
+    message from your other devices reads as "(unverified device)" with no reason given."""
+    second = await second_device(alice, clock, transport)
+    try:
+        room = (await alice.rooms.create("team", ["@bob"])).room_id
+        await bob.messages.sync()
+        await bob.rooms.join(room)
+        await second.messages.sync()
+        await second.messages.send_text(room, "from the second device")
+        await alice.messages.sync()  # the room key arrives (and the second device is looked up for it)
+        alice = await reopen(alice, clock, transport)  # the next command: it knows the key, not the device
+        [got] = [m for m in await alice.messages.history(room) if m.body == "from the second device"]
+        assert (got.verified, got.why_not) == (True, None)
+        await alice.keys.rotate()  # the second device is re-signed by the new key: it stays verified
+        await second.messages.sync()
+        await second.messages.send_text(room, "after the rotation")
+        await alice.messages.sync()
+        alice = await reopen(alice, clock, transport)
+        read = {m.body: m for m in await alice.messages.history(room)}
+        for body in ("from the second device", "after the rotation"):
+            assert (read[body].verified, read[body].why_not) == (True, None), read[body]
+    finally:
+        await second.close()
+        await alice.close()
+
+
+async def test_every_unverified_message_says_why(alice: Client, bob: Client, tmp_path: Path) -> None:
+    """A message read with a key from a key file is unverified, and says that is why (not "not signed")."""
+    room = (await alice.rooms.create("team", ["@bob"])).room_id
+    await bob.messages.sync()
+    await bob.rooms.join(room)
+    await alice.messages.send_text(room, "hello")
+    await bob.messages.sync()
+    insides(bob).machine.rooms.inbound.clear()  # bob lost the key, and gets it back from a file
+    out = tmp_path / "keys.txt"
+    await alice.key_files.export_room_keys(out, "a key file passphrase")
+    await bob.key_files.import_room_keys(out, "a key file passphrase")
+    [got] = await bob.messages.history(room)
+    assert not got.verified and got.why_not is not None and "key file" in got.why_not

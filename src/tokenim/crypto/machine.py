@@ -72,6 +72,7 @@ class RoomMessage:
     ts: int
     content: dict[str, Any]
     verified: bool
+    from_key_file: bool = False  # its room key came from a key file or backup: why it is not verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +278,7 @@ class CryptoMachine:
         verified = verified or self.is_verified(s.sender, s.sender_device, s.sender_ed25519)
         verified = verified and not s.imported  # a key file's claim of who sent a key is not the sender's word
         shown = {k: v for k, v in result.plaintext.items() if k != "room_id"}
-        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified)
+        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified, from_key_file=s.imported)
 
 
 __all__ = ["CryptoError", "CryptoMachine", "KeyWarning", "RejectedMessage", "RoomMessage"]
