@@ -23,8 +23,11 @@ from tests.support import insides
 from tokenim.cli import backup as cli_backup
 from tokenim.cli import main as cli_main
 from tokenim.cli import verify as cli_verify
+from tokenim.cli.backup import human_restored
+from tokenim.cli.key_files import human_import_master
 from tokenim.cli.prompt import PromptAborted, ask
 from tokenim.client import Client
+from tokenim.client.key_files import check_new_file, write_secret_file
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.crypto.backup import encode_recovery_key, new_secret
@@ -161,3 +164,20 @@ async def test_every_unverified_message_says_why(alice: Client, bob: Client, tmp
     await bob.key_files.import_room_keys(out, "a key file passphrase")
     [got] = await bob.messages.history(room)
     assert not got.verified and got.why_not is not None and "key file" in got.why_not
+
+
+def test_small_wording(tmp_path: Path) -> None:
+    """A folder given as --out is called a folder; a file that can't be written is named as given, never as
+    the temporary file; `keys import` speaks of your own account; a restore with nothing new says so."""
+    with pytest.raises(TokenIMError) as folder:
+        check_new_file(tmp_path)
+    assert "is a folder" in folder.value.message and "already exists" not in folder.value.message
+    if Path("/proc").is_dir():
+        with pytest.raises(TokenIMError) as unwritable:
+            write_secret_file(Path("/proc/nope"), b"secret")
+        assert "Cannot write /proc/nope:" in unwritable.value.message and ".part" not in unwritable.value.message
+    imported = human_import_master({"user_id": "@alice:x", "device_id": "DEV", "master_key_version": 2, "fingerprint": "F"})
+    assert "their" not in imported and "your account @alice:x" in imported
+    again = human_restored({"imported": 0, "keys": 5, "version": 3})
+    assert "nothing new was restored" in again and "can now be read" not in again
+    assert "can now be read" in human_restored({"imported": 2, "keys": 5, "version": 3})

@@ -93,6 +93,11 @@ def human_created(r: dict[str, Any]) -> str:
 
 
 def human_restored(r: dict[str, Any]) -> str:
+    if r["imported"] == 0:
+        return (
+            f"Backup version {r['version']} holds {r['keys']} room key{'s' if r['keys'] != 1 else ''}: this device "
+            "already had all of them, so nothing new was restored. It backs up its new keys too."
+        )
     return (
         f"Restored {r['imported']} new room key{'s' if r['imported'] != 1 else ''} of {r['keys']} in backup version "
         f"{r['version']}: older messages can now be read here, and this device backs up its new keys too."

@@ -94,8 +94,8 @@ async def cmd_import_master(args: argparse.Namespace) -> dict[str, Any]:
 
 def human_import_master(r: dict[str, Any]) -> str:
     return (
-        f"Imported the master key of {clean(r['user_id'])} (version {r['master_key_version']}): this is their new "
-        f"device {clean(r['device_id'])}, logged in.\nFingerprint: {r['fingerprint']}"
+        f"Imported your master key (version {r['master_key_version']}): this is a new device "
+        f"{clean(r['device_id'])} of your account {clean(r['user_id'])}, logged in.\nFingerprint: {r['fingerprint']}"
     )
 
 
