@@ -58,6 +58,11 @@ async def test_restoring_a_passphrase_backup_with_a_key_says_to_add_passphrase(
     assert cli.value.code is ErrorCode.WRONG_RECOVERY_KEY and "made with a recovery passphrase" in cli.value.message
     assert "--passphrase" in cli.value.message
     second = await new_device(alice, clock, transport)
+    monkeypatch.setattr(cli_backup, "open_client", opens(second))
+    with pytest.raises(TokenIMError) as no_terminal:  # the right kind, but nothing to read it from
+        await cli_backup.cmd_backup_restore(argparse.Namespace(recovery_passphrase=True))
+    assert no_terminal.value.code is ErrorCode.BAD_CONFIG and "TOKENIM_RECOVERY_PASSPHRASE" in no_terminal.value.message
+    second = await new_device(alice, clock, transport)
     try:  # the SDK says the same when given a well-formed key
         with pytest.raises(TokenIMError) as sdk:
             await second.backup.restore(recovery_key=encode_recovery_key(new_secret()))
