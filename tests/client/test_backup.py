@@ -254,7 +254,7 @@ async def test_an_older_backup_version_is_refused(alice: Client, bob: Client, cl
     old_keys = await raw_json(lying, alice, f"/v1/backup/{first.version}/keys")
     second = await new_device(alice, clock, lying)
     try:
-        newer = await second.backup.create()  # a new version with a new key, made on the second device
+        newer = await second.backup.create(replace=True)  # a new version with a new key, made on the second device
         assert newer.version == first.version + 1
         lying.rewrites["/v1/backup"] = lambda _req, _body: copy.deepcopy(old_info)
         lying.rewrites[f"/v1/backup/{first.version}/keys"] = lambda _req, _body: copy.deepcopy(old_keys)
@@ -373,7 +373,7 @@ async def test_a_device_whose_version_was_replaced_stops_uploading(
     second = await new_device(alice, clock, lying)
     try:
         await second.backup.restore(recovery_key=created.recovery_key)
-        newer = await alice.backup.create()  # a new version with a new key: the second device does not hold it
+        newer = await alice.backup.create(replace=True)  # a new version with a new key: the second device does not hold it
         room = await second.rooms.create("after", [carol.user_id])
         await second.messages.send_text(room.room_id, "sent; its key can't go to the old version")
         status = await second.backup.status()
@@ -434,3 +434,23 @@ async def test_deleting_the_backup_stops_every_device_uploading(alice: Client, b
     assert alice.backup.pending() == []
     again = await alice.backup.create()
     assert again.version == created.version + 1 and again.keys == 3
+
+
+async def test_a_new_backup_over_an_existing_one_needs_replace(
+    alice: Client, bob: Client, clock: FakeClock, lying: LyingServer
+) -> None:
+    """The old recovery key stops working when a backup is replaced: never silently."""
+    await chat(alice, bob)
+    created = await alice.backup.create()
+    with pytest.raises(TokenIMError) as err:
+        await alice.backup.create()
+    assert err.value.code is ErrorCode.BACKUP_EXISTS
+    assert f"version {created.version}" in err.value.message and "--replace" in err.value.message
+    assert "stops working" in err.value.message
+    second = await new_device(alice, clock, lying)
+    try:  # nothing changed: the recovery key written down still restores
+        assert (await second.backup.restore(recovery_key=created.recovery_key)).version == created.version
+        replaced = await alice.backup.create(replace=True)
+        assert replaced.version == created.version + 1
+    finally:
+        await second.close()

@@ -100,6 +100,7 @@ async def test_a_key_first_seen_during_a_swap_can_be_replaced_deliberately(
     with pytest.raises(TokenIMError) as wrong:
         await alice.keys.accept("@bob", fingerprint(SigningKey.generate().public_key))
     assert wrong.value.code is ErrorCode.FINGERPRINT_MISMATCH
+    assert shown.current_fingerprint.split()[0] not in wrong.value.message  # compared, never handed over to copy
     assert insides(alice).machine.pinned_masters[bob.user_id] == fake.public_key  # nothing changed
 
     accepted = await alice.keys.accept("@bob", shown.current_fingerprint.replace(" ", ""))

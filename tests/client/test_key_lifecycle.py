@@ -294,7 +294,7 @@ async def test_a_device_without_the_current_master_key_says_so(
             with pytest.raises(TokenIMError) as refused:
                 await attempt
             assert refused.value.code is ErrorCode.KEY_CHAIN_INVALID
-            assert "Another of your devices rotated your master key (now version 2)" in refused.value.message
+            assert "This device no longer holds your current master key (version 2" in refused.value.message
         # It still chats: its device keys were re-signed by the new master key.
         clock.advance(seconds=600)
         sent = await bob.messages.send_text(room, "to both of alice's devices")

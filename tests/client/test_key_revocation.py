@@ -4,6 +4,8 @@ server shows the device again and hides the revocation; and the revoked device's
 
 from __future__ import annotations
 
+import argparse
+
 import httpx
 import pytest
 from sqlalchemy import delete
@@ -11,7 +13,8 @@ from sqlalchemy import delete
 from tests.client.test_encryption import raw_event, session_of
 from tests.client.test_key_lifecycle import second_device
 from tests.support import insides
-from tokenim.cli.account import _remove_device, human_devices
+from tokenim.cli import account as cli_account
+from tokenim.cli.account import _remove_device, cmd_logout, human_devices
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -27,7 +30,7 @@ from tokenim.server.storage.tables import device_revocations
 
 
 async def test_a_revoked_device_reads_nothing_sent_after(
-    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport
+    alice: Client, bob: Client, clock: FakeClock, transport: httpx.AsyncBaseTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     second = await second_device(alice, clock, transport)
     try:
@@ -61,6 +64,17 @@ async def test_a_revoked_device_reads_nothing_sent_after(
                 await command
             assert refused.value.code is ErrorCode.DEVICE_REVOKED
             assert f"This device ({second.device_id}) was revoked" in refused.value.message
+
+        # `logout` says so too (not "you are still logged in") and forgets the tokens here.
+        async def opened(_args: argparse.Namespace) -> Client:
+            return second
+
+        monkeypatch.setattr(cli_account, "open_client", opened)
+        with pytest.raises(TokenIMError) as logout:
+            await cmd_logout(argparse.Namespace(all=False))
+        assert logout.value.code is ErrorCode.DEVICE_REVOKED
+        assert "was revoked" in logout.value.message and "still logged in" not in logout.value.message
+        assert "forgotten" in logout.value.message and not second.account.logged_in
     finally:
         await second.close()
 
@@ -124,11 +138,15 @@ async def test_devices_remove_revokes_when_it_can(alice: Client, clock: FakeCloc
         assert await _remove_device(alice, fourth.device_id, revoke_only=False) == {"removed": fourth.device_id, "revoked": True}
         await alice.keys.rotate()
         await second.keys.status()  # sees the rotation: it no longer holds the current master key
-        # Elsewhere: `remove` only removes, and says so; `revoke` refuses.
+        # Elsewhere: `revoke` refuses; `remove` refuses unless forced, then only removes, and says so.
         with pytest.raises(TokenIMError) as refused:
             await _remove_device(second, third.device_id, revoke_only=True)
         assert refused.value.code is ErrorCode.KEY_CHAIN_INVALID
-        assert await _remove_device(second, third.device_id, revoke_only=False) == {"removed": third.device_id, "revoked": False}
+        with pytest.raises(TokenIMError) as unforced:  # it may be the only device holding the current key
+            await _remove_device(second, third.device_id, revoke_only=False)
+        assert "--force" in unforced.value.message
+        removed = await _remove_device(second, third.device_id, revoke_only=False, force=True)
+        assert removed == {"removed": third.device_id, "revoked": False}
         assert "It was not revoked" in human_devices({"removed": third.device_id, "revoked": False})
         assert {d.device_id for d in (await alice.devices.all()).devices} == {alice.device_id, second.device_id}
     finally:

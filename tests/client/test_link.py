@@ -109,8 +109,12 @@ async def test_a_linked_device_reads_old_history_and_sends(
     try:
         assert approval.device_id == new.device_id and approval.master_key_sent and approval.room_keys >= 2
         assert new.user_id == alice.user_id and new.device_id != alice.device_id
-        bodies = [m.body for m in await new.messages.history(room)]
-        assert bodies == ["before the link, from alice", "before the link, from bob"]
+        read = await new.messages.history(room)
+        assert [m.body for m in read] == ["before the link, from alice", "before the link, from bob"]
+        # Keys handed over the link by alice's own device count as delivered by their senders: her own
+        # messages read as verified, bob's as any unverified person's (with the reason).
+        assert (read[0].verified, read[0].why_not) == (True, None)
+        assert read[1].verified and read[1].why_not is not None and "not verified" in read[1].why_not
         assert new.keys.info().fingerprint == alice.keys.info().fingerprint
         # The people alice pinned are pinned on the new device too, with their version and the keys followed.
         assert new.keys.is_pinned(bob.user_id) and new.keys.followed_keys(bob.user_id) == alice.keys.followed_keys(bob.user_id)

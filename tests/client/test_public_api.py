@@ -59,6 +59,7 @@ FACADE = {
         "query",
         "recipients",
         "replenish",
+        "require_current_master",
         "revoke",
         "rotate",
         "rotation_due",

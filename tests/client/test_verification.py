@@ -11,6 +11,7 @@ import pytest
 
 from tests.client.test_key_change import end_swap, swap_master
 from tests.support import insides
+from tokenim.cli.verify import safety_number_text
 from tokenim.client import Client, SasShown
 from tokenim.client.verification import RECORD_KIND
 from tokenim.core.clock import FakeClock
@@ -62,7 +63,10 @@ async def test_marking_verified_needs_the_right_number(alice: Client, bob: Clien
     with pytest.raises(TokenIMError) as wrong:
         await alice.verification.mark_verified("@bob", "12345 " * 12)
     assert wrong.value.code is ErrorCode.FINGERPRINT_MISMATCH
+    assert shown.safety_number.split()[0] not in wrong.value.message  # compared, never handed over to copy
     assert not alice.verification.status("@bob").verified
+    text = safety_number_text(shown.to_json())
+    assert "Verified: no" in text and "--mark-verified" in text
     done = await alice.verification.mark_verified("@bob", shown.safety_number.replace(" ", ""))
     assert done.verified and done.verified_by == "safety_number"
     assert alice.verification.status("@bob").verified_by == "safety_number"

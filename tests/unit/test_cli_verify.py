@@ -10,8 +10,9 @@ import pytest
 
 from tokenim.cli.main import build_parser
 from tokenim.cli.output import message_text
-from tokenim.cli.verify import human_verified, read_answer, safety_number_text, sas_text
+from tokenim.cli.verify import InputEnded, human_verified, read_answer, safety_number_text, sas_text
 from tokenim.client import SasShown
+from tokenim.core.errors import ErrorCode
 
 NUMBER = " ".join(f"{i:05d}" for i in range(12))
 
@@ -78,6 +79,14 @@ async def test_an_answer_is_read_from_a_pipe_or_a_file(tmp_path: Path, monkeypat
     with answers.open() as file:
         monkeypatch.setattr(sys, "stdin", file)
         assert await read_answer("") == "no"
-    with open(os.devnull) as empty:
+    with open(os.devnull) as empty:  # input that ends is no answer (and no "no"): nobody is there
         monkeypatch.setattr(sys, "stdin", empty)
-        assert await read_answer("") == ""
+        with pytest.raises(InputEnded):
+            await read_answer("")
+    read_fd, write_fd = os.pipe()
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        monkeypatch.setattr(sys, "stdin", pipe)
+        with pytest.raises(InputEnded) as ended:
+            await read_answer("")
+        assert ended.value.code is ErrorCode.CANCELLED

@@ -90,7 +90,7 @@ async def cmd_logout(args: argparse.Namespace) -> dict[str, Any]:
         try:
             ended = await client.account.logout(everywhere=args.all)
         except TokenIMError as err:
-            if err.code is ErrorCode.NOT_LOGGED_IN:
+            if err.code in (ErrorCode.NOT_LOGGED_IN, ErrorCode.DEVICE_REVOKED):
                 raise
             raise TokenIMError(
                 err.code,
@@ -132,7 +132,9 @@ async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
                     "device can never log in again. Remove it from another of your devices, or use `tokenim logout` "
                     "to end this session only.",
                 )
-            return await _remove_device(client, args.device_id, revoke_only=args.action == "revoke")
+            return await _remove_device(
+                client, args.device_id, revoke_only=args.action == "revoke", force=getattr(args, "force", False)
+            )
         elif args.device_id:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "`tokenim devices list` takes no device id.")
         devices = await client.devices.all()
@@ -150,16 +152,24 @@ async def cmd_devices(args: argparse.Namespace) -> dict[str, Any]:
         }
 
 
-async def _remove_device(client: Client, device_id: str, *, revoke_only: bool) -> dict[str, Any]:
+async def _remove_device(client: Client, device_id: str, *, revoke_only: bool, force: bool = False) -> dict[str, Any]:
     """Revoke the device (signed by the master key: refused for good, by the server and by every contact). `remove`
-    on a device that no longer holds the current master key removes it only, and says so."""
+    on a device that no longer holds the current master key refuses unless `force` (it could remove the only device
+    holding the current key), then removes it only, and says so."""
     try:
         await client.keys.revoke(device_id)
         return {"removed": device_id, "revoked": True}
     except TokenIMError as err:
         if revoke_only or err.code is not ErrorCode.KEY_CHAIN_INVALID or client.keys.holds_current_master():
             raise
-    await client.devices.remove(device_id)
+        if not force:
+            raise TokenIMError(
+                err.code,
+                f"{err.message} Removing {clean(device_id)} from here could remove the only device that holds your "
+                "current master key: your account could then never add, revoke or rotate again. If you are sure "
+                f"it does not hold it, run `tokenim devices remove {clean(device_id)} --force`.",
+            ) from None
+    await client.devices.remove(device_id, force=True)
     return {"removed": device_id, "revoked": False}
 
 

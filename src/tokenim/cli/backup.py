@@ -50,15 +50,27 @@ def _recovery_key() -> str:
 async def cmd_backup_create(args: argparse.Namespace) -> dict[str, Any]:
     passphrase = _recovery_passphrase(new=True) if args.recovery_passphrase else None
     async with await open_client(args) as client:
-        return (await client.backup.create(passphrase)).to_json()
+        return (await client.backup.create(passphrase, replace=args.replace)).to_json()
 
 
 async def cmd_backup_restore(args: argparse.Namespace) -> dict[str, Any]:
-    if args.recovery_passphrase:
-        secret = {"passphrase": _recovery_passphrase(new=False)}
-    else:
-        secret = {"recovery_key": _recovery_key()}
     async with await open_client(args) as client:
+        status = await client.backup.status()  # what the backup is opened with decides what to ask for
+        if not status.exists:
+            raise TokenIMError(ErrorCode.NO_BACKUP, "There is no key backup to restore: `tokenim backup create` makes one.")
+        if status.passphrase and not args.recovery_passphrase:
+            raise TokenIMError(
+                ErrorCode.WRONG_RECOVERY_KEY,
+                "This backup was made with a recovery passphrase, not a recovery key: run `tokenim backup restore --passphrase`.",
+            )
+        if args.recovery_passphrase and not status.passphrase:
+            raise TokenIMError(
+                ErrorCode.WRONG_RECOVERY_KEY, "This backup was made with a recovery key, not a passphrase: give the key."
+            )
+        if args.recovery_passphrase:
+            secret = {"passphrase": _recovery_passphrase(new=False)}
+        else:
+            secret = {"recovery_key": _recovery_key()}
         return (await client.backup.restore(**secret)).to_json()
 
 
@@ -81,6 +93,11 @@ def human_created(r: dict[str, Any]) -> str:
 
 
 def human_restored(r: dict[str, Any]) -> str:
+    if r["imported"] == 0:
+        return (
+            f"Backup version {r['version']} holds {r['keys']} room key{'s' if r['keys'] != 1 else ''}: this device "
+            "already had all of them, so nothing new was restored. It backs up its new keys too."
+        )
     return (
         f"Restored {r['imported']} new room key{'s' if r['imported'] != 1 else ''} of {r['keys']} in backup version "
         f"{r['version']}: older messages can now be read here, and this device backs up its new keys too."

@@ -53,6 +53,7 @@ async def cmd_export_master(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     check_new_file(out)
     async with await open_client(args) as client:
+        await client.keys.require_current_master("export it (the file would hold the old, rotated key)")  # before asking
         passphrase = file_passphrase(new=True, user_inputs=[client.user_id, "tokenim"])
         await client.key_files.export_master_key(out, passphrase)
         info = client.keys.info()
@@ -93,8 +94,8 @@ async def cmd_import_master(args: argparse.Namespace) -> dict[str, Any]:
 
 def human_import_master(r: dict[str, Any]) -> str:
     return (
-        f"Imported the master key of {clean(r['user_id'])} (version {r['master_key_version']}): this is their new "
-        f"device {clean(r['device_id'])}, logged in.\nFingerprint: {r['fingerprint']}"
+        f"Imported your master key (version {r['master_key_version']}): this is a new device "
+        f"{clean(r['device_id'])} of your account {clean(r['user_id'])}, logged in.\nFingerprint: {r['fingerprint']}"
     )
 
 

@@ -131,6 +131,12 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     dev.add_argument("device_id", nargs="?", help="remove, revoke: the device (not the one in use); approve: the code")
     dev.add_argument("--server", help="link: the server URL, e.g. http://127.0.0.1:8470 (required with link)")
     dev.add_argument("--username", help="link: your user name (required with link)")
+    dev.add_argument(
+        "--force",
+        action="store_true",
+        help="remove, on a device that no longer holds your current master key: remove the other device anyway, "
+        "though it may be the only one holding that key (default: refuse)",
+    )
     key = _sub(sub, "keys", "your keys", common, None, None)
     key_sub = key.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     show = _sub(key_sub, "show", "master key, fingerprint and device keys", common, keys.cmd_keys_show, _h(keys.human_keys))
@@ -273,6 +279,12 @@ def _add_backup(sub: Any, common: argparse.ArgumentParser) -> None:
         dest="recovery_passphrase",
         action="store_true",
         help="protect it with a recovery passphrase ($TOKENIM_RECOVERY_PASSPHRASE, else asked) (default: a recovery key)",
+    )
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace the existing backup: its recovery key or passphrase stops working, and room keys only in it "
+        "are lost (default: refuse when a backup exists)",
     )
     restore = _sub(
         bk_sub, "restore", "import the backed-up room keys here", common, backup.cmd_backup_restore, _h(backup.human_restored)
@@ -460,8 +472,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _fail(err, args.json)
     except PromptAborted as aborted:
         return _cancelled(aborted, args.json)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C while a command runs: said like Ctrl-C at a prompt
+        return _cancelled(PromptAborted(interrupted=True), args.json)
     except BrokenPipeError:
         raise
     except (OSError, sqlite3.DatabaseError, httpx.InvalidURL) as exc:

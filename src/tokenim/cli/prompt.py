@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from zxcvbn import zxcvbn
@@ -24,13 +28,33 @@ class PromptAborted(Exception):
 
 
 def ask(prompt: str) -> str:
-    """A hidden prompt; Ctrl-C and Ctrl-D end it cleanly instead of being swallowed or raising."""
+    """A hidden prompt; Ctrl-C and Ctrl-D end it cleanly instead of being swallowed or raising.
+
+    Inside the event loop (a prompt after the profile is open) asyncio's own Ctrl-C handler only cancels the
+    running task, which can't happen while the prompt blocks, so the first Ctrl-C would be ignored: Python's
+    default handler is put back while the prompt waits."""
     try:
-        return getpass.getpass(prompt)
+        with _default_sigint():
+            return getpass.getpass(prompt)
     except KeyboardInterrupt:
         raise PromptAborted(interrupted=True) from None
     except EOFError:
         raise PromptAborted(interrupted=False) from None
+
+
+@contextlib.contextmanager
+def _default_sigint() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt here, whatever handler the event loop installed; restored after."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        current = signal.getsignal(signal.SIGINT)
+        if callable(current) and current is not signal.default_int_handler:
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def check_strength(passphrase: str, user_inputs: list[str]) -> None:

@@ -51,6 +51,11 @@ def safety_number_text(r: dict[str, Any]) -> str:
         lines.append(f"Verified: yes, {how}.")
     else:
         lines.append(f"Verified: no: {clean(r['why_not'] or '')}.")
+    if not r["verified"] and not r["key_changed"]:
+        lines.append(
+            f"Once they have read you the same number, run `tokenim fingerprint {user} --mark-verified` (or compare "
+            f"emoji with `tokenim verify {user}`)."
+        )
     if r["key_changed"]:
         lines += [
             f"Warning: the server now shows another master key for {user} than the one pinned here; with it, "
@@ -70,17 +75,28 @@ def sas_text(shown: SasShown) -> str:
     )
 
 
+class InputEnded(TokenIMError):
+    """Standard input ended before an answer: nobody is there to answer, which is not a "no"."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.CANCELLED, "Cancelled: the input ended before an answer was given.")
+
+
 async def read_answer(question: str) -> str:
-    """One line from standard input without a thread (so a cancelled question does not keep the command alive)."""
+    """One line from standard input without a thread (so a cancelled question does not keep the command alive).
+    Raises `InputEnded` when the input ends before a line does."""
     if question:
         print(clean(question), end="", file=sys.stderr, flush=True)
     loop = asyncio.get_running_loop()
     fd = sys.stdin.fileno()
     got = bytearray()
     done: asyncio.Future[None] = loop.create_future()
+    ended = False
 
     def readable() -> None:
+        nonlocal ended
         chunk = os.read(fd, 1)
+        ended = ended or not chunk
         if not chunk or chunk == b"\n" or len(got) > MAX_ANSWER_BYTES:
             if not done.done():
                 done.set_result(None)
@@ -90,11 +106,16 @@ async def read_answer(question: str) -> str:
     try:
         loop.add_reader(fd, readable)
     except (OSError, ValueError):  # a regular file (`< answers.txt`) can't be watched, and never blocks
-        return sys.stdin.readline(MAX_ANSWER_BYTES).strip()
+        line = sys.stdin.readline(MAX_ANSWER_BYTES)
+        if not line:
+            raise InputEnded() from None
+        return line.strip()
     try:
         await done
     finally:
         loop.remove_reader(fd)
+    if ended and not got:
+        raise InputEnded()
     return got.decode("utf-8", "replace").strip()
 
 

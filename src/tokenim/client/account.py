@@ -78,7 +78,8 @@ class Account:
         tokens here; returns how many sessions the server ended (0: it had already ended this one).
 
         If the server can't be reached or fails, the tokens are kept: the session is still valid there, and
-        forgetting it here would leave it usable for weeks with no way left to end it.
+        forgetting it here would leave it usable for weeks with no way left to end it. A revoked device has no
+        session left anywhere: its tokens are forgotten and `device_revoked` is raised, saying so.
         """
         try:
             if everywhere:
@@ -87,6 +88,13 @@ class Account:
                 await self._transport.request("POST", "/v1/logout", OkResponse)
                 ended = 1
         except TokenIMError as err:
+            if err.code is ErrorCode.DEVICE_REVOKED:
+                self._transport.keep_tokens(None)
+                raise TokenIMError(
+                    err.code,
+                    f"{err.message.rstrip('.')}. The server had already ended its sessions; its tokens were forgotten here.",
+                    details=err.details,
+                ) from None
             if err.code not in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
                 raise
             ended = 0  # the server no longer honours this session: nothing is left to end there

@@ -153,14 +153,20 @@ class Backup:
 
     # ---- create --------------------------------------------------------------------------------
 
-    async def create(self, passphrase: str | None = None, *, kdf: KdfParams | None = None) -> BackupCreated:
-        """Make a new backup version (retiring the old one) and upload every room key this device holds.
+    async def create(
+        self, passphrase: str | None = None, *, kdf: KdfParams | None = None, replace: bool = False
+    ) -> BackupCreated:
+        """Make a new backup version and upload every room key this device holds.
 
+        When the server already has a backup it is refused (`backup_exists`) unless `replace`: the new version
+        retires the old one, whose recovery key or passphrase stops working, and room keys only in it are lost.
         Without `passphrase` a random recovery key is made and returned: show it once. With it, the key is
         derived from the passphrase with Argon2id (`kdf`: its cost; a fresh salt is always made; the default
         is RFC 9106's second recommended set)."""
         if passphrase is not None and not passphrase:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "The recovery passphrase must not be empty.")
+        if not replace:
+            await self._refuse_existing()
         params = None
         if passphrase is not None:
             params = PassphraseKdf.new(kdf.time_cost, kdf.memory_kib, kdf.parallelism) if kdf else PassphraseKdf.new()
@@ -181,6 +187,20 @@ class Backup:
         recovery_key = encode_recovery_key(secret) if params is None else None
         uploaded, pending = len(self._load_index()), len(self.pending())
         return BackupCreated(version=created.version, recovery_key=recovery_key, keys=uploaded, pending=pending)
+
+    async def _refuse_existing(self) -> None:
+        try:
+            info = await self._transport.get("/v1/backup", BackupInfoResponse)
+        except TokenIMError as err:
+            if err.code is ErrorCode.NO_BACKUP:
+                return
+            raise
+        raise TokenIMError(
+            ErrorCode.BACKUP_EXISTS,
+            f"You already have a key backup (version {info.version}, {info.count} room keys). A new one replaces it: "
+            "its recovery key or passphrase stops working, and room keys only in it are lost. To do that, run "
+            "`tokenim backup create --replace`; nothing was changed.",
+        )
 
     # ---- upload --------------------------------------------------------------------------------
 
@@ -271,6 +291,12 @@ class Backup:
                     ErrorCode.WRONG_RECOVERY_KEY, "This backup was made with a recovery key, not a passphrase: give the key."
                 )
             secret = PassphraseKdf.from_json(info.metadata.kdf.model_dump(mode="json")).derive(passphrase)
+        elif info.metadata.kdf is not None:
+            raise TokenIMError(
+                ErrorCode.WRONG_RECOVERY_KEY,
+                "This backup was made with a recovery passphrase, not a recovery key: give the passphrase "
+                "(`tokenim backup restore --passphrase`).",
+            )
         assert secret is not None
         keys = self._backup_keys(secret)
         keys.check_key(info.metadata.key_check)

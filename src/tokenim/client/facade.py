@@ -64,11 +64,11 @@ class Client:
         self.backup = Backup(state, transport)
         self.messages = Messages(state, transport, self.keys, self.rooms, after_new_keys=self.backup.upload_quietly)
         self.files = Files(state, transport, self.messages)
-        self.devices = Devices(state, transport)
+        self.devices = Devices(state, transport, self.keys)
         self.account = Account(state, transport, self.keys)
         self.admin = Admin(transport)
         self.audit = Audit(transport)
-        self.key_files = KeyFiles(state, self.audit)
+        self.key_files = KeyFiles(state, self.audit, self.keys)
         self.linking = Linking(state, transport, self.keys)
         self.verification = Verification(state, transport, self.keys, self.messages, self.audit)
 

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from tokenim.client.audit import Audit
+from tokenim.client.keys import Keys
 from tokenim.client.state import DeviceState
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.crypto.master_export import MAX_FILE_BYTES, export_master_pem
@@ -31,6 +32,10 @@ MAX_KEY_FILE_BYTES = 256 * 1024 * 1024  # a room-key export of many sessions; an
 
 def check_new_file(out: Path) -> None:
     """Refuse, before any work, a destination that exists (file, link, folder) or whose folder does not."""
+    if out.is_dir():
+        raise TokenIMError(
+            ErrorCode.FILE_EXISTS, f"{out} is a folder: give the name of a new file in it, such as {out / 'tokenim-keys.txt'}."
+        )
     if out.exists() or out.is_symlink():
         raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: choose another name (key files are never replaced).")
     if not out.parent.is_dir():
@@ -40,7 +45,12 @@ def check_new_file(out: Path) -> None:
 def write_secret_file(out: Path, data: bytes) -> None:
     """Write `data` to a new file `out`, mode 600, whole or not at all; never replaces an existing file."""
     check_new_file(out)
-    fd, name = tempfile.mkstemp(prefix=".tokenim-", suffix=".part", dir=out.parent)  # mkstemp: mode 600
+    try:
+        fd, name = tempfile.mkstemp(prefix=".tokenim-", suffix=".part", dir=out.parent)  # mkstemp: mode 600
+    except OSError as exc:  # name the file asked for, never the temporary one
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"Cannot write {out}: {(exc.strerror or 'the write failed').lower()}."
+        ) from None
     tmp = Path(name)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -52,7 +62,9 @@ def write_secret_file(out: Path, data: bytes) -> None:
         except FileExistsError:
             raise TokenIMError(ErrorCode.FILE_EXISTS, f"{out} already exists: nothing was written.") from None
     except OSError as exc:
-        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Cannot write {out}: {exc.strerror or 'the write failed'}.") from None
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"Cannot write {out}: {(exc.strerror or 'the write failed').lower()}."
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # make the new name durable too
@@ -78,15 +90,17 @@ def read_key_file(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
 class KeyFiles:
     """`client.key_files`: the master key (PKCS#8) and room keys (Matrix key export format) to and from files."""
 
-    def __init__(self, state: DeviceState, audit: Audit) -> None:
+    def __init__(self, state: DeviceState, audit: Audit, keys: Keys) -> None:
         self._state = state
         self._audit = audit
+        self._keys = keys
 
     async def export_master_key(self, out: Path, passphrase: str) -> Path:
         """Write the master private key to `out` as encrypted PKCS#8 PEM (see crypto/master_export.py),
         after the server has recorded the export. `openssl pkey -in FILE` opens it with the passphrase."""
         _need_passphrase(passphrase)
         check_new_file(out)
+        await self._keys.require_current_master("export it (the file would hold the old, rotated key)")
         pem = export_master_pem(self._state.identity.master, passphrase)
         await self._audit.record("master_key.exported")
         write_secret_file(out, pem)

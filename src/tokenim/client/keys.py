@@ -65,8 +65,9 @@ class KeysInfo:
 
 UNSURE = (ErrorCode.SERVER_UNREACHABLE, ErrorCode.BAD_RESPONSE, ErrorCode.INTERNAL)
 OUTDATED = (
-    "Another of your devices rotated your master key (now version {version}): this device no longer holds the current "
-    "master key, so it can't rotate it or revoke devices. Do that from the device that rotated it."
+    "This device no longer holds your current master key (version {version}: another of your devices rotated it "
+    "since), so it can't {what}. Do this from a device that holds it, or bring the key here with `tokenim keys "
+    "import` or `tokenim devices link`."
 )
 
 
@@ -311,8 +312,8 @@ class Keys:
         if digits(expected_fingerprint) != digits(keys.current_fingerprint):
             raise TokenIMError(
                 ErrorCode.FINGERPRINT_MISMATCH,
-                f"The fingerprint given does not match {user_id}'s current key ({keys.current_fingerprint}): nothing was "
-                "accepted.",
+                f"The fingerprint given does not match {user_id}'s current key: nothing was accepted. Compare the one "
+                f"`tokenim keys show {user_id}` shows with theirs, digit by digit.",
             )
         self._machine.accept_master(user_id, warning.presented.public_key, warning.presented.version, self._state.clock.now_ms())
         self._state.persist()
@@ -339,10 +340,16 @@ class Keys:
             )
         return decision, keys
 
-    def _need_current_master(self) -> None:
+    def _need_current_master(self, what: str) -> None:
         if self._machine.own_master_outdated:
             pin = self._machine.pins[self._state.user_id]
-            raise TokenIMError(ErrorCode.KEY_CHAIN_INVALID, OUTDATED.format(version=pin.version))
+            raise TokenIMError(ErrorCode.KEY_CHAIN_INVALID, OUTDATED.format(version=pin.version, what=what))
+
+    async def require_current_master(self, what: str) -> None:
+        """Refuse (`key_chain_invalid`, saying `what` can't be done) when this device no longer holds the user's
+        current master key, as the server shows it now: called before anything that needs or hands out that key."""
+        await self._own_keys()
+        self._need_current_master(what)
 
     async def rotate(self) -> KeyRotation:
         """Replace the master key with a new one (version n + 1): the rotation is signed by the old and the new
@@ -350,7 +357,7 @@ class Keys:
         it without a warning. The new key is saved as pending before the request leaves, so a lost answer or
         a crash never loses it: the next look at this user's keys settles it (client/lifecycle.py)."""
         decision, _keys = await self._own_keys()
-        self._need_current_master()
+        self._need_current_master("rotate it")
         if decision.unverified:
             listed = ", ".join(safe_device(d) for d in decision.unverified)
             raise TokenIMError(
@@ -396,7 +403,7 @@ class Keys:
         if device_id == self._state.device_id:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{device_id} is this device: revoke it from another of your devices.")
         decision, keys = await self._own_keys()
-        self._need_current_master()
+        self._need_current_master("revoke devices")
         raw = keys.devices.get(device_id)
         if raw is None:
             if device_id in decision.revoked:

@@ -155,6 +155,7 @@ class Linking:
         identity = self._state.identity
         if not identity.master.holds_private:
             identity.master.sign(b"")  # raises the sentence: this device can't sign for the account
+        await self._keys.require_current_master("approve a new device (it would sign it with the old, rotated key)")
         claim = await self._transport.request("POST", f"/v1/link/{parsed.link_id}/claim", LinkClaimResponse)
         box = _Mailbox(parsed.link_id, poll_interval, transport=self._transport)
         added: list[str] = []

@@ -246,7 +246,9 @@ class Messages:
     async def decrypt_events(self, events: list[dict[str, Any]], *, meta: dict[str, str] | None = None) -> list[Message]:
         """Room events to messages (membership and other state events are skipped). The crypto state, what each
         message is (file or not) and `meta` (the sync position) are saved in one transaction."""
-        senders = {e["sender"] for e in events if e["type"] == ENCRYPTED and e["sender"] != self._state.user_id}
+        senders = {e["sender"] for e in events if e["type"] == ENCRYPTED}  # your other devices' too: a fresh profile
+        if not any(self._from_another_own_device(e) for e in events):  # knows none of them until it asks
+            senders.discard(self._state.user_id)
         unknown = [s for s in senders if s not in self._machine.pinned_masters or not self._known_devices(s)]
         rotated = {str(e["content"]["user_id"]) for e in events if _rotation(e) and not self._key_event_seen(e)}
         if unknown or rotated:
@@ -290,6 +292,11 @@ class Messages:
             notice=notice,
         )
 
+    def _from_another_own_device(self, event: dict[str, Any]) -> bool:
+        content = event.get("content")
+        device = content.get("device_id") if isinstance(content, dict) else None
+        return event["type"] == ENCRYPTED and event["sender"] == self._state.user_id and device != self._state.device_id
+
     def _known_devices(self, user_id: str) -> bool:
         return any(u == user_id for u, _ in self._machine.trusted_devices)
 
@@ -302,25 +309,36 @@ class Messages:
 
     def _decrypt_event(self, event: dict[str, Any], records: Records) -> Message:
         result = self._machine.decrypt_room_event(event)
-        revoked = isinstance(result, RoomMessage) and result.sender_revoked
-        message = self._with_verification(_to_message(result), revoked)
+        message = self._with_verification(
+            _to_message(result),
+            sender_revoked=isinstance(result, RoomMessage) and result.sender_revoked,
+            from_key_file=isinstance(result, RoomMessage) and result.from_key_file,
+        )
         if message.file is not None:
             records[FILE][message.id] = json.dumps(message.file).encode()
         elif message.warning is None:
             records[NOT_FILE][message.id] = b""  # so `download` can say it is not a file
         return message
 
-    def _with_verification(self, message: Message, sender_revoked: bool = False) -> Message:
-        """Say whether the sender is verified by you (SAS or safety number), and if not why."""
-        if message.warning is not None or message.sender == self._state.user_id:
+    def _with_verification(self, message: Message, *, sender_revoked: bool = False, from_key_file: bool = False) -> Message:
+        """Say whether the sender is verified by you (SAS or safety number), and if not why: every unverified
+        message says why, your own from another of your devices too."""
+        if message.warning is not None:
             return message
+        device = message.sender_device or "?"
+        if sender_revoked:  # the device's fault, not the master key's
+            return replace(message, verified_by=None, why_not=f"device {device} of {message.sender} was revoked")
+        if from_key_file and not message.verified:
+            why = "its room key came from a key file or backup, which can't vouch for who sent it"
+            return replace(message, why_not=f"{why}: it is verified once device {device} gives this device the key itself")
+        if message.sender == self._state.user_id:
+            if message.verified:
+                return message
+            return replace(message, why_not=f"your device {device} is not signed by your current master key")
         status = status_of(self._state, message.sender)
         if status.verify_again or (status.verified_by is None and message.verified):
             return replace(message, why_not=status.why_not)
         if not message.verified:
-            device = message.sender_device or "?"
-            if sender_revoked:  # the device's fault, not the master key's
-                return replace(message, why_not=f"device {device} of {message.sender} was revoked")
             return replace(message, why_not=f"device {device} is not signed by the master key you trust for {message.sender}")
         return replace(message, verified_by=status.verified_by)
 

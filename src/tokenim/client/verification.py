@@ -145,7 +145,9 @@ class Verification:
         if digits(number) != digits(shown.safety_number):
             raise TokenIMError(
                 ErrorCode.FINGERPRINT_MISMATCH,
-                f"That is not your safety number with {shown.user_id} ({shown.safety_number}): nothing was marked verified.",
+                f"That is not your safety number with {shown.user_id}: nothing was marked verified. Compare the number "
+                f"`tokenim fingerprint {shown.user_id}` shows with the one they read to you, digit by digit; if they "
+                "differ, someone may be in between.",
             )
         record = VerificationRecord(shown.user_id, shown.pinned_master, VerifiedBy.SAFETY_NUMBER, self._state.clock.now_ms())
         await self._save(record)
@@ -157,6 +159,9 @@ class Verification:
         cancels, a check fails or 10 minutes pass. On success their master key and device are recorded as
         verified."""
         user_id = self._other(user)
+        await self._keys.require_current_master(
+            "verify people (they would see the old, rotated key and the verification would fail on both sides)"
+        )
         contact = await self._keys.contact(user_id)
         if contact.pinned_master != contact.current_master:
             raise TokenIMError(

@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     WRONG_RECOVERY_KEY = "wrong_recovery_key"
     BACKUP_TAMPERED = "backup_tampered"
     BACKUP_ROLLED_BACK = "backup_rolled_back"
+    BACKUP_EXISTS = "backup_exists"
     VERIFICATION_FAILED = "verification_failed"
 
 
@@ -122,6 +123,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.WRONG_RECOVERY_KEY: 400,
     ErrorCode.BACKUP_TAMPERED: 502,
     ErrorCode.BACKUP_ROLLED_BACK: 502,
+    ErrorCode.BACKUP_EXISTS: 409,
     ErrorCode.VERIFICATION_FAILED: 400,
 }
 
@@ -133,7 +135,7 @@ LOCAL_CODES = frozenset({
     ErrorCode.FINGERPRINT_MISMATCH, ErrorCode.FILE_EXISTS, ErrorCode.CANCELLED,
     ErrorCode.BAD_KEY_FILE, ErrorCode.KEY_NOT_CURRENT,
     ErrorCode.BAD_RECOVERY_KEY, ErrorCode.WRONG_RECOVERY_KEY, ErrorCode.BACKUP_TAMPERED, ErrorCode.BACKUP_ROLLED_BACK,
-    ErrorCode.VERIFICATION_FAILED,
+    ErrorCode.VERIFICATION_FAILED, ErrorCode.BACKUP_EXISTS,
 })  # fmt: skip
 SERVER_CODES = tuple(code for code in ErrorCode if code not in LOCAL_CODES)
 

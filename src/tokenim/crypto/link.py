@@ -253,13 +253,16 @@ def export_room_keys(rooms: RoomSessions) -> list[dict[str, Any]]:
                 "sender_device": inbound.sender_device,
                 "sender_key": sender_key,
                 "sender_ed25519": inbound.sender_ed25519,
+                "imported": inbound.imported,  # a key file's claim stays a claim on the new device
             }
         )
     return out
 
 
 def import_room_keys(rooms: RoomSessions, keys: object) -> int:
-    """File room keys handed over by the approving device (it vouches for their senders); returns how many."""
+    """File room keys handed over by the approving device (it vouches for their senders, as Olm would: the link
+    channel is authenticated and the approver is this user's own device), except those it got from a key file
+    or backup itself (`imported`, kept so); returns how many."""
     if not isinstance(keys, list):
         raise LinkError(LinkFailure.TAMPERED, "The room keys are not a list.")
     count = 0
@@ -277,7 +280,13 @@ def import_room_keys(rooms: RoomSessions, keys: object) -> int:
         if existing is not None and existing.session.first_known_index <= session.first_known_index:
             continue
         rooms.inbound[ref] = InboundSession(
-            fields["room_id"], session, fields["sender"], fields["sender_device"], fields["sender_key"], fields["sender_ed25519"]
+            fields["room_id"],
+            session,
+            fields["sender"],
+            fields["sender_device"],
+            fields["sender_key"],
+            fields["sender_ed25519"],
+            imported=item.get("imported") is True,
         )
         rooms.dirty_inbound.add(ref)
         count += 1

@@ -73,6 +73,7 @@ class RoomMessage:
     content: dict[str, Any]
     verified: bool
     sender_revoked: bool = False  # the sending device was revoked by its own user: why it is not verified
+    from_key_file: bool = False  # its room key came from a key file or backup: why it is not verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +291,7 @@ class CryptoMachine:
         verified = verified and not s.imported  # a key file's claim of who sent a key is not the sender's word
         shown = {k: v for k, v in result.plaintext.items() if k != "room_id"}
         revoked = self.is_revoked(s.sender, s.sender_ed25519)
-        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified, revoked)
+        return RoomMessage(event_id, room_id, sender, s.sender_device, ts, shown, verified, revoked, s.imported)
 
 
 __all__ = ["CryptoError", "CryptoMachine", "KeyWarning", "RejectedMessage", "RoomMessage"]
