@@ -232,3 +232,29 @@ async def test_a_verification_is_filed_in_the_audit_record(alice: Client, bob: C
         ("client.person.verified", {"peer": bob.user_id, "method": "safety_number"}),
         ("client.person.verified", {"peer": bob.user_id, "method": "sas"}),
     ]
+
+
+async def test_reading_many_messages_reads_each_sender_status_once(
+    alice: Client, bob: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who verified the sender is decided once per sender per batch, and whether this device backs up once per
+    client: neither is a read of the profile per message or per send."""
+    room = (await alice.rooms.create("busy", ["@bob"])).room_id
+    await bob.rooms.join(room)
+    for i in range(12):
+        await bob.messages.send_text(room, f"message {i}")
+    store = insides(alice).store
+    reads: list[str] = []
+    real = store.get_record
+
+    def counting(kind: str, name: str) -> bytes | None:
+        reads.append(kind)
+        return real(kind, name)
+
+    monkeypatch.setattr(store, "get_record", counting)
+    got = await alice.messages.sync()
+    assert len([m for m in got if m.body]) == 12
+    assert reads.count(RECORD_KIND) == 1
+    for _ in range(3):
+        await alice.messages.send_text(room, "and back")
+    assert reads.count("backup_secret") <= 1

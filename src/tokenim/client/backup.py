@@ -103,11 +103,17 @@ class Backup:
         self._transport = transport
         self._index: dict[str, tuple[str, int]] | None = None  # entry id -> (ciphertext hash, first index)
         self._keys: tuple[bytes, BackupKeys] | None = None
+        # The secret as the store holds it, read once: every send and every sync asks for it (`pending`), and
+        # only this object writes it (the profile is one process's at a time).
+        self._secret_read = False
+        self._secret_held: bytes | None = None
 
     # ---- local state ---------------------------------------------------------------------------
 
     def _secret(self) -> bytes | None:
-        return self._state.store.get_record(SECRET, "secret")
+        if not self._secret_read:
+            self._secret_held, self._secret_read = self._state.store.get_record(SECRET, "secret"), True
+        return self._secret_held
 
     def _backup_keys(self, secret: bytes) -> BackupKeys:
         """The keys of `secret`, made once (they remember the entry ids they computed)."""
@@ -119,7 +125,7 @@ class Backup:
         """The version this device backed up to was replaced or deleted: forget its secret (the newest state
         seen stays, for rollback detection) until the person restores the current one."""
         self._state.persist(records={SECRET: {"secret": None}})
-        self._keys = None
+        self._keys, self._secret_held = None, None
 
     def _seen(self) -> SeenState | None:
         version, counter, digest = (self._state.store.get_meta(name) for name in _SEEN)
@@ -150,6 +156,8 @@ class Backup:
             records=records, meta={"backup_version": str(version), "backup_counter": str(counter), "backup_digest": digest}
         )
         self._index = dict(index)
+        if secret is not None:
+            self._secret_held, self._secret_read = secret, True
 
     # ---- create --------------------------------------------------------------------------------
 

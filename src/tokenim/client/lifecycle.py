@@ -70,23 +70,30 @@ class Lifecycle:
     def __init__(self, state: DeviceState, on_rotated: Callable[[], None]) -> None:
         self._state = state
         self._on_rotated = on_rotated
+        # The pending key as stored, read once: every look at this user's own keys asks for it.
+        self._pending_read = False
+        self._pending: tuple[SigningKey, int, int] | None = None
 
     def save_pending(self, key: SigningKey, version: int, created_at: int) -> None:
         """Keep the new key before the rotation is sent: whatever happens next, it is not lost."""
         meta = {PENDING_VERSION: str(version), PENDING_CREATED: str(created_at)}
         self._state.store.save(secrets={PENDING_SEED: key.seed()}, meta=meta)
+        self._pending, self._pending_read = (key, version, created_at), True
 
     def pending(self) -> tuple[SigningKey, int, int] | None:
         """The pending key, its version and creation time, if a rotation was started and not settled."""
-        seed = self._state.store.get_secret(PENDING_SEED)
-        version, created = self._state.store.get_meta(PENDING_VERSION), self._state.store.get_meta(PENDING_CREATED)
-        if seed is None or not version or not created:
-            return None
-        return SigningKey.from_seed(seed), int(version), int(created)
+        if not self._pending_read:
+            seed = self._state.store.get_secret(PENDING_SEED)
+            version, created = self._state.store.get_meta(PENDING_VERSION), self._state.store.get_meta(PENDING_CREATED)
+            if seed is not None and version and created:
+                self._pending = SigningKey.from_seed(seed), int(version), int(created)
+            self._pending_read = True
+        return self._pending
 
     def drop_pending(self) -> None:
         """The rotation did not happen: forget the new key."""
         self._state.store.save(secrets={PENDING_SEED: None}, meta={PENDING_VERSION: "", PENDING_CREATED: ""})
+        self._pending = None
 
     def promote(self, key: SigningKey, version: int, created_at: int) -> None:
         """The server holds `key` as the current master key: this device signs with it from now on. The key,
@@ -97,6 +104,7 @@ class Lifecycle:
         meta = {"master_key_version": str(version), "master_created_at": str(created_at)}
         meta |= {PENDING_VERSION: "", PENDING_CREATED: ""}
         self._state.persist(secrets={"master_seed": key.seed(), PENDING_SEED: None}, meta=meta)
+        self._pending = None
         self._on_rotated()
 
     def settle_pending(self, own: Decision) -> None:

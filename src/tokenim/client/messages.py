@@ -28,6 +28,7 @@ from tokenim.core.limits import ONE_TIME_KEY_TARGET
 from tokenim.crypto.machine import RejectedMessage, RoomMessage
 from tokenim.crypto.olm import CryptoError
 from tokenim.crypto.outgoing import KeysClaim
+from tokenim.crypto.verified import VerificationStatus
 from tokenim.protocol.api import HistoryResponse, KeysClaimResponse, OkResponse, SendResponse, SyncResponse
 from tokenim.protocol.events import DEVICE_LIST, ENCRYPTED, MAX_CONTENT_BYTES, MEMBER
 
@@ -249,15 +250,16 @@ class Messages:
         senders = {e["sender"] for e in events if e["type"] == ENCRYPTED}  # your other devices' too: a fresh profile
         if not any(self._from_another_own_device(e) for e in events):  # knows none of them until it asks
             senders.discard(self._state.user_id)
-        unknown = [s for s in senders if s not in self._machine.pinned_masters or not self._known_devices(s)]
+        unknown = [s for s in senders if s not in self._machine.pins or not self._known_devices(s)]
         rotated = {str(e["content"]["user_id"]) for e in events if _rotation(e) and not self._key_event_seen(e)}
         if unknown or rotated:
             await self._keys.devices_of(sorted(set(unknown) | rotated))  # a rotation is followed (or not) here
         out = []
         records: Records = {FILE: {}, NOT_FILE: {}, KEY_EVENT: {}}
+        statuses: dict[str, VerificationStatus] = {}  # per sender: each is a read of the profile
         for event in events:
             if event["type"] == ENCRYPTED:
-                out.append(self._decrypt_event(event, records))
+                out.append(self._decrypt_event(event, records, statuses))
             elif event["type"] in (MEMBER, DEVICE_LIST):
                 self._rooms.forget_devices(event["room_id"])
                 if _rotation(event):
@@ -303,14 +305,15 @@ class Messages:
     def decrypt_event(self, event: dict[str, Any]) -> Message:
         """One room event as a message, decrypted with the keys this device holds; saved at once."""
         records: Records = {FILE: {}, NOT_FILE: {}}
-        message = self._decrypt_event(event, records)
+        message = self._decrypt_event(event, records, {})
         self._state.persist(records=records)
         return message
 
-    def _decrypt_event(self, event: dict[str, Any], records: Records) -> Message:
+    def _decrypt_event(self, event: dict[str, Any], records: Records, statuses: dict[str, VerificationStatus]) -> Message:
         result = self._machine.decrypt_room_event(event)
         message = self._with_verification(
             _to_message(result),
+            statuses,
             sender_revoked=isinstance(result, RoomMessage) and result.sender_revoked,
             from_key_file=isinstance(result, RoomMessage) and result.from_key_file,
         )
@@ -320,7 +323,14 @@ class Messages:
             records[NOT_FILE][message.id] = b""  # so `download` can say it is not a file
         return message
 
-    def _with_verification(self, message: Message, *, sender_revoked: bool = False, from_key_file: bool = False) -> Message:
+    def _with_verification(
+        self,
+        message: Message,
+        statuses: dict[str, VerificationStatus],
+        *,
+        sender_revoked: bool = False,
+        from_key_file: bool = False,
+    ) -> Message:
         """Say whether the sender is verified by you (SAS or safety number), and if not why: every unverified
         message says why, your own from another of your devices too."""
         if message.warning is not None:
@@ -335,7 +345,7 @@ class Messages:
             if message.verified:
                 return message
             return replace(message, why_not=f"your device {device} is not signed by your current master key")
-        status = status_of(self._state, message.sender)
+        status = statuses.get(message.sender) or statuses.setdefault(message.sender, status_of(self._state, message.sender))
         if status.verify_again or (status.verified_by is None and message.verified):
             return replace(message, why_not=status.why_not)
         if not message.verified:

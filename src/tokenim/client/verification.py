@@ -88,8 +88,8 @@ def status_of(state: DeviceState, user_id: str) -> VerificationStatus:
     """Whether `user_id` is verified now (the one place that decides it: crypto/verified.py)."""
     raw = state.store.get_record(RECORD_KIND, user_id)
     record = VerificationRecord.from_bytes(raw) if raw is not None else None
-    machine = state.machine
-    return verification_status(user_id, record, machine.pinned_masters.get(user_id), machine.followed_keys(user_id))
+    pin = state.machine.pins.get(user_id)
+    return verification_status(user_id, record, pin.master_key if pin else None, pin.keys_followed if pin else ())
 
 
 class Verification:
@@ -169,7 +169,7 @@ class Verification:
                 f"The server shows another master key for {user_id} than the one pinned: compare fingerprints and run "
                 f"`tokenim keys accept {user_id}` first, then verify.",
             )
-        devices = (await self._keys.query([user_id]))[user_id].devices
+        devices: dict[str, DeviceKeys] = {d.device_id: d for d in await self._keys.devices_of([user_id])}
         if not devices:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{user_id} has no device signed by their master key to verify.")
         identity = self._state.identity

@@ -66,8 +66,8 @@ def verification_status(
 ) -> VerificationStatus:
     """Whether `user_id` is verified now. `followed_keys` are the master keys this device followed through
     signed rotations up to the pinned one (oldest first; restarted when the user accepted an unsigned
-    change): a verification of any of them carries over. Until rotation is followed, pass nothing and only
-    the pinned key counts."""
+    change, so it always ends with the pinned key): a verification of any of them carries over; with none
+    given, only the pinned key counts."""
     if record is None:
         return VerificationStatus(
             None,
