@@ -284,3 +284,23 @@ async def test_a_new_device_stopped_while_waiting_tells_the_approver_and_leaves_
         await alice.linking.approve(code, poll_interval=POLL)
     assert err.value.code is ErrorCode.LINK_FAILED and err.value.details["reason"] == "cancelled"
     assert not (tmp_path / "new").exists()
+
+
+async def test_a_new_device_with_a_revoked_id_is_refused_before_any_secret(
+    alice: Client, tmp_path: Path, transport: httpx.ASGITransport, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approver checks the new device against the revocations its trust decision verified: a device that
+    comes back under a revoked id is refused (`refused` on both sides), nothing is added and no profile is left."""
+    from tests.client.test_key_lifecycle import second_device
+
+    old = await second_device(alice, clock, transport)
+    revoked_id = old.device_id
+    await old.close()
+    await alice.keys.revoke(revoked_id)
+    monkeypatch.setattr("tokenim.client.link.new_device_id", lambda: revoked_id)
+    new, approval = await link_pair(alice, tmp_path / "new", transport, clock)
+    assert isinstance(new, TokenIMError) and isinstance(approval, TokenIMError), (new, approval)
+    assert approval.code is ErrorCode.LINK_FAILED and approval.details.get("reason") == "refused", approval
+    assert "revoked" in approval.message
+    assert not (tmp_path / "new").exists()
+    assert revoked_id not in {d.device_id for d in (await alice.devices.all()).devices}

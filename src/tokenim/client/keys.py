@@ -345,11 +345,13 @@ class Keys:
             pin = self._machine.pins[self._state.user_id]
             raise TokenIMError(ErrorCode.KEY_CHAIN_INVALID, OUTDATED.format(version=pin.version, what=what))
 
-    async def require_current_master(self, what: str) -> None:
+    async def require_current_master(self, what: str) -> Decision:
         """Refuse (`key_chain_invalid`, saying `what` can't be done) when this device no longer holds the user's
-        current master key, as the server shows it now: called before anything that needs or hands out that key."""
-        await self._own_keys()
+        current master key, as the server shows it now: called before anything that needs or hands out that key.
+        Returns the trust decision on this user's own keys (its devices, the ids of those revoked)."""
+        decision, _keys = await self._own_keys()
         self._need_current_master(what)
+        return decision
 
     async def rotate(self) -> KeyRotation:
         """Replace the master key with a new one (version n + 1): the rotation is signed by the old and the new

@@ -41,7 +41,7 @@ from tokenim.crypto.link import (
     relayed_failure,
 )
 from tokenim.crypto.trust import Pin
-from tokenim.protocol.api import DevicesResponse, HealthResponse, KeysQueryResponse, OkResponse
+from tokenim.protocol.api import DevicesResponse, HealthResponse, OkResponse
 from tokenim.protocol.keys import MasterKey, parse_device_keys, parse_master_key, verify_device_keys, verify_master_key
 from tokenim.protocol.link import (
     LINK_TTL_MS,
@@ -155,17 +155,18 @@ class Linking:
         identity = self._state.identity
         if not identity.master.holds_private:
             identity.master.sign(b"")  # raises the sentence: this device can't sign for the account
-        await self._keys.require_current_master("approve a new device (it would sign it with the old, rotated key)")
+        own = await self._keys.require_current_master("approve a new device (it would sign it with the old, rotated key)")
         claim = await self._transport.request("POST", f"/v1/link/{parsed.link_id}/claim", LinkClaimResponse)
         box = _Mailbox(parsed.link_id, poll_interval, transport=self._transport)
         added: list[str] = []
         try:
             async with asyncio.timeout(LINK_TTL_MS / 1000 + 60):
-                return await self._run(LinkChannel(LinkSide.APPROVER, parsed, identity.user_id), box, claim, added)
+                channel = LinkChannel(LinkSide.APPROVER, parsed, identity.user_id)
+                return await self._run(channel, box, claim, added, own.revoked)
         except LinkError as exc:
             await box.fail(exc.reason)
             await self._undo(added)
-            raise failure(exc.reason, approver=True) from None
+            raise failure(exc.reason, approver=True, found=exc.message) from None
         except TimeoutError:
             await box.fail(LinkFailure.ERROR)
             await self._undo(added)
@@ -184,7 +185,9 @@ class Linking:
             with contextlib.suppress(TokenIMError):
                 await self._transport.request("DELETE", f"/v1/devices/{device_id}", OkResponse)
 
-    async def _run(self, channel: LinkChannel, box: _Mailbox, claim: LinkClaimResponse, added: list[str]) -> LinkApproval:
+    async def _run(
+        self, channel: LinkChannel, box: _Mailbox, claim: LinkClaimResponse, added: list[str], revoked: frozenset[str]
+    ) -> LinkApproval:
         identity = self._state.identity
         await box.put(PAKE_SEQ, channel.pake_message)
         channel.receive_pake(await box.take(PAKE_SEQ))
@@ -194,7 +197,7 @@ class Linking:
         bound = Bound(master, hello.get("device_keys"))  # type: ignore[arg-type]
         channel.check_confirmation(bound, hello.get("confirm"))
         device = check_new_device(hello.get("device_keys"), identity.user_id, identity.master_version)
-        await self._check_device_is_new(device.device_id, [device.ed25519, device.curve25519])
+        await self._check_device_is_new(device.device_id, [device.ed25519, device.curve25519], revoked)
         await box.put(
             APPROVER_CONFIRM, channel.seal(APPROVER_CONFIRM, {"type": T_CONFIRM, "confirm": channel.confirmation(bound)})
         )
@@ -223,18 +226,15 @@ class Linking:
         await box.approved()
         return LinkApproval(device.device_id, send_master, len(room_keys))
 
-    async def _check_device_is_new(self, device_id: str, keys: list[str]) -> None:
-        """The device id is not one of this account's devices, and neither it nor its keys were ever revoked."""
+    async def _check_device_is_new(self, device_id: str, keys: list[str], revoked: frozenset[str]) -> None:
+        """The device id is not one of this account's devices, and neither it nor its keys were ever revoked (as
+        the trust decision on this user's keys, made when the approval began, found in verified revocations)."""
         current = await self._transport.get("/v1/devices", DevicesResponse)
         if any(d.device_id == device_id for d in current.devices):
             raise LinkError(LinkFailure.REFUSED, f"Your account already has a device {device_id}.")
         me = self._state.user_id
-        answer = await self._transport.post("/v1/keys/query", {"user_ids": [me]}, KeysQueryResponse)
-        mine = answer.users.get(me)
-        for revocation in mine.revocations if mine else []:
-            named = set(revocation.get("keys", {}).values()) if isinstance(revocation.get("keys"), dict) else set()
-            if revocation.get("device_id") == device_id or named & set(keys):
-                raise LinkError(LinkFailure.REFUSED, f"Device {device_id} (or its keys) was revoked: it can't be added.")
+        if device_id in revoked or any(self._state.machine.is_revoked(me, k) for k in keys):
+            raise LinkError(LinkFailure.REFUSED, f"Device {device_id} (or its keys) was revoked: it can't be added.")
 
 
 # ---- the new device ------------------------------------------------------------------------------

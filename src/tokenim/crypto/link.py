@@ -94,9 +94,12 @@ APPROVER_SENTENCES = {
 }
 
 
-def failure(reason: LinkFailure, *, approver: bool = False) -> TokenIMError:
-    """The error a side raises when the link failed for `reason` (its own finding, or the other side's)."""
+def failure(reason: LinkFailure, *, approver: bool = False, found: str | None = None) -> TokenIMError:
+    """The error a side raises when the link failed for `reason` (its own finding, or the other side's). The
+    side that refused the other's keys says what it found (`found`): the other side only learns it refused."""
     sentence = APPROVER_SENTENCES.get(reason, FAILURE_SENTENCES[reason]) if approver else FAILURE_SENTENCES[reason]
+    if reason is LinkFailure.REFUSED and found:
+        sentence = f"{found.rstrip('.')}: the link was stopped and nothing was shared."
     return TokenIMError(ErrorCode.LINK_FAILED, sentence, details={"reason": reason.value})
 
 
