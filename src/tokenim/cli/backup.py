@@ -16,6 +16,9 @@ RECOVERY_KEY_ENV = "TOKENIM_RECOVERY_KEY"
 RECOVERY_PASSPHRASE_ENV = "TOKENIM_RECOVERY_PASSPHRASE"
 
 
+RECOVERY_PURPOSE = "It is all that protects your backup on the server: whoever holds the backup can try guesses."
+
+
 def _recovery_passphrase(*, new: bool) -> str:
     """From TOKENIM_RECOVERY_PASSPHRASE, else a hidden prompt (twice, and checked for strength, when new)."""
     text = os.environ.get(RECOVERY_PASSPHRASE_ENV)
@@ -29,7 +32,7 @@ def _recovery_passphrase(*, new: bool) -> str:
     if not text:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "No recovery passphrase was given.")
     if new:
-        check_strength(text, ["tokenim", "backup", "recovery"])
+        check_strength(text, ["tokenim", "backup", "recovery"], RECOVERY_PURPOSE)
         if at_prompt and ask("Repeat the recovery passphrase: ") != text:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "The two passphrases differ.")
     return text

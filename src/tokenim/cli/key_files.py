@@ -24,6 +24,9 @@ from tokenim.core.signing import fingerprint
 ENV = "TOKENIM_EXPORT_PASSPHRASE"
 
 
+FILE_PURPOSE = "It is all that protects the key file wherever the file travels: anyone who gets the file can try guesses."
+
+
 def file_passphrase(*, new: bool, user_inputs: list[str]) -> str:
     """The key file's passphrase: the environment, else asked at a terminal (twice and checked for a new file)."""
     text = os.environ.get(ENV)
@@ -32,20 +35,26 @@ def file_passphrase(*, new: bool, user_inputs: list[str]) -> str:
             raise TokenIMError(ErrorCode.BAD_CONFIG, f"No key file passphrase: set {ENV} when not at a terminal.")
         text = ask("New passphrase for the key file: " if new else "Key file passphrase: ")
         if new and text:
-            check_strength(text, user_inputs)
+            check_strength(text, user_inputs, FILE_PURPOSE)
             if ask("Repeat the key file passphrase: ") != text:
                 raise TokenIMError(ErrorCode.INVALID_REQUEST, "The two passphrases differ: nothing was written.")
     if not text:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "No key file passphrase was given.")
     if new:
-        check_strength(text, user_inputs)
+        check_strength(text, user_inputs, FILE_PURPOSE)
     return text
 
 
 def check_readable(path: Path) -> None:
     """Refuse a key file that is missing or not a file before any passphrase is asked for."""
-    if not path.is_file():
+    if path.is_dir():
+        raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is a folder, not a key file: nothing was imported.")
+    if not path.exists():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"There is no file {path}: nothing was imported.")
+    if not path.is_file():
+        raise TokenIMError(
+            ErrorCode.INVALID_REQUEST, f"{path} is not a regular file (a pipe or a device?): nothing was imported."
+        )
 
 
 async def cmd_export_master(args: argparse.Namespace) -> dict[str, Any]:

@@ -52,6 +52,11 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse, but a bad command line raises instead of printing and exiting, so `--json` can shape it."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # `--pass` must not quietly mean --passphrase-file: an option is named in full, or it is an error.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 

@@ -16,6 +16,8 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from tokenim.client.messages import KEY_FILE_WHY
+
 # Bidirectional embeddings, overrides, isolates and marks: they reorder what follows them on the line.
 _BIDI = frozenset([0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 # Categories escaped whole: controls (C0, DEL, C1), line/paragraph separators, surrogates.
@@ -96,6 +98,8 @@ def message_text(m: dict[str, Any]) -> str:
         return block(f"[{room}] {sender}: !! ", str(m["warning"]))
     # Discreet: a sender you have not verified (SAS or safety number) gets a short mark; `why_not` says why.
     mark = " (unverified device)" if not m["verified"] else (" (unverified)" if m.get("why_not") else "")
+    if str(m.get("why_not") or "").startswith(KEY_FILE_WHY):  # the device may be signed: the key's origin is unknown
+        mark = " (key from a file or backup)"
     head = f"[{room}] {sender}{mark}: "
     if "file" in m:
         f = m["file"]

@@ -57,8 +57,11 @@ def _default_sigint() -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
 
 
-def check_strength(passphrase: str, user_inputs: list[str]) -> None:
-    """Refuse a passphrase that a strength estimator finds guessable, saying why."""
+PROFILE_PURPOSE = "It protects your keys if this computer is lost."
+
+
+def check_strength(passphrase: str, user_inputs: list[str], purpose: str = PROFILE_PURPOSE) -> None:
+    """Refuse a passphrase that a strength estimator finds guessable, saying why and what it protects."""
     result = zxcvbn(passphrase[:100], user_inputs=user_inputs)
     if result["score"] >= MIN_SCORE:
         return
@@ -68,7 +71,7 @@ def check_strength(passphrase: str, user_inputs: list[str]) -> None:
     reason = reason if reason.endswith(".") else reason + "."
     raise TokenIMError(
         ErrorCode.INVALID_REQUEST,
-        f"That passphrase is too weak: {reason} {hints} It protects your keys if this computer is lost.",
+        f"That passphrase is too weak: {reason} {hints} {purpose}",
     )
 
 

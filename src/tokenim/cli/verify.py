@@ -20,6 +20,11 @@ MAX_ANSWER_BYTES = 1024
 async def cmd_fingerprint(args: argparse.Namespace) -> dict[str, Any]:
     async with await open_client(args) as client:
         if not args.mark_verified:
+            if args.number is not None:
+                raise TokenIMError(
+                    ErrorCode.INVALID_REQUEST,
+                    "--number is the number they read you, for --mark-verified: add --mark-verified, or leave it out.",
+                )
             return (await client.verification.safety_number(args.user)).to_json()
         number = args.number
         if number is None:
@@ -131,10 +136,11 @@ async def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
                 answer = await read_answer("Do they match? [y/N]: ")
             return answer.lower() in ("y", "yes")
 
-        user_id = client.full_user_id(args.user)
-        if not args.json:
-            emit(f"Waiting for {clean(user_id)} to run `tokenim verify {clean(client.user_id)}`…", sys.stderr)
-        return (await client.verification.sas(args.user, confirm)).to_json()
+        def waiting(user_id: str) -> None:
+            if not args.json:
+                emit(f"Waiting for {clean(user_id)} to run `tokenim verify {clean(client.user_id)}`…", sys.stderr)
+
+        return (await client.verification.sas(args.user, confirm, on_waiting=waiting)).to_json()
 
 
 def human_verified(r: dict[str, Any]) -> str:

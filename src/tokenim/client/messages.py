@@ -38,6 +38,7 @@ RECONNECT_MAX_S = 30.0
 NOT_FILE = "not_file"  # record kind: ids of messages received that carry no file
 KEY_EVENT = "key_event"  # record kind: the line shown for a key rotation event, as decided when first seen
 ROTATED = "rotated"
+KEY_FILE_WHY = "its room key came from a key file or backup, which can't vouch for who sent it"
 FILE = "file"  # record kind: the description (key, hash, name) of each file message received
 
 
@@ -339,8 +340,8 @@ class Messages:
         if sender_revoked:  # the device's fault, not the master key's
             return replace(message, verified_by=None, why_not=f"device {device} of {message.sender} was revoked")
         if from_key_file and not message.verified:
-            why = "its room key came from a key file or backup, which can't vouch for who sent it"
-            return replace(message, why_not=f"{why}: it is verified once device {device} gives this device the key itself")
+            why = f"{KEY_FILE_WHY}: it is verified once device {device} gives this device the key itself"
+            return replace(message, why_not=why)
         if message.sender == self._state.user_id:
             if message.verified:
                 return message
@@ -467,4 +468,4 @@ class Messages:
                     raise TokenIMError.from_json(frame, http_status=400)
 
 
-__all__ = ["FILE", "NOT_FILE", "Message", "Messages"]
+__all__ = ["FILE", "KEY_FILE_WHY", "NOT_FILE", "Message", "Messages"]

@@ -21,6 +21,20 @@ REVOKED = (
     "This device ({device}) was revoked by another of your devices: the server refuses it for good, so this profile "
     "can no longer send or read messages. Use a device you still have, or add a new one from it."
 )
+REMOVED = (
+    "The server no longer knows this device ({device}): it was removed from your account (or the server lost its "
+    "data), so it can't log in again. Use a device you still have, or add this computer again as a new device "
+    "(`tokenim devices link` into a new profile)."
+)
+
+
+def _gone(err: TokenIMError, device: str | None) -> TokenIMError | None:
+    """The login challenge's answer for this device, as this profile's sentence: revoked, or removed."""
+    if err.code is ErrorCode.DEVICE_REVOKED:
+        return TokenIMError(ErrorCode.DEVICE_REVOKED, REVOKED.format(device=device))
+    if err.code is ErrorCode.UNKNOWN_DEVICE:
+        return TokenIMError(ErrorCode.UNKNOWN_DEVICE, REMOVED.format(device=device))
+    return None
 
 
 class Transport:
@@ -80,16 +94,17 @@ class Transport:
         self.keep_tokens(tokens)
 
     async def _refuse_if_revoked(self) -> None:
-        """The server no longer knows this session: if that is because the device was revoked, say so. The
-        login challenge is the one place that tells a revoked device apart (`device_revoked`)."""
+        """The server no longer knows this session: if that is because the device was revoked or removed, say
+        so. The login challenge is the one place that tells them apart (`device_revoked`, `unknown_device`)."""
         ident = {"user_id": self._store.get_meta("user_id"), "device_id": self._store.get_meta("device_id")}
         if not ident["user_id"] or not ident["device_id"]:
             return
         try:
             await call(self.http, "POST", "/v1/login/challenge", ChallengeResponse, body=ident)
         except TokenIMError as err:
-            if err.code is ErrorCode.DEVICE_REVOKED:
-                raise TokenIMError(ErrorCode.DEVICE_REVOKED, REVOKED.format(device=ident["device_id"])) from None
+            gone = _gone(err, ident["device_id"])
+            if gone is not None:
+                raise gone from None
 
     async def end_session(self, access: bytes | None, refresh: bytes | None) -> None:
         """End a session this device held before, only once a new one is in hand (a failed login keeps it)."""
@@ -129,8 +144,9 @@ class Transport:
             try:
                 return await call(self.http, method, path, model, body=body)
             except TokenIMError as err:
-                if err.code is ErrorCode.DEVICE_REVOKED and path.startswith("/v1/login"):
-                    raise TokenIMError(err.code, REVOKED.format(device=self._store.get_meta("device_id"))) from None
+                gone = _gone(err, self._store.get_meta("device_id")) if path.startswith("/v1/login") else None
+                if gone is not None:
+                    raise gone from None
                 raise
         try:
             return await call(self.http, method, path, model, body=body, token=self.access_token())

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from tokenim.client.keys import Keys
     from tokenim.client.messages import Messages
 
+SAFETY_NUMBER_DIGITS = 60
 RECORD_KIND = "verification"  # profile records: user id -> VerificationRecord
 POLL_INTERVAL_S = 0.25
 
@@ -135,6 +136,13 @@ class Verification:
     async def mark_verified(self, user: str, number: str) -> SafetyNumber:
         """Record `user` as verified after comparing the safety number: `number` must be the one shown for the
         pinned key (as read out by them), and the server must still show that key."""
+        given = digits(number)
+        if len(given) != SAFETY_NUMBER_DIGITS:
+            raise TokenIMError(
+                ErrorCode.INVALID_REQUEST,
+                f"A safety number has {SAFETY_NUMBER_DIGITS} digits and {len(given)} were given: type the whole number "
+                "they read you. Nothing was marked verified.",
+            )
         shown = await self.safety_number(user)
         if shown.key_changed:
             raise TokenIMError(
@@ -153,11 +161,18 @@ class Verification:
         await self._save(record)
         return await self.safety_number(user)
 
-    async def sas(self, user: str, confirm: ConfirmSas, *, poll_interval: float = POLL_INTERVAL_S) -> VerificationResult:
+    async def sas(
+        self,
+        user: str,
+        confirm: ConfirmSas,
+        *,
+        poll_interval: float = POLL_INTERVAL_S,
+        on_waiting: Callable[[str], None] | None = None,
+    ) -> VerificationResult:
         """Verify `user` interactively: both people run this at about the same time, compare the emoji
         `confirm` is shown and answer it (True: they match). Raises `verification_failed` when either side
         cancels, a check fails or 10 minutes pass. On success their master key and device are recorded as
-        verified."""
+        verified. `on_waiting(user_id)` is called once every check passed, as the wait for the other side begins."""
         user_id = self._other(user)
         await self._keys.require_current_master(
             "verify people (they would see the old, rotated key and the verification would fail on both sides)"
@@ -174,6 +189,8 @@ class Verification:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{user_id} has no device signed by their master key to verify.")
         identity = self._state.identity
         me = Party(identity.user_id, identity.device_id, identity.ed25519, identity.master.public_key)
+        if on_waiting is not None:
+            on_waiting(user_id)
         run = _SasRun(
             self,
             SasVerification(me, user_id, contact.pinned_master, {d: k.ed25519 for d, k in devices.items()}, self._now()),
