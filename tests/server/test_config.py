@@ -13,7 +13,16 @@ import pytest
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.limits import MAX_BODY_BYTES
-from tokenim.server.config import ServerConfig, load_config
+from tokenim.server.config import (
+    CLIENT_VARIABLES,
+    SETTINGS,
+    Config,
+    DatabaseConfig,
+    ServerConfig,
+    SmsProvider,
+    SmtpSecurity,
+    load_config,
+)
 from tokenim.server.services.accounts import RegistrationMode
 
 TOKENIM = Path(sys.executable).with_name("tokenim")
@@ -40,9 +49,19 @@ def bad_config(*, config_file: str | None = None, env: dict[str, str] | None = N
 
 def test_defaults() -> None:
     cfg = load_config(config_file=None, env={}, flags={})
-    assert cfg == ServerConfig()
-    assert (cfg.host, cfg.port, cfg.registration, cfg.server_name) == ("127.0.0.1", 8470, RegistrationMode.INVITE, "localhost")
-    assert (cfg.database, cfg.max_body_bytes, cfg.log_level, cfg.data_dir) == (None, MAX_BODY_BYTES, "info", Path("tokenim-data"))
+    assert cfg == Config()
+    assert (cfg.server.host, cfg.server.port, cfg.server.registration, cfg.server.server_name) == (
+        "127.0.0.1",
+        8470,
+        RegistrationMode.INVITE,
+        "localhost",
+    )
+    assert (cfg.database.url, cfg.server.max_body_bytes, cfg.server.log_level, cfg.server.data_dir) == (
+        None,
+        MAX_BODY_BYTES,
+        "info",
+        Path("tokenim-data"),
+    )
     assert cfg.database_url == f"sqlite:///{(Path('tokenim-data') / 'tokenim.db').resolve()}"
 
 
@@ -53,12 +72,16 @@ def test_a_toml_file(tmp_path: Path) -> None:
         f'data_dir = "{tmp_path / "data"}"\ndatabase = "postgresql://db.example.com/tokenim"\nlog_level = "warning"\n',
     )
     cfg = load_config(config_file=path, env={}, flags={})
-    assert cfg.port == 9000 and cfg.host == "0.0.0.0" and cfg.registration is RegistrationMode.OPEN
-    assert cfg.server_name == "chat.example.com" and cfg.data_dir == tmp_path / "data" and cfg.log_level == "warning"
+    assert cfg.server.port == 9000 and cfg.server.host == "0.0.0.0" and cfg.server.registration is RegistrationMode.OPEN
+    assert (
+        cfg.server.server_name == "chat.example.com"
+        and cfg.server.data_dir == tmp_path / "data"
+        and cfg.server.log_level == "warning"
+    )
     assert cfg.database_url == "postgresql://db.example.com/tokenim"
     # The settings may also sit in a [server] table.
     cfg = load_config(config_file=toml(tmp_path, "[server]\nport = 9001\nmax_body_bytes = 1024\n", "t.toml"), env={}, flags={})
-    assert (cfg.port, cfg.max_body_bytes) == (9001, 1024)
+    assert (cfg.server.port, cfg.server.max_body_bytes) == (9001, 1024)
 
 
 def test_tokenim_environment_variables(tmp_path: Path) -> None:
@@ -75,28 +98,28 @@ def test_tokenim_environment_variables(tmp_path: Path) -> None:
         "PORT": "1",
     }
     cfg = load_config(config_file=None, env=env, flags={})
-    assert (cfg.port, cfg.server_name, cfg.registration, cfg.data_dir) == (
+    assert (cfg.server.port, cfg.server.server_name, cfg.server.registration, cfg.server.data_dir) == (
         9100,
         "env.example.com",
         RegistrationMode.OPEN,
         tmp_path,
     )
-    assert cfg.database is None
+    assert cfg.database.url is None
     # TOKENIM_CONFIG names the file when --config doesn't.
     cfg = load_config(config_file=None, env={"TOKENIM_CONFIG": toml(tmp_path, "port = 9300\n")}, flags={})
-    assert cfg.port == 9300
+    assert cfg.server.port == 9300
 
 
 def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path: Path) -> None:
     path = toml(tmp_path, 'port = 9000\nhost = "10.0.0.1"\nserver_name = "file.example.com"\nlog_level = "debug"\n')
     env = {"TOKENIM_PORT": "9100", "TOKENIM_HOST": "10.0.0.2"}
     cfg = load_config(config_file=path, env=env, flags={"port": "9200", "host": None, "server_name": None})
-    assert cfg.port == 9200  # flag over environment over file
-    assert cfg.host == "10.0.0.2"  # environment over file; an unset flag (None) changes nothing
-    assert cfg.server_name == "file.example.com" and cfg.log_level == "debug"  # only the file says
+    assert cfg.server.port == 9200  # flag over environment over file
+    assert cfg.server.host == "10.0.0.2"  # environment over file; an unset flag (None) changes nothing
+    assert cfg.server.server_name == "file.example.com" and cfg.server.log_level == "debug"  # only the file says
     # --config wins over TOKENIM_CONFIG.
     other = toml(tmp_path, "port = 9400\n", "other.toml")
-    assert load_config(config_file=other, env={"TOKENIM_CONFIG": path}, flags={}).port == 9400
+    assert load_config(config_file=other, env={"TOKENIM_CONFIG": path}, flags={}).server.port == 9400
 
 
 @pytest.mark.parametrize(
@@ -196,9 +219,13 @@ def test_connection_limits_and_timeouts(tmp_path: Path) -> None:
         "max_connections_per_address = 0\nmax_websockets_per_device = 3\ndebug_commit_delay_ms = 25\n"
     )
     cfg = load_config(config_file=toml(tmp_path, text), env={"TOKENIM_MAX_CONNECTIONS": "100"}, flags={})
-    assert (cfg.header_timeout_seconds, cfg.body_timeout_seconds) == (0.5, 2.0)
-    assert (cfg.max_connections, cfg.max_connections_per_address, cfg.max_websockets_per_device) == (100, 0, 3)
-    assert cfg.debug_commit_delay_ms == 25 and ServerConfig().debug_commit_delay_ms == 0
+    assert (cfg.server.header_timeout_seconds, cfg.server.body_timeout_seconds) == (0.5, 2.0)
+    assert (cfg.server.max_connections, cfg.server.max_connections_per_address, cfg.server.max_websockets_per_device) == (
+        100,
+        0,
+        3,
+    )
+    assert cfg.database.debug_commit_delay_ms == 25 and DatabaseConfig().debug_commit_delay_ms == 0
     assert "header_timeout_seconds" in bad_config(flags={"header_timeout_seconds": 0})
     assert "body_timeout_seconds" in bad_config(flags={"body_timeout_seconds": True})
     assert "max_websockets_per_device" in bad_config(flags={"max_websockets_per_device": 0})
@@ -209,5 +236,58 @@ def test_connection_limits_and_timeouts(tmp_path: Path) -> None:
 def test_key_rotation_days(tmp_path: Path) -> None:
     assert ServerConfig().key_rotation_days == 365
     cfg = load_config(config_file=toml(tmp_path, "key_rotation_days = 90\n"), env={}, flags={})
-    assert cfg.key_rotation_days == 90
+    assert cfg.server.key_rotation_days == 90
     assert "key_rotation_days" in bad_config(flags={"key_rotation_days": 0})
+
+
+# ---- sections ----------------------------------------------------------------------------------------
+
+
+def test_each_section_is_a_toml_table_and_each_setting_has_one_name(tmp_path: Path) -> None:
+    text = (
+        'registration = "open"\n'  # settings above the tables still find their section
+        "[server]\nport = 9001\n"
+        '[database]\nurl = "postgresql://db.example.com/tokenim"\n'
+        '[email]\nsmtp_host = "mail.example.com"\nsmtp_port = 587\nsmtp_starttls = true\nsmtp_user = "tokenim"\n'
+        f'smtp_password_file = "{tmp_path / "smtp.pw"}"\nsmtp_from = "chat@example.com"\n'
+        '[sms]\nsms_provider = "http"\nsms_url = "http://127.0.0.1:9/send"\n'
+    )
+    (tmp_path / "smtp.pw").write_text("s3cret\n")
+    cfg = load_config(config_file=toml(tmp_path, text), env={"TOKENIM_SMTP_PORT": "2525"}, flags={})
+    assert cfg.server.port == 9001 and cfg.server.registration is RegistrationMode.OPEN
+    assert cfg.database_url == "postgresql://db.example.com/tokenim"
+    assert (cfg.email.smtp_host, cfg.email.smtp_port, cfg.email.smtp_user) == ("mail.example.com", 2525, "tokenim")
+    assert cfg.email.security is SmtpSecurity.STARTTLS and cfg.email.enabled
+    assert cfg.email.password() == "s3cret"  # read from the file when needed, never held in the config
+    assert "s3cret" not in repr(cfg)
+    assert cfg.sms.sms_provider is SmsProvider.HTTP
+    # A setting in the wrong table is named with its table; the legacy `database` under [server] still works.
+    assert "[email]" in bad_config(config_file=toml(tmp_path, "[email]\nport = 1\n", "wrong.toml"))
+    legacy = load_config(config_file=toml(tmp_path, '[server]\ndatabase = "sqlite:///x.db"\n', "old.toml"), env={}, flags={})
+    assert legacy.database_url == "sqlite:///x.db"
+    assert "'database'" in bad_config(config_file=toml(tmp_path, "[database]\nurl = 5.5\n", "bad.toml"))
+
+
+def test_secrets_come_from_the_environment_or_a_file_and_are_never_shown(tmp_path: Path) -> None:
+    cfg = load_config(config_file=None, env={"TOKENIM_SMTP_PASSWORD": "hunter2", "TOKENIM_SMS_TOKEN": "tok"}, flags={})
+    assert cfg.email.password() == "hunter2" and cfg.sms.sms_token == "tok"
+    assert "hunter2" not in repr(cfg) and "tok'" not in repr(cfg)
+    message = bad_config(config_file=toml(tmp_path, '[email]\nsmtp_password = "hunter2"\n'))
+    assert "TOKENIM_SMTP_PASSWORD" in message and "hunter2" not in message
+    message = bad_config(env={"TOKENIM_SMTP_PORT": "hunter2x"})
+    assert "'smtp_port'" in message
+    unreadable = load_config(config_file=None, env={"TOKENIM_SMTP_PASSWORD_FILE": str(tmp_path / "none")}, flags={})
+    with pytest.raises(TokenIMError) as info:
+        unreadable.email.password()
+    assert info.value.code is ErrorCode.BAD_CONFIG and "smtp_password_file" in info.value.message
+
+
+def test_setting_names_are_unique_across_sections_and_the_cli_variables_are_not_settings() -> None:
+    names = [name for name, (section, attr) in SETTINGS.items()]
+    assert len(names) == len(set(names))
+    assert SETTINGS["database"] == ("database", "url") and SETTINGS["smtp_host"] == ("email", "smtp_host")
+    env = dict.fromkeys(CLIENT_VARIABLES - {"TOKENIM_CONFIG"}, "x")
+    assert load_config(config_file=None, env=env, flags={}) == Config()
+    assert "smtp_starttls" in bad_config(env={"TOKENIM_SMTP_STARTTLS": "perhaps"})
+    assert "sms_provider" in bad_config(env={"TOKENIM_SMS_PROVIDER": "pigeon"})
+    assert "smtp_host" in bad_config(flags={"smtp_host": "evil\r\nRCPT TO:<x>"})  # no header injection via config

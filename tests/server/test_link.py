@@ -177,9 +177,9 @@ def test_the_link_policy_is_a_setting() -> None:
     from tokenim.protocol.link import LinkPolicy
     from tokenim.server.config import load_config
 
-    assert load_config(config_file=None, env={}, flags={}).link_policy is LinkPolicy.MASTER_KEY
+    assert load_config(config_file=None, env={}, flags={}).server.link_policy is LinkPolicy.MASTER_KEY
     env = {"TOKENIM_LINK_POLICY": "signature_only"}
-    assert load_config(config_file=None, env=env, flags={}).link_policy is LinkPolicy.SIGNATURE_ONLY
+    assert load_config(config_file=None, env=env, flags={}).server.link_policy is LinkPolicy.SIGNATURE_ONLY
     with pytest.raises(TokenIMError) as err:
         load_config(config_file=None, env={"TOKENIM_LINK_POLICY": "everything"}, flags={})
     assert err.value.code.value == "bad_config"

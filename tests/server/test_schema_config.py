@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tokenim.core.errors import TokenIMError
-from tokenim.server.config import ServerConfig, load_config
+from tokenim.server.config import Config, load_config
 from tokenim.server.services.accounts import RegistrationMode
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.tables import metadata
@@ -26,13 +26,18 @@ async def test_migrations_match_the_tables_and_run_twice(database: Database) -> 
 
 
 def test_config_sources_in_order(tmp_path: Path) -> None:
-    assert load_config(config_file=None, env={}, flags={}) == ServerConfig()
+    assert load_config(config_file=None, env={}, flags={}) == Config()
     toml = tmp_path / "tokenim.toml"
     toml.write_text('port = 9000\nserver_name = "chat.example.com"\nregistration = "open"\n')
     cfg = load_config(config_file=str(toml), env={"TOKENIM_PORT": "9100"}, flags={"host": "0.0.0.0"})
-    assert (cfg.port, cfg.server_name, cfg.registration, cfg.host) == (9100, "chat.example.com", RegistrationMode.OPEN, "0.0.0.0")
+    assert (cfg.server.port, cfg.server.server_name, cfg.server.registration, cfg.server.host) == (
+        9100,
+        "chat.example.com",
+        RegistrationMode.OPEN,
+        "0.0.0.0",
+    )
     cfg = load_config(config_file=None, env={"TOKENIM_CONFIG": str(toml)}, flags={"port": "9200"})
-    assert cfg.port == 9200 and cfg.server_name == "chat.example.com"
+    assert cfg.server.port == 9200 and cfg.server.server_name == "chat.example.com"
     assert cfg.database_url.startswith("sqlite:///") and cfg.database_url.endswith("tokenim-data/tokenim.db")
 
 

@@ -15,7 +15,7 @@ from tokenim.server.api.link import build_link_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
-from tokenim.server.config import ServerConfig
+from tokenim.server.config import Config, ServerConfig, as_config
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
@@ -43,19 +43,20 @@ from tokenim.server.storage.keys import OneTimeKeyStore
 from tokenim.server.storage.rooms import RoomStore
 
 
-def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services:
+def build_services(config: Config | ServerConfig, db: Database, clock: Clock) -> Services:
     """Construct every service with exactly what it needs."""
+    server = as_config(config).server
     ctx = Context(
         db=db,
         clock=clock,
-        server_name=config.server_name,
+        server_name=server.server_name,
         accounts=AccountStore(),
         keys=OneTimeKeyStore(),
         auth=AuthStore(),
         auditor=Auditor(AuditStore(), clock),
         identity=IdentityStore(),
     )
-    accounts = AccountService(ctx, config.registration, key_rotation_days=config.key_rotation_days)
+    accounts = AccountService(ctx, server.registration, key_rotation_days=server.key_rotation_days)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
@@ -70,17 +71,18 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
         backup=BackupService(ctx, BackupStore()),
-        files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
+        files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes),
         hub=hub,
         writer=writer,
         master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
         audit=AuditService(ctx),
-        link=LinkService(ctx, config.link_policy, auth.access_requester),
+        link=LinkService(ctx, server.link_policy, auth.access_requester),
     )
 
 
-def build_app(config: ServerConfig, db: Database, clock: Clock, services: Services | None = None) -> FastAPI:
+def build_app(config: Config | ServerConfig, db: Database, clock: Clock, services: Services | None = None) -> FastAPI:
     """The ASGI application. The database must already be migrated."""
+    server = as_config(config).server
     services = services or build_services(config, db, clock)
     # No redirects: `/v1/rooms/` is not_found like any unknown path (a redirect would be built from the Host header).
     app = FastAPI(title="TokenIM", version=__version__, docs_url="/docs", openapi_url="/openapi.json", redirect_slashes=False)
@@ -88,7 +90,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
     install_openapi(app)
     requester = requester_dependency(services.auth)
     routers = [
-        build_router(services, config.server_name),
+        build_router(services, server.server_name),
         build_messaging_router(services.rooms, services.messages, services.files, requester),
         build_identity_router(services.identity, requester),
         build_key_lifecycle_router(services.master_devices, services.audit, requester),
@@ -99,10 +101,10 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
         app.include_router(router)
     remember_routes(app, routers)
     app.router.routes.append(
-        build_realtime_route(services.auth, services.messages, services.hub, config.max_websockets_per_device)
+        build_realtime_route(services.auth, services.messages, services.hub, server.max_websockets_per_device)
     )
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=config.max_body_bytes, overrides={("POST", "/v1/blobs"): config.max_upload_bytes}
+        BodyLimitMiddleware, max_bytes=server.max_body_bytes, overrides={("POST", "/v1/blobs"): server.max_upload_bytes}
     )
     app.state.services = services
     return app

@@ -1,10 +1,16 @@
-"""Server configuration: defaults, then a TOML file, then `TOKENIM_*` variables, then command-line flags."""
+"""Server configuration in sections (`[server]`, `[database]`, `[email]`, `[sms]`), one frozen dataclass
+each, parsed here and nowhere else: defaults, then a TOML file, then `TOKENIM_*` variables, then flags.
+
+Every setting has one name, unique across sections, so that `TOKENIM_SMTP_HOST`, `--port` and a bare
+`port = 8470` at the top of the file all find their section. Secrets (the SMTP password, the SMS
+provider's token) come from a file or the environment and are never part of a printed config."""
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +23,11 @@ from tokenim.server.services.accounts import RegistrationMode
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    """Everything `tokenim serve` can be told."""
+    """`[server]`: where and how `tokenim serve` listens, and its policies."""
 
     data_dir: Path = Path("tokenim-data")
     host: str = "127.0.0.1"
     port: int = 8470
-    database: str | None = None
     registration: RegistrationMode = RegistrationMode.INVITE
     server_name: str = "localhost"
     max_body_bytes: int = MAX_BODY_BYTES
@@ -40,30 +45,158 @@ class ServerConfig:
     key_rotation_days: int = 365
     # What a device approving a new one hands it: the master private key, or only its signature (docs/protocol.md).
     link_policy: LinkPolicy = LinkPolicy.MASTER_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """`[database]`: `url` (setting name `database`: `--database`, `TOKENIM_DATABASE`); none means SQLite in the data dir."""
+
+    url: str | None = None
     # For tests only: every commit waits this long first, as on a very slow disk, so that a test can
     # prove nothing is acknowledged before it is committed. Never set it in production.
     debug_commit_delay_ms: int = 0
 
+
+class SmtpSecurity(Enum):
+    """How the connection to the SMTP server is protected."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+@dataclass(frozen=True, slots=True)
+class EmailConfig:
+    """`[email]`: the SMTP server that carries codes and security notices. No `smtp_host`: no mail."""
+
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""  # empty: tokenim@<server_name>
+    smtp_starttls: bool = False
+    smtp_tls: bool = False  # implicit TLS (port 465)
+    smtp_user: str = ""
+    smtp_password_file: Path | None = None
+    smtp_password: str = field(default="", repr=False)  # only from TOKENIM_SMTP_PASSWORD, never from the file
+    smtp_timeout_seconds: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the server can send mail at all."""
+        return bool(self.smtp_host)
+
+    @property
+    def security(self) -> SmtpSecurity:
+        """TLS from the start, upgraded with STARTTLS, or none (a relay on the same host)."""
+        return SmtpSecurity.TLS if self.smtp_tls else SmtpSecurity.STARTTLS if self.smtp_starttls else SmtpSecurity.NONE
+
+    def password(self) -> str:
+        """The SMTP password, read from `smtp_password_file` when set (so it is never in the config itself)."""
+        if self.smtp_password_file is None:
+            return self.smtp_password
+        try:
+            return self.smtp_password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenIMError(
+                ErrorCode.BAD_CONFIG, f"Cannot read smtp_password_file {self.smtp_password_file}: {exc}."
+            ) from None
+
+
+class SmsProvider(Enum):
+    """Where text messages go: nowhere, the server log (development only), or an HTTP gateway."""
+
+    NONE = "none"
+    LOG = "log"
+    HTTP = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class SmsConfig:
+    """`[sms]`: the gateway that carries phone verification codes."""
+
+    sms_provider: SmsProvider = SmsProvider.NONE
+    sms_url: str = ""  # the HTTP provider's endpoint (POST)
+    # The request body; `{to}` and `{text}` are replaced by the JSON-escaped number and message.
+    sms_body_template: str = '{"to": "{to}", "text": "{text}"}'
+    sms_content_type: str = "application/json"
+    sms_token_file: Path | None = None  # sent as `Authorization: Bearer <token>` when set
+    sms_token: str = field(default="", repr=False)  # only from TOKENIM_SMS_TOKEN
+    sms_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration, one field per section."""
+
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    email: EmailConfig = EmailConfig()
+    sms: SmsConfig = SmsConfig()
+
     @property
     def database_url(self) -> str:
         """The configured URL, or the embedded SQLite database inside the data directory."""
-        return self.database or f"sqlite:///{(self.data_dir / 'tokenim.db').resolve()}"
+        return self.database.url or f"sqlite:///{(self.server.data_dir / 'tokenim.db').resolve()}"
 
 
+def as_config(config: Config | ServerConfig) -> Config:
+    """A bare `[server]` section is a whole configuration with every other section at its defaults."""
+    return config if isinstance(config, Config) else Config(server=config)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "server": ServerConfig,
+    "database": DatabaseConfig,
+    "email": EmailConfig,
+    "sms": SmsConfig,
+}
+# A setting's name → (section, field). Names are unique across sections (a test keeps them so).
+_ALIASES = {("database", "url"): "database"}
+SETTINGS: dict[str, tuple[str, str]] = {
+    _ALIASES.get((section, f.name), f.name): (section, f.name) for section, kind in _SECTIONS.items() for f in fields(kind)
+}
 _ZERO_ALLOWED = {"max_connections", "max_connections_per_address", "debug_commit_delay_ms"}
+_SECRETS = {"smtp_password", "sms_token"}  # from the environment only: a config file holds a *_file path instead
+# The CLI's own variables: a shell that sets them can still start a server.
+CLIENT_VARIABLES = frozenset(
+    f"TOKENIM_{name}"
+    for name in (
+        "CONFIG",
+        "PROFILE",
+        "PASSPHRASE",
+        "SERVER",
+        "OTP",
+        "DEBUG",
+        "EXPORT_PASSPHRASE",
+        "RECOVERY_KEY",
+        "RECOVERY_PASSPHRASE",
+    )
+)
+_CHOICES = {
+    "websocket": ("wsproto", "websockets", "websockets-sansio"),
+    "log_level": ("debug", "info", "warning", "error"),
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kinds = {f.name: f.type for f in fields(ServerConfig)}
-    kind = kinds[name]
+    section, attr = SETTINGS[name]
+    kind = {f.name: f.type for f in fields(_SECTIONS[section])}[attr]
     try:
-        if name == "data_dir":
-            return Path(str(value))
+        if kind in ("Path", "Path | None"):
+            return Path(str(value)) if str(value) else None if kind == "Path | None" else Path(".")
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
         if kind == "int":
             if isinstance(value, bool | float):  # TOML `port = true` or `= 8470.5` is a mistake, not 1 or 8470
                 raise ValueError
             number = int(value)
-            if number < 0 or (number == 0 and name not in _ZERO_ALLOWED) or (name == "port" and number > 65535):
+            too_big = name in ("port", "smtp_port") and number > 65535
+            if number < 0 or (number == 0 and name not in _ZERO_ALLOWED) or too_big:
                 raise ValueError
             return number
         if kind == "float":
@@ -73,58 +206,83 @@ def _coerce(name: str, value: Any) -> Any:
             if not 0 < seconds <= 86_400:
                 raise ValueError
             return seconds
-        if name == "link_policy":
-            return LinkPolicy(str(value))
-        if name == "registration":
-            return RegistrationMode(str(value))
+        enums: dict[str, type[Enum]] = {
+            "LinkPolicy": LinkPolicy,
+            "RegistrationMode": RegistrationMode,
+            "SmsProvider": SmsProvider,
+        }
+        if kind in enums:
+            return enums[kind](str(value))
+        if not isinstance(value, str | int):  # a TOML table or list where a word was expected
+            raise ValueError
+        text = str(value)
         if name == "server_name":
-            return check_server_name(str(value))
-        if name == "websocket":
-            if str(value) not in ("wsproto", "websockets", "websockets-sansio"):
-                raise ValueError
-            return str(value)
-        if name == "log_level":
-            if str(value) not in ("debug", "info", "warning", "error"):
-                raise ValueError
-            return str(value)
-        return str(value)
+            return check_server_name(text)
+        if name in _CHOICES and text not in _CHOICES[name]:
+            raise ValueError
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError
+        return text
     except (ValueError, TypeError, TokenIMError):
-        raise TokenIMError(ErrorCode.BAD_CONFIG, f"Bad value for '{name}' ({kind}): {value!r}.") from None
+        shown = "(hidden)" if name in _SECRETS else repr(value)
+        raise TokenIMError(ErrorCode.BAD_CONFIG, f"Bad value for '{name}' ({kind}): {shown}.") from None
 
 
-def _apply(cfg: ServerConfig, values: Mapping[str, Any], source: str) -> ServerConfig:
-    known = {f.name for f in fields(ServerConfig)}
-    changes = {}
+def _apply(cfg: Config, values: Mapping[str, Any], source: str, *, in_section: str | None = None) -> Config:
+    changes: dict[str, dict[str, Any]] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in known:
-            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Unknown setting '{key}' in {source}.")
+        if in_section == "database" and name == "url":
+            name = "database"
+        if name not in SETTINGS or (in_section is not None and SETTINGS[name][0] != in_section):
+            where = f"[{in_section}] of {source}" if in_section else source
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Unknown setting '{key}' in {where}.")
+        if name in _SECRETS and not source.startswith("the environment"):
+            raise TokenIMError(
+                ErrorCode.BAD_CONFIG, f"'{key}' is a secret: set TOKENIM_{name.upper()} or name a file with '{name}_file'."
+            )
         if value is not None:
-            changes[name] = _coerce(name, value)
-    return replace(cfg, **changes)
+            section, attr = SETTINGS[name]
+            changes.setdefault(section, {})[attr] = _coerce(name, value)
+    return replace(cfg, **{section: replace(getattr(cfg, section), **attrs) for section, attrs in changes.items()})
 
 
-def load_config(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> ServerConfig:
+def _from_file(cfg: Config, path: str) -> Config:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the config file {path}: {exc.strerror}.") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TokenIMError(ErrorCode.BAD_CONFIG, f"The config file {path} is not valid TOML: {exc}.") from None
+    source = f"the config file {path}"
+    # Settings above any [table]; `database = "…"` there is the setting, as before the sections existed.
+    loose = {k: v for k, v in data.items() if k not in _SECTIONS or (k in SETTINGS and not isinstance(v, dict))}
+    cfg = _apply(cfg, loose, source)
+    for section in _SECTIONS:
+        if section not in data or section in loose:
+            continue
+        table = data[section]
+        if not isinstance(table, dict):
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"In the config file {path}, '{section}' must be a table of settings.")
+        # `database = "…"` under [server] is how files written before the sections said it.
+        legacy = section == "server" and "database" in table
+        cfg = _apply(cfg, {k: v for k, v in table.items() if k != "database"}, source, in_section=section)
+        if legacy:
+            cfg = _apply(cfg, {"database": table["database"]}, source)
+    return cfg
+
+
+def load_config(*, config_file: str | None, env: Mapping[str, str], flags: Mapping[str, Any]) -> Config:
     """Merge the sources, later ones winning; any problem is one `bad_config` error naming it."""
-    cfg = ServerConfig()
+    cfg = Config()
     path = config_file or env.get("TOKENIM_CONFIG")
     if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read the config file {path}: {exc.strerror}.") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise TokenIMError(ErrorCode.BAD_CONFIG, f"The config file {path} is not valid TOML: {exc}.") from None
-        section = data.get("server", data)
-        if not isinstance(section, dict):
-            raise TokenIMError(ErrorCode.BAD_CONFIG, f"In the config file {path}, 'server' must be a table of settings.")
-        cfg = _apply(cfg, section, f"the config file {path}")
-    skip = {"TOKENIM_CONFIG", "TOKENIM_PROFILE", "TOKENIM_PASSPHRASE", "TOKENIM_SERVER"}
+        cfg = _from_file(cfg, path)
     from_env = {
         k[len("TOKENIM_") :].lower(): v
         for k, v in env.items()
-        if k.startswith("TOKENIM_") and k not in skip and not k.startswith("TOKENIM_TEST")
+        if k.startswith("TOKENIM_") and k not in CLIENT_VARIABLES and not k.startswith(("TOKENIM_TEST", "TOKENIM_AGENT"))
     }
     cfg = _apply(cfg, from_env, "the environment (TOKENIM_*)")
     return _apply(cfg, flags, "the command line")

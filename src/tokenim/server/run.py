@@ -26,7 +26,7 @@ from tokenim.core.clock import SystemClock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.limits import DEFAULT_INVITE_TTL_MS
 from tokenim.server.app import build_app, build_services
-from tokenim.server.config import ServerConfig, load_config
+from tokenim.server.config import Config, load_config
 from tokenim.server.connections import ConnectionGuard, ConnectionLimits, guarded_protocols, resolve_max_connections
 from tokenim.server.storage.database import Database
 
@@ -39,18 +39,18 @@ class CannotStart(Exception):
     """Another server holds what this one needs; the message is one sentence for the operator."""
 
 
-def prepare_data_dir(config: ServerConfig) -> None:
+def prepare_data_dir(config: Config) -> None:
     """Create the data directory, readable by its owner only."""
-    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config.server.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
-def lock_data_dir(config: ServerConfig) -> int:
+def lock_data_dir(config: Config) -> int:
     """Take the data directory for this process (an exclusive flock held until it exits); the open file is returned.
 
     Two servers on one directory would share the SQLite file and the blobs while each believes it is
     the only writer. The lock ends with the process however it ends, SIGKILL included.
     """
-    path = config.data_dir / LOCK_FILE
+    path = config.server.data_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -60,18 +60,18 @@ def lock_data_dir(config: ServerConfig) -> int:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise
         who = f" (process {holder})" if holder.isdigit() else ""
-        raise CannotStart(f"another server{who} is already running on the data directory {config.data_dir}.") from None
+        raise CannotStart(f"another server{who} is already running on the data directory {config.server.data_dir}.") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
 
 
-def bind_socket(config: ServerConfig) -> socket.socket:
+def bind_socket(config: Config) -> socket.socket:
     """Bind and listen before announcing anything: a taken port is reported before an invite is printed."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(config.server.host, config.server.port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror:
-        raise CannotStart(f"cannot listen on {config.host}: no such host or address.") from None
+        raise CannotStart(f"cannot listen on {config.server.host}: no such host or address.") from None
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -80,26 +80,26 @@ def bind_socket(config: ServerConfig) -> socket.socket:
     except OSError as exc:
         sock.close()
         reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
-        raise CannotStart(f"cannot listen on {config.host}:{config.port}: {reason}.") from None
+        raise CannotStart(f"cannot listen on {config.server.host}:{config.server.port}: {reason}.") from None
     return sock
 
 
-def connection_limits(config: ServerConfig) -> ConnectionLimits:
+def connection_limits(config: Config) -> ConnectionLimits:
     """The connection caps and timeouts, the total cap below this process's open-file limit."""
     open_files, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if open_files == resource.RLIM_INFINITY:
         open_files = 1 << 20
     return ConnectionLimits(
-        max_connections=resolve_max_connections(config.max_connections, open_files),
-        max_per_address=config.max_connections_per_address,
-        header_timeout=config.header_timeout_seconds,
-        body_timeout=config.body_timeout_seconds,
+        max_connections=resolve_max_connections(config.server.max_connections, open_files),
+        max_per_address=config.server.max_connections_per_address,
+        header_timeout=config.server.header_timeout_seconds,
+        body_timeout=config.server.body_timeout_seconds,
     )
 
 
-async def _serve(config: ServerConfig, sock: socket.socket, limits: ConnectionLimits) -> None:
+async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits) -> None:
     clock = SystemClock()
-    db = Database(config.database_url, debug_commit_delay_ms=config.debug_commit_delay_ms)
+    db = Database(config.database_url, debug_commit_delay_ms=config.database.debug_commit_delay_ms)
     try:
         try:
             await db.migrate()
@@ -112,25 +112,28 @@ async def _serve(config: ServerConfig, sock: socket.socket, limits: ConnectionLi
         invite = await services.accounts.do_bootstrap_invite(DEFAULT_INVITE_TTL_MS)
         if invite is not None:
             print(f"Bootstrap invite for the first (admin) account: {invite.code}", flush=True)
-            url = f"http://{config.host}:{config.port}"
+            url = f"http://{config.server.host}:{config.server.port}"
             print(f"  register with: tokenim register --server {url} --username NAME --invite {invite.code}", flush=True)
         app = build_app(config, db, clock, services)
-        http_protocol, ws_protocol = guarded_protocols(ConnectionGuard(limits), config.websocket)
+        http_protocol, ws_protocol = guarded_protocols(ConnectionGuard(limits), config.server.websocket)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                host=config.host,
-                port=config.port,
-                log_level=config.log_level,
+                host=config.server.host,
+                port=config.server.port,
+                log_level=config.server.log_level,
                 access_log=False,
                 lifespan="off",
                 http=http_protocol,
                 ws=ws_protocol,
-                ws_max_size=config.max_body_bytes,
+                ws_max_size=config.server.max_body_bytes,
                 ws_ping_interval=None,
             )
         )
-        print(f"TokenIM {__version__} serving {config.server_name} on http://{config.host}:{config.port}", flush=True)
+        print(
+            f"TokenIM {__version__} serving {config.server.server_name} on http://{config.server.host}:{config.server.port}",
+            flush=True,
+        )
         await server.serve(sockets=[sock])
     finally:
         await db.close()
@@ -162,13 +165,13 @@ def serve(*, config_file: str | None, flags: Mapping[str, Any], env: Mapping[str
         os.close(lock)
 
 
-def _run(config: ServerConfig, limits: ConnectionLimits) -> int:
+def _run(config: Config, limits: ConnectionLimits) -> int:
     try:
         sock = bind_socket(config)
     except CannotStart as err:
         print(f"tokenim serve: {err}", file=sys.stderr)
         return EXIT_CANNOT_START
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=config.server.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         with contextlib.closing(sock):
