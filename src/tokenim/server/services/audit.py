@@ -60,7 +60,10 @@ class _Unchained:
         if not rows:
             return
         head = await self.store.lock_head(tx)
-        seq, prev = (head.seq, head.hash) if head is not None else (0, GENESIS_HASH)
+        prev = head.hash if head is not None else GENESIS_HASH
+        # Past any number already taken: a row put into the table behind the server's back with the next
+        # number must neither stop the server from recording nor be taken for its entry (verification names it).
+        seq = max(head.seq if head is not None else 0, await self.store.highest_seq(tx))
         for row in rows:
             seq += 1
             digest = entry_hash(row, seq, prev)
@@ -97,8 +100,8 @@ class Auditor:
 class ChainWalk:
     """Feed it the numbered rows in chain order (`add`), then `finish`: the problems, in order, each named
     by entry number and kind. A link that breaks between two entries that each match their own hash is
-    judged with the next row: if that one does not link to it either, the entry was replaced; otherwise
-    the one before it was changed and its hash recomputed."""
+    judged: if it links to the entry two back, the one between was inserted; if the next row does not link
+    to it either, the entry was replaced; otherwise the one before it was changed and its hash recomputed."""
 
     def __init__(self, head: ChainHead | None) -> None:
         self.head = head  # None: the head row itself is gone, so the newest entries can't be checked
@@ -108,6 +111,7 @@ class ChainWalk:
         self._expected = 1
         self._last: AuditEvent | None = None
         self._suspect: tuple[AuditEvent, AuditEvent | None] | None = None  # (row whose link broke, the row before it)
+        self._replaced: int | None = None  # the row judged replaced: the next row's link to it is broken, as expected
 
     def _report(self, kind: ProblemKind, entry: int | None, row_id: int | None, message: str, count: int = 1) -> None:
         self.found += 1
@@ -127,6 +131,14 @@ class ChainWalk:
             return
         row, before = self._suspect
         self._suspect = None
+        if before is not None and row.prev_hash == before.prev_hash:
+            self._report(
+                "inserted",
+                before.seq,
+                before.id,
+                f"Row {before.id} was inserted as entry {before.seq}: entry {row.seq} links to the one before it.",
+            )
+            return
         if nxt is not None:
             replaced = not gap and nxt.prev_hash != row.hash
         else:
@@ -134,6 +146,7 @@ class ChainWalk:
         if replaced or before is None:
             what = f"Entry {row.seq} (row {row.id}) was replaced: it links to neither neighbour."
             self._report("changed", row.seq, row.id, what)
+            self._replaced = row.id
         else:
             self._rehashed(before, f"entry {row.seq} names another hash before it")
 
@@ -158,7 +171,11 @@ class ChainWalk:
         self._settle(row, gap=gap)
         if row.hash != entry_hash(row, row.seq, row.prev_hash or ""):
             self._report("changed", row.seq, row.id, f"Entry {row.seq} (row {row.id}) was changed: it doesn't match its hash.")
-        elif not gap and row.prev_hash != (self._last.hash if self._last is not None else GENESIS_HASH):
+        elif (
+            not gap
+            and row.prev_hash != (self._last.hash if self._last is not None else GENESIS_HASH)
+            and (self._last is None or self._last.id != self._replaced)
+        ):
             self._suspect = (row, self._last)
         self._expected = row.seq + 1
         self._last = row

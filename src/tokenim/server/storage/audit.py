@@ -89,6 +89,10 @@ class AuditStore:
         q = select(audit_log).where(and_(c.id.in_(list(ids)), c.seq.is_(None))).order_by(c.id)
         return [_event(r) for r in await tx.execute(q)]
 
+    async def highest_seq(self, tx: Tx) -> int:
+        """The highest entry number in the table (0 when none)."""
+        return int((await tx.execute(select(func.coalesce(func.max(audit_log.c.seq), 0)))).scalar_one())
+
     async def set_link(self, tx: Tx, row_id: int, seq: int, prev_hash: str, digest: str) -> None:
         await tx.execute(update(audit_log).where(audit_log.c.id == row_id).values(seq=seq, prev_hash=prev_hash, hash=digest))
 
