@@ -34,7 +34,7 @@ class AdminRequester:
 def access_admin(requester: Requester) -> AdminRequester:
     """The requester as an admin, or `forbidden` (403) for anyone else."""
     if not requester.is_admin:
-        raise TokenIMError(ErrorCode.FORBIDDEN, "Only an organisation admin can do that.")
+        raise TokenIMError(ErrorCode.FORBIDDEN, "Only an admin of this server can do that.")
     return AdminRequester(requester)
 
 
