@@ -197,6 +197,9 @@ async def test_an_entry_rolled_back_with_its_savepoint_leaves_no_gap(database: D
     rows = await chain_rows(database)
     assert [(r.seq, r.event) for r in rows] == [(1, "kept.first"), (2, "kept.second")]
     assert rows[1].prev_hash == rows[0].hash
+    async with database.read() as tx:
+        head = (await tx.execute(select(audit_chain))).one()
+    assert (head.seq, head.hash) == (2, rows[1].hash)
 
 
 async def test_concurrent_transactions_extend_one_chain(database: Database, clock: FakeClock) -> None:
