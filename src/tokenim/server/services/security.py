@@ -9,6 +9,7 @@ from typing import Any
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.audit import MAX_REVIEW_DAYS, ReviewActivity, ReviewFlag, ReviewLogin, SecurityReviewResponse
+from tokenim.server.services.auth import LOGIN, LOGIN_FAILED
 from tokenim.server.services.common import Context, Requester
 from tokenim.server.storage.audit import AuditEvent
 
@@ -16,8 +17,6 @@ DAY_MS = 86_400_000
 MAX_REVIEW_EVENTS = 5000  # the newest records read for one review
 MAX_LISTED = 50  # logins and activity shown, each
 
-LOGIN = "login"
-LOGIN_FAILED = "login.failed"
 LOGIN_LOST_DEVICE = "login.lost_device"  # a device reported lost tried to log in
 LOGIN_EVENTS = (LOGIN, LOGIN_FAILED, LOGIN_LOST_DEVICE)
 # Records whose address counts as known for the user: a login from an address first seen later is flagged.
