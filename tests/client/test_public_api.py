@@ -37,10 +37,11 @@ EXPECTED = [
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
     | {"register", "rooms", "server_name", "user_id"}
-    | {"audit", "backup", "import_master_key", "key_files", "link", "linking", "verification"},
+    | {"audit", "backup", "import_master_key", "key_files", "link", "linking", "security", "verification"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
-    "admin": {"create_invite"},
+    "admin": {"audit", "create_invite", "verify_audit"},
     "audit": {"events", "record"},
+    "security": {"review"},
     "backup": {"create", "delete", "pending", "restore", "status", "upload", "upload_quietly"},
     "key_files": {"export_master_key", "export_room_keys", "import_room_keys"},
     "devices": {"all", "remove"},

@@ -67,7 +67,7 @@ async def test_failed_logins_and_logouts_are_audited_with_user_device_and_reason
     async with database.read() as tx:
         events = await AuditStore().for_user(tx, alice.user_id)
     failed = [(e.user_id, e.device_id, e.details) for e in events if e.event == "login.failed"]
-    assert failed == [(alice.user_id, alice.device_id, {"reason": "bad_signature"})]
+    assert failed == [(alice.user_id, alice.device_id, {"reason": "bad_signature", "stage": "login"})]
     assert [(e.user_id, e.device_id) for e in events if e.event == "logout"] == [(alice.user_id, alice.device_id)]
 
 

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, backup, key_files, keys, link, messages, rooms, verify
+from tokenim.cli import account, audit, backup, key_files, keys, link, messages, rooms, verify
 from tokenim.cli.output import clean, emit, emit_json
 from tokenim.cli.prompt import PromptAborted, read_passphrase
 from tokenim.client import ProfileStore
@@ -177,6 +177,36 @@ def _add_account(sub: Any, common: argparse.ArgumentParser) -> None:
     invite_sub = invite.add_subparsers(dest="invite_command", required=True, metavar="ACTION")
     create = _sub(invite_sub, "create", "create a one-time invite", common, account.cmd_invite_create, _h(account.human_invite))
     create.add_argument("--expires", default="7d", help="how long it stays valid, e.g. 7d, 12h, 30m (default: 7d)")
+    log = _sub(
+        admin_sub,
+        "audit",
+        "the server's audit log, newest first; `verify` checks its hash chain",
+        common,
+        audit.cmd_admin_audit,
+        _h(audit.human_admin_audit),
+    )
+    log.add_argument(
+        "audit_action",
+        nargs="?",
+        choices=["list", "verify"],
+        default="list",
+        metavar="list|verify",
+        help="list the records, or verify the whole chain (exit status 1 when it is broken) (default: list)",
+    )
+    log.add_argument("--user", metavar="@USER", help="list: only this person's records (default: everyone's)")
+    log.add_argument("--limit", type=int, default=50, help="list: how many records, 1 to 1000 (default: 50)")
+    log.add_argument("--before", type=int, help="list: records older than this id, as the last page said (default: newest)")
+    sec = _sub(sub, "security", "your account's security", common, None, None)
+    sec_sub = sec.add_subparsers(dest="security_command", required=True, metavar="ACTION")
+    review = _sub(
+        sec_sub,
+        "review",
+        "your recent logins and activity, and what looks wrong",
+        common,
+        audit.cmd_security_review,
+        _h(audit.human_review),
+    )
+    review.add_argument("--days", type=int, default=30, help="how far back, 1 to 365 days (default: 30)")
 
 
 def _add_key_files(key_sub: Any, common: argparse.ArgumentParser) -> None:

@@ -5,7 +5,7 @@
         await client.messages.send_text(room, "hello")
 
 Each noun lives in its own module (rooms.py, messages.py, devices.py, keys.py, files.py, admin.py,
-account.py, backup.py, verification.py, link.py, key_files.py, audit.py); they share the device's state
+account.py, backup.py, verification.py, link.py, key_files.py, audit.py, security.py); they share the device's state
 (state.py: store, identity, crypto machine) and one transport
 (transport.py: httpx, tokens, refresh, errors). The store is the passphrase profile on disk or, for bots
 and tests, a `MemoryStore`.
@@ -31,6 +31,7 @@ from tokenim.client.keys import Keys
 from tokenim.client.link import Linking, LinkInvitation, link_new_device
 from tokenim.client.messages import Messages
 from tokenim.client.rooms import Rooms
+from tokenim.client.security import Security
 from tokenim.client.state import DeviceState
 from tokenim.client.store import KdfParams
 from tokenim.client.stores import Store
@@ -54,6 +55,7 @@ class Client:
     linking: Linking
     messages: Messages
     rooms: Rooms
+    security: Security
     verification: Verification
 
     def __init__(self, state: DeviceState, transport: Transport) -> None:
@@ -68,6 +70,7 @@ class Client:
         self.account = Account(state, transport, self.keys)
         self.admin = Admin(transport)
         self.audit = Audit(transport)
+        self.security = Security(transport)
         self.key_files = KeyFiles(state, self.audit, self.keys)
         self.linking = Linking(state, transport, self.keys)
         self.verification = Verification(state, transport, self.keys, self.messages, self.audit)

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from tokenim import __version__
 from tokenim.core.clock import Clock
+from tokenim.server.api.admin import build_admin_router
 from tokenim.server.api.backup import build_backup_router
 from tokenim.server.api.contract import install_openapi
 from tokenim.server.api.errors import BodyLimitMiddleware, install_error_handlers, remember_routes
@@ -15,13 +16,16 @@ from tokenim.server.api.link import build_link_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
+from tokenim.server.api.security import build_security_router
 from tokenim.server.config import Config, ServerConfig, as_config
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
+from tokenim.server.services.admin import AdminService
+from tokenim.server.services.audit import Auditor
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.backup import BackupService
-from tokenim.server.services.common import Auditor, Context
+from tokenim.server.services.common import Context
 from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
@@ -31,6 +35,7 @@ from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
+from tokenim.server.services.security import SecurityService
 from tokenim.server.services.writer import EventWriter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
@@ -77,6 +82,8 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
         master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
         audit=AuditService(ctx),
         link=LinkService(ctx, server.link_policy, auth.access_requester),
+        admin=AdminService(ctx),
+        security=SecurityService(ctx),
     )
 
 
@@ -96,6 +103,8 @@ def build_app(config: Config | ServerConfig, db: Database, clock: Clock, service
         build_key_lifecycle_router(services.master_devices, services.audit, requester),
         build_backup_router(services.backup, requester),
         build_link_router(services.link, requester),
+        build_admin_router(services.accounts, services.admin, requester),
+        build_security_router(services.security, requester),
     ]
     for router in routers:
         app.include_router(router)

@@ -4,7 +4,7 @@ own audit records."""
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
 from tokenim.core.errors import ErrorCode as E
 from tokenim.core.limits import MAX_POSITION
@@ -18,6 +18,7 @@ from tokenim.protocol.key_lifecycle import (
 )
 from tokenim.server.api.contract import errors
 from tokenim.server.api.messaging import Digits, Limit
+from tokenim.server.api.origin import RequestOrigin
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.master_device import MasterDeviceService
@@ -39,9 +40,8 @@ def build_key_lifecycle_router(
         description="A single-use nonce (60 s) for adding `device_id` to `user_id` with the master key; no token needed.",
         responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.DEVICE_EXISTS, E.RATE_LIMITED, auth=False),
     )
-    async def challenge(request: Request, body: MasterChallengeRequest) -> MasterChallengeResponse:
-        address = request.client.host if request.client else ""
-        return await master_devices.do_challenge(body.user_id, body.device_id, address)
+    async def challenge(origin: RequestOrigin, body: MasterChallengeRequest) -> MasterChallengeResponse:
+        return await master_devices.do_challenge(body.user_id, body.device_id, origin)
 
     @router.post(
         "/v1/devices/by_master_key/add",
@@ -64,8 +64,8 @@ def build_key_lifecycle_router(
             auth=False,
         ),
     )
-    async def add(body: AddDeviceByMasterKeyRequest) -> TokenResponse:
-        return await master_devices.do_add(master_devices.check_add(body))
+    async def add(origin: RequestOrigin, body: AddDeviceByMasterKeyRequest) -> TokenResponse:
+        return await master_devices.do_add(master_devices.check_add(body), origin)
 
     @router.post(
         "/v1/audit/events",

@@ -20,6 +20,7 @@ from tokenim.protocol.link import (
 )
 from tokenim.server.api.contract import errors
 from tokenim.server.api.messaging import Digits
+from tokenim.server.api.origin import RequestOrigin
 from tokenim.server.api.routes import BEARER
 from tokenim.server.services.common import Requester
 from tokenim.server.services.link import LinkService
@@ -45,9 +46,8 @@ def build_link_router(link: LinkService, requester: Callable[..., Awaitable[Requ
         description="Open a slot for linking a new device of `user_id` (no token: the device has none yet).",
         responses=errors(E.UNKNOWN_USER, E.RATE_LIMITED, auth=False),
     )
-    async def open_link(request: Request, body: LinkOpenRequest) -> LinkOpenResponse:
-        address = request.client.host if request.client else ""
-        return await link.do_open(body.user_id, address)
+    async def open_link(origin: RequestOrigin, body: LinkOpenRequest) -> LinkOpenResponse:
+        return await link.do_open(body.user_id, origin.ip or "")
 
     @router.post(
         "/v1/link/{link_id}/claim",

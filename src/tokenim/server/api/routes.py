@@ -17,8 +17,6 @@ from tokenim.protocol.api import (
     ChallengeResponse,
     DevicesResponse,
     HealthResponse,
-    InviteCreateRequest,
-    InviteResponse,
     KeyCountsResponse,
     KeysClaimRequest,
     KeysClaimResponse,
@@ -37,8 +35,10 @@ from tokenim.protocol.api import (
 from tokenim.protocol.wire import DEVICE_ID_SCHEMA
 from tokenim.server.api.contract import errors
 from tokenim.server.api.encoding import content_response
+from tokenim.server.api.origin import RequestOrigin
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
+from tokenim.server.services.admin import AdminService
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
 from tokenim.server.services.backup import BackupService
@@ -51,6 +51,7 @@ from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
+from tokenim.server.services.security import SecurityService
 from tokenim.server.services.writer import EventWriter
 
 DeviceIdPath = Annotated[str, Path(max_length=32, json_schema_extra=DEVICE_ID_SCHEMA)]
@@ -74,6 +75,8 @@ class Services:
     master_devices: MasterDeviceService
     audit: AuditService
     link: LinkService
+    admin: AdminService
+    security: SecurityService
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,
@@ -113,8 +116,8 @@ def build_router(services: Services, server_name: str) -> APIRouter:
             auth=False,
         ),
     )
-    async def register(body: RegisterRequest) -> RegisterResponse:
-        return await services.accounts.do_register(services.accounts.check_register(body))
+    async def register(origin: RequestOrigin, body: RegisterRequest) -> RegisterResponse:
+        return await services.accounts.do_register(services.accounts.check_register(body), origin)
 
     @router.post(
         "/v1/login/challenge",
@@ -122,8 +125,8 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         tags=["auth"],
         responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.UNKNOWN_DEVICE, auth=False),
     )
-    async def challenge(body: ChallengeRequest) -> ChallengeResponse:
-        return await services.auth.do_challenge(body.user_id, body.device_id)
+    async def challenge(origin: RequestOrigin, body: ChallengeRequest) -> ChallengeResponse:
+        return await services.auth.do_challenge(body.user_id, body.device_id, origin)
 
     @router.post(
         "/v1/login",
@@ -139,8 +142,8 @@ def build_router(services: Services, server_name: str) -> APIRouter:
             auth=False,
         ),
     )
-    async def login(body: LoginRequest) -> TokenResponse:
-        return await services.auth.do_login(body)
+    async def login(origin: RequestOrigin, body: LoginRequest) -> TokenResponse:
+        return await services.auth.do_login(body, origin)
 
     @router.post(
         "/v1/token/refresh",
@@ -209,9 +212,5 @@ def build_router(services: Services, server_name: str) -> APIRouter:
     @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"], responses=errors())
     async def claim_keys(me: Me, body: KeysClaimRequest) -> Response:
         return content_response(await services.keys.do_claim(body.devices))
-
-    @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"], responses=errors(E.FORBIDDEN))
-    async def create_invite(me: Me, body: InviteCreateRequest) -> InviteResponse:
-        return await services.accounts.do_create_invite(me, body.expires_in_seconds)
 
     return router

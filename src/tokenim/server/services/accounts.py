@@ -24,7 +24,8 @@ from tokenim.protocol.keys import (
     verify_master_key,
     verify_one_time_key,
 )
-from tokenim.server.services.common import Context, Requester, refuse_revoked_keys, secret_hash
+from tokenim.server.services.admin import AdminRequester
+from tokenim.server.services.common import NO_ORIGIN, Context, Origin, Requester, refuse_revoked_keys, secret_hash
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
 
@@ -114,8 +115,9 @@ class AccountService:
         device, otks = check_new_device(master, req.device_keys, req.one_time_keys, req.fallback_keys)
         return CheckedRegistration(username, user_id, _check_email(req.email), req.invite, master, device, otks)
 
-    async def do_register(self, reg: CheckedRegistration) -> RegisterResponse:
-        """Create the user, their master key, first device and published keys in one transaction."""
+    async def do_register(self, reg: CheckedRegistration, origin: Origin = NO_ORIGIN) -> RegisterResponse:
+        """Create the user, their master key, first device and published keys in one transaction; the audit
+        record names where the request came from (the account's first known address)."""
         now = self._ctx.clock.now_ms()
         try:
             async with self._ctx.db.write() as tx:
@@ -127,7 +129,9 @@ class AccountService:
                 await self._ctx.accounts.insert_user(tx, UserRow(reg.user_id, reg.username, reg.email, is_admin, now))
                 await self._ctx.accounts.insert_master_key(tx, reg.user_id, 1, reg.master.public_key, reg.master.raw, now)
                 await self.insert_device(tx, reg.device, reg.one_time_keys, now)
-                await self._ctx.auditor.record(tx, "account.registered", reg.user_id, reg.device.device_id, is_admin=is_admin)
+                await self._ctx.auditor.record(
+                    tx, "account.registered", reg.user_id, reg.device.device_id, origin=origin, is_admin=is_admin
+                )
         except IntegrityError:
             # A race with another registration: for the same name, or (rarer) for the same device keys.
             async with self._ctx.db.read() as tx:
@@ -200,16 +204,14 @@ class AccountService:
             raise TokenIMError(ErrorCode.INVITE_INVALID, "That invite code has already been used.")
         return invite.grants_admin
 
-    async def do_create_invite(self, requester: Requester, ttl_seconds: int) -> InviteResponse:
+    async def do_create_invite(self, admin: AdminRequester, ttl_seconds: int) -> InviteResponse:
         """An admin creates a one-time invite."""
-        if not requester.is_admin:
-            raise TokenIMError(ErrorCode.FORBIDDEN, "Only an admin can create invites.")
         now = self._ctx.clock.now_ms()
         code = new_invite_code()
         expires_at = now + ttl_seconds * 1000
         async with self._ctx.db.write() as tx:
-            await self._ctx.auth.insert_invite(tx, secret_hash(code), requester.user_id, now, expires_at, grants_admin=False)
-            await self._ctx.auditor.record(tx, "invite.created", requester.user_id, requester.device_id, expires_at=expires_at)
+            await self._ctx.auth.insert_invite(tx, secret_hash(code), admin.user_id, now, expires_at, grants_admin=False)
+            await self._ctx.auditor.record(tx, "invite.created", admin.user_id, admin.device_id, expires_at=expires_at)
         return InviteResponse(code=code, expires_at=expires_at)
 
     async def do_bootstrap_invite(self, ttl_ms: int) -> InviteResponse | None:

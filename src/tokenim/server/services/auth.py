@@ -10,12 +10,14 @@ from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS, REFRESH_T
 from tokenim.core.signing import verify_ed25519
 from tokenim.protocol.api import ChallengeResponse, LoginRequest, TokenResponse
 from tokenim.protocol.auth import login_challenge_payload
-from tokenim.server.services.common import Context, Requester, new_secret, secret_hash
+from tokenim.server.services.common import NO_ORIGIN, Context, Origin, Requester, new_secret, secret_hash
 from tokenim.server.storage.auth import ChallengeRow, TokenRow
 from tokenim.server.storage.database import Tx
 
 ACCESS = "access"
 REFRESH = "refresh"
+LOGIN = "login"
+LOGIN_FAILED = "login.failed"
 
 
 class AuthService:
@@ -25,15 +27,24 @@ class AuthService:
         self._ctx = ctx
         self._on_session_end = on_session_end
 
-    async def do_challenge(self, user_id: str, device_id: str) -> ChallengeResponse:
-        """A fresh nonce bound to this server, user and device, valid for 60 seconds, usable once."""
+    async def do_challenge(self, user_id: str, device_id: str, origin: Origin = NO_ORIGIN) -> ChallengeResponse:
+        """A fresh nonce bound to this server, user and device, valid for 60 seconds, usable once. A refusal
+        (no such user or device, a revoked device) is recorded as a failed login."""
         uid, did = check_user_id(user_id), check_device_id(device_id)
         now = self._ctx.clock.now_ms()
         nonce = new_secret(32)
         async with self._ctx.db.write() as tx:
-            await self._require_device(tx, uid, did)
-            await self._ctx.auth.purge_challenges(tx, now)
-            await self._ctx.auth.insert_challenge(tx, secret_hash(nonce), ChallengeRow(uid, did, now + CHALLENGE_TTL_MS))
+            try:
+                await self._require_device(tx, uid, did)
+            except TokenIMError as err:
+                refused: TokenIMError | None = err
+                await self._failed(tx, uid, did, origin, err.code, stage="challenge")
+            else:
+                refused = None
+                await self._ctx.auth.purge_challenges(tx, now)
+                await self._ctx.auth.insert_challenge(tx, secret_hash(nonce), ChallengeRow(uid, did, now + CHALLENGE_TTL_MS))
+        if refused is not None:
+            raise refused
         return ChallengeResponse(nonce=nonce, server_name=self._ctx.server_name, expires_at=now + CHALLENGE_TTL_MS)
 
     async def _require_device(self, tx: Tx, user_id: str, device_id: str) -> str:
@@ -49,37 +60,57 @@ class AuthService:
             raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"{user_id} has no device {device_id}.")
         return device.ed25519
 
-    async def do_login(self, req: LoginRequest) -> TokenResponse:
-        """Check the signed challenge and issue an access/refresh token pair.
+    async def _failed(self, tx: Tx, user_id: str, device_id: str, origin: Origin, code: ErrorCode, stage: str = "login") -> None:
+        """Record a failed login attempt, its reason (the error code) and where it came from. An attempt at a user
+        that does not exist is recorded under no user, naming the one it claimed."""
+        if await self._ctx.accounts.get_user(tx, user_id) is None:
+            await self._ctx.auditor.record(
+                tx, LOGIN_FAILED, None, None, origin=origin, reason=code.value, stage=stage, user=user_id, device=device_id
+            )
+            return
+        await self._ctx.auditor.record(tx, LOGIN_FAILED, user_id, device_id, origin=origin, reason=code.value, stage=stage)
+
+    async def do_login(self, req: LoginRequest, origin: Origin = NO_ORIGIN) -> TokenResponse:
+        """Check the signed challenge and issue an access/refresh token pair. Every attempt is recorded in the
+        audit log, with where it came from: `login`, or `login.failed` with the reason.
 
         The challenge is consumed whatever the outcome, so a failed answer can't be retried.
         """
         now = self._ctx.clock.now_ms()
+        refused: TokenIMError | None = None
         async with self._ctx.db.write() as tx:
             challenge = await self._ctx.auth.take_challenge(tx, secret_hash(req.nonce))
-        if challenge is None or (challenge.user_id, challenge.device_id) != (req.user_id, req.device_id):
-            raise TokenIMError(
-                ErrorCode.CHALLENGE_INVALID, "That login challenge is unknown or was already used: ask for a new one."
-            )
-        if challenge.expires_at <= now:
-            raise TokenIMError(ErrorCode.CHALLENGE_EXPIRED, "That login challenge has expired: ask for a new one.")
+            if challenge is None or (challenge.user_id, challenge.device_id) != (req.user_id, req.device_id):
+                refused = TokenIMError(
+                    ErrorCode.CHALLENGE_INVALID, "That login challenge is unknown or was already used: ask for a new one."
+                )
+            elif challenge.expires_at <= now:
+                refused = TokenIMError(ErrorCode.CHALLENGE_EXPIRED, "That login challenge has expired: ask for a new one.")
+            if refused is not None:
+                await self._failed(tx, req.user_id, req.device_id, origin, refused.code)
+        if refused is not None:
+            raise refused
         payload = login_challenge_payload(
             server_name=self._ctx.server_name, user_id=req.user_id, device_id=req.device_id, nonce=req.nonce
         )
         async with self._ctx.db.write() as tx:
-            ed25519 = await self._require_device(tx, req.user_id, req.device_id)
-            if not verify_ed25519(ed25519, payload, req.signature):
-                await self._ctx.auditor.record(tx, "login.failed", req.user_id, req.device_id, reason="bad_signature")
-                bad = True
+            try:
+                ed25519 = await self._require_device(tx, req.user_id, req.device_id)
+            except TokenIMError as err:  # removed or revoked since the challenge was issued
+                refused = err
             else:
-                bad = False
+                if not verify_ed25519(ed25519, payload, req.signature):
+                    refused = TokenIMError(
+                        ErrorCode.BAD_SIGNATURE, "The signature on the login challenge does not verify with this device's key."
+                    )
+            if refused is not None:
+                await self._failed(tx, req.user_id, req.device_id, origin, refused.code)
+            else:
                 tokens = await self._issue(tx, req.user_id, req.device_id, new_secret(16), now)
                 await self._ctx.accounts.touch_device(tx, req.user_id, req.device_id, now)
-                await self._ctx.auditor.record(tx, "login", req.user_id, req.device_id)
-        if bad:
-            raise TokenIMError(
-                ErrorCode.BAD_SIGNATURE, "The signature on the login challenge does not verify with this device's key."
-            )
+                await self._ctx.auditor.record(tx, LOGIN, req.user_id, req.device_id, origin=origin)
+        if refused is not None:
+            raise refused
         return tokens
 
     async def issue_session(self, tx: Tx, user_id: str, device_id: str, now: int) -> TokenResponse:

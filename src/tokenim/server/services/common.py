@@ -1,21 +1,25 @@
-"""What every service shares: the stores, the clock, the server's name and the audit recorder."""
+"""What every service shares: the stores, the clock, the server's name, the audit recorder, a request's origin."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.keys import DeviceKeys
 from tokenim.server.storage.accounts import AccountStore
-from tokenim.server.storage.audit import AuditEvent, AuditStore
 from tokenim.server.storage.auth import AuthStore
 from tokenim.server.storage.database import Database, Tx
 from tokenim.server.storage.identity import IdentityStore
 from tokenim.server.storage.keys import OneTimeKeyStore
+
+if TYPE_CHECKING:
+    from tokenim.server.services.audit import Auditor
 
 
 def secret_hash(secret: str) -> str:
@@ -39,15 +43,37 @@ class Requester:
     expires_at: int = 0  # when the access token used for this request expires
 
 
-class Auditor:
-    """The one place services record security-relevant events, inside the transaction that made them."""
+MAX_USER_AGENT = 256
+MAX_IP = 64
 
-    def __init__(self, store: AuditStore, clock: Clock) -> None:
-        self.store = store
-        self._clock = clock
 
-    async def record(self, tx: Tx, event: str, user_id: str | None, device_id: str | None, **details: Any) -> None:
-        await self.store.append(tx, AuditEvent(self._clock.now_ms(), event, user_id, device_id, details))
+def _printable(text: str) -> str:
+    # Controls, format characters (bidi overrides), separators, surrogates, private use and unassigned go.
+    return "".join(ch for ch in text if unicodedata.category(ch)[0] != "C" and unicodedata.category(ch) not in ("Zl", "Zp"))
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a request came from, as the audit log records it: the client's address and its User-Agent.
+    The only part of a request a route hands a service besides the parsed body and the requester."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+    @classmethod
+    def of(cls, ip: str | None, user_agent: str | None) -> Origin:
+        """From the connection's address and the raw User-Agent header (as the ASGI server decoded it, latin-1):
+        read as UTF-8, control and invisible characters removed, capped at 256 characters."""
+        agent = None
+        if user_agent is not None:
+            with contextlib.suppress(UnicodeEncodeError):  # already text beyond latin-1: take it as it is
+                user_agent = user_agent.encode("latin-1").decode("utf-8", "replace")
+            agent = _printable(user_agent).strip()[:MAX_USER_AGENT] or None
+        address = _printable(ip)[:MAX_IP] if ip else ""
+        return cls(ip=address or None, user_agent=agent)
+
+
+NO_ORIGIN = Origin()
 
 
 @dataclass(frozen=True, slots=True)

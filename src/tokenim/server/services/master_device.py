@@ -33,7 +33,7 @@ from tokenim.protocol.key_lifecycle import (
 from tokenim.protocol.keys import DeviceKeys, parse_device_keys, parse_master_key
 from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.auth import AuthService
-from tokenim.server.services.common import Context, new_secret, refuse_revoked_keys, secret_hash
+from tokenim.server.services.common import NO_ORIGIN, Context, Origin, new_secret, refuse_revoked_keys, secret_hash
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.master_challenges import MasterChallenge, MasterChallengeStore
@@ -69,14 +69,14 @@ class MasterDeviceService:
         # Addresses only as an HMAC under a key held in memory: enough to count a minute's challenges.
         self._address_key = secrets.token_bytes(32)
 
-    async def do_challenge(self, user_id: str, device_id: str, address: str = "") -> MasterChallengeResponse:
+    async def do_challenge(self, user_id: str, device_id: str, origin: Origin = NO_ORIGIN) -> MasterChallengeResponse:
         """A fresh nonce for adding device `device_id` to `user_id` (valid 60 seconds, usable once), with the
         user's current master key and its chain, public as in a key query, so the client can tell a superseded
         or foreign key before it signs anything."""
         uid, did = check_user_id(user_id), check_device_id(device_id)
         now = self._ctx.clock.now_ms()
         nonce = new_secret(32)
-        address_hash = hmac.new(self._address_key, address.encode(), "sha256").hexdigest()
+        address_hash = hmac.new(self._address_key, (origin.ip or "").encode(), "sha256").hexdigest()
         async with self._ctx.db.write() as tx:
             masters = await self._ctx.accounts.current_master_keys(tx, [uid])
             if uid not in masters:
@@ -120,7 +120,7 @@ class MasterDeviceService:
             raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The device keys are for {device.user_id}, not {uid}.")
         return CheckedMasterAdd(uid, req.nonce, req.signature, device, req)
 
-    async def do_add(self, checked: CheckedMasterAdd) -> TokenResponse:
+    async def do_add(self, checked: CheckedMasterAdd, origin: Origin = NO_ORIGIN) -> TokenResponse:
         """Consume the challenge, check the master key's signature and the device keys against the user's
         current master key, then add the device and open its first session, in one transaction."""
         uid, did = checked.user_id, checked.device.device_id
@@ -158,7 +158,9 @@ class MasterDeviceService:
             if await self._ctx.accounts.count_devices(b.tx, uid) >= MAX_DEVICES_PER_USER:
                 raise TokenIMError(ErrorCode.TOO_MANY_KEYS, f"An account may have at most {MAX_DEVICES_PER_USER} devices.")
             await self._accounts.insert_device(b.tx, device, otks, b.now)
-            await self._ctx.auditor.record(b.tx, "device.added", uid, did, by="master_key", master_key_version=master.version)
+            await self._ctx.auditor.record(
+                b.tx, "device.added", uid, did, origin=origin, by="master_key", master_key_version=master.version
+            )
             await self._announce(b, uid, did, "added")
             tokens = await self._auth.issue_session(b.tx, uid, did, b.now)
             await self._ctx.accounts.touch_device(b.tx, uid, did, b.now)
@@ -173,5 +175,5 @@ class MasterDeviceService:
         except TokenIMError as err:
             if err.code is ErrorCode.BAD_SIGNATURE:
                 async with self._ctx.db.write() as tx:
-                    await self._ctx.auditor.record(tx, "device.add_refused", uid, did, reason="bad_signature")
+                    await self._ctx.auditor.record(tx, "device.add_refused", uid, did, origin=origin, reason="bad_signature")
             raise

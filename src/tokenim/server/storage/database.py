@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,14 +32,28 @@ SQLITE_SYNCHRONOUS = "FULL"
 PG_SERVER_SETTINGS = {"synchronous_commit": "on"}
 
 
+BeforeCommit = Callable[["Tx"], Awaitable[None]]
+
+
 class Tx:
     """One open transaction. Stores call `await tx.execute(statement)` whatever the database."""
 
-    __slots__ = ("_async", "_sync")
+    __slots__ = ("_async", "_before_commit", "_sync")
 
     def __init__(self, *, sync: Connection | None = None, async_: AsyncConnection | None = None) -> None:
         self._sync = sync
         self._async = async_
+        self._before_commit: dict[str, BeforeCommit] = {}
+
+    def before_commit(self, key: str, hook: BeforeCommit) -> BeforeCommit:
+        """Run `hook(tx)` as the transaction's last work before COMMIT, once per `key`: the first hook given
+        for a key is kept and returned. The audit chain is extended there, so its lock is taken last and
+        held only until the commit: no transaction waits for another lock while holding it (no deadlock)."""
+        return self._before_commit.setdefault(key, hook)
+
+    async def _finish(self) -> None:
+        for hook in list(self._before_commit.values()):
+            await hook(self)
 
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         if self._sync is not None:
@@ -147,7 +161,9 @@ class Database:
                     self._write_conn = self.sync_engine.connect()
                 trans = self._write_conn.begin()
                 try:
-                    yield Tx(sync=self._write_conn)
+                    tx = Tx(sync=self._write_conn)
+                    yield tx
+                    await tx._finish()
                     if self._commit_delay:
                         await asyncio.sleep(self._commit_delay)
                 except BaseException:
@@ -169,19 +185,25 @@ class Database:
             return
         assert self.engine is not None
         async with self.engine.begin() as aconn:
-            yield Tx(async_=aconn)
+            tx = Tx(async_=aconn)
+            yield tx
+            await tx._finish()
             if self._commit_delay:
                 await asyncio.sleep(self._commit_delay)
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[Tx]:
-        """A consistent snapshot for reads."""
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[Tx]:
+        """A transaction for reads. On SQLite it always sees one snapshot (WAL); on PostgreSQL each statement
+        sees what was committed when it began, unless `snapshot` asks for one view for the whole transaction
+        (REPEATABLE READ: a walk over many pages sees no row that arrived meanwhile)."""
         if self.sync_engine is not None:
             with self.sync_engine.connect() as conn:
                 yield Tx(sync=conn)
             return
         assert self.engine is not None
         async with self.engine.connect() as aconn:
+            if snapshot:
+                aconn = await aconn.execution_options(isolation_level="REPEATABLE READ")
             yield Tx(async_=aconn)
 
     async def migrate(self) -> None:

@@ -167,9 +167,28 @@ audit_log = Table(
     Column("user_id", String(320), nullable=True),
     Column("device_id", String(32), nullable=True),
     Column("details_json", Text, nullable=False),
+    Column("ip", String(64), nullable=True),  # where the request came from, when a request caused the entry
+    Column("user_agent", String(256), nullable=True),
+    # The hash chain (services/audit.py, protocol/audit.py). Null only inside the transaction that wrote the
+    # row: the chain is extended just before it commits.
+    Column("seq", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
 )
 Index("ix_audit_log_user", audit_log.c.user_id, audit_log.c.ts)
 Index("ix_audit_log_user_id", audit_log.c.user_id, audit_log.c.id)
+Index("ix_audit_log_seq", audit_log.c.seq, unique=True)
+
+# The chain's head: the last entry written. One row (id 1); appenders lock it (FOR UPDATE on PostgreSQL),
+# so concurrent transactions extend the chain one after the other and it never forks. A log shortened at
+# its end shows against it.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
 
 # Add-device-by-master-key challenges (nonce kept only as a hash). A used challenge stays until it expires,
 # so the caps on challenges issued per user and per address also bound the refusals they can cause.
