@@ -15,8 +15,10 @@ from tokenim.server.api.link import build_link_router
 from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
+from tokenim.server.api.two_factor import build_two_factor_router
 from tokenim.server.config import ServerConfig
 from tokenim.server.realtime.hub import Hub
+from tokenim.server.secret_box import SecretBox
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
@@ -31,6 +33,7 @@ from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
+from tokenim.server.services.two_factor import TwoFactorService
 from tokenim.server.services.writer import EventWriter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
@@ -43,8 +46,9 @@ from tokenim.server.storage.keys import OneTimeKeyStore
 from tokenim.server.storage.rooms import RoomStore
 
 
-def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services:
-    """Construct every service with exactly what it needs."""
+def build_services(config: ServerConfig, db: Database, clock: Clock, secret_box: SecretBox | None = None) -> Services:
+    """Construct every service with exactly what it needs. `secret_box`: the server key's box (`tokenim serve`
+    loads it at start); by default the key file in the data directory, read or made on first use."""
     ctx = Context(
         db=db,
         clock=clock,
@@ -55,7 +59,9 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
         auditor=Auditor(AuditStore(), clock),
         identity=IdentityStore(),
     )
-    accounts = AccountService(ctx, config.registration, key_rotation_days=config.key_rotation_days)
+    two_factor = TwoFactorService(ctx, secret_box or SecretBox.from_settings(config.key_file, {}))
+    step_up = two_factor.require_second_factor
+    accounts = AccountService(ctx, config.registration, step_up, key_rotation_days=config.key_rotation_days)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
@@ -64,18 +70,19 @@ def build_services(config: ServerConfig, db: Database, clock: Clock) -> Services
     return Services(
         accounts=accounts,
         auth=auth,
-        keys=KeyService(ctx, accounts, writer, room_service.announce_device, hub.notify_keys_low),
-        devices=DeviceService(ctx, writer, room_service.announce_device, on_removed=hub.close_device),
-        identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
+        keys=KeyService(ctx, accounts, writer, room_service.announce_device, step_up, hub.notify_keys_low),
+        devices=DeviceService(ctx, writer, room_service.announce_device, step_up, on_removed=hub.close_device),
+        identity=IdentityService(ctx, writer, room_service.announce_device, step_up, on_revoked=hub.close_device),
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
-        backup=BackupService(ctx, BackupStore()),
+        backup=BackupService(ctx, BackupStore(), step_up),
         files=FileService(ctx, config.data_dir / "blobs", config.max_upload_bytes),
         hub=hub,
         writer=writer,
-        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
+        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device, step_up),
         audit=AuditService(ctx),
         link=LinkService(ctx, config.link_policy, auth.access_requester),
+        two_factor=two_factor,
     )
 
 
@@ -94,6 +101,7 @@ def build_app(config: ServerConfig, db: Database, clock: Clock, services: Servic
         build_key_lifecycle_router(services.master_devices, services.audit, requester),
         build_backup_router(services.backup, requester),
         build_link_router(services.link, requester),
+        build_two_factor_router(services.two_factor, requester),
     ]
     for router in routers:
         app.include_router(router)

@@ -40,6 +40,9 @@ class ServerConfig:
     key_rotation_days: int = 365
     # What a device approving a new one hands it: the master private key, or only its signature (docs/protocol.md).
     link_policy: LinkPolicy = LinkPolicy.MASTER_KEY
+    # The file holding the server key that seals secrets the server must read again (server/secret_box.py);
+    # None: DATA/secret.key. TOKENIM_SECRET_KEY, if set, is the key itself and wins.
+    secret_key_file: Path | None = None
     # For tests only: every commit waits this long first, as on a very slow disk, so that a test can
     # prove nothing is acknowledged before it is committed. Never set it in production.
     debug_commit_delay_ms: int = 0
@@ -49,6 +52,11 @@ class ServerConfig:
         """The configured URL, or the embedded SQLite database inside the data directory."""
         return self.database or f"sqlite:///{(self.data_dir / 'tokenim.db').resolve()}"
 
+    @property
+    def key_file(self) -> Path:
+        """Where the server key is kept, unless TOKENIM_SECRET_KEY gives it."""
+        return self.secret_key_file or self.data_dir / "secret.key"
+
 
 _ZERO_ALLOWED = {"max_connections", "max_connections_per_address", "debug_commit_delay_ms"}
 
@@ -57,7 +65,9 @@ def _coerce(name: str, value: Any) -> Any:
     kinds = {f.name: f.type for f in fields(ServerConfig)}
     kind = kinds[name]
     try:
-        if name == "data_dir":
+        if name in ("data_dir", "secret_key_file"):
+            if not str(value).strip():
+                raise ValueError
             return Path(str(value))
         if kind == "int":
             if isinstance(value, bool | float):  # TOML `port = true` or `= 8470.5` is a mistake, not 1 or 8470
@@ -120,7 +130,8 @@ def load_config(*, config_file: str | None, env: Mapping[str, str], flags: Mappi
         if not isinstance(section, dict):
             raise TokenIMError(ErrorCode.BAD_CONFIG, f"In the config file {path}, 'server' must be a table of settings.")
         cfg = _apply(cfg, section, f"the config file {path}")
-    skip = {"TOKENIM_CONFIG", "TOKENIM_PROFILE", "TOKENIM_PASSPHRASE", "TOKENIM_SERVER"}
+    # Not settings: the client's variables, and the server key itself (read by server/secret_box.py, never kept here).
+    skip = {"TOKENIM_CONFIG", "TOKENIM_PROFILE", "TOKENIM_PASSPHRASE", "TOKENIM_SERVER", "TOKENIM_SECRET_KEY", "TOKENIM_OTP"}
     from_env = {
         k[len("TOKENIM_") :].lower(): v
         for k, v in env.items()

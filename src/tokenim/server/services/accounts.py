@@ -24,7 +24,7 @@ from tokenim.protocol.keys import (
     verify_master_key,
     verify_one_time_key,
 )
-from tokenim.server.services.common import Context, Requester, refuse_revoked_keys, secret_hash
+from tokenim.server.services.common import Context, Requester, SecondFactor, refuse_revoked_keys, secret_hash
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
 
@@ -96,8 +96,11 @@ def _check_email(email: str | None) -> str | None:
 class AccountService:
     """Creates accounts from keys made on the client; the server only checks signatures."""
 
-    def __init__(self, ctx: Context, mode: RegistrationMode, *, key_rotation_days: int = 365) -> None:
+    def __init__(
+        self, ctx: Context, mode: RegistrationMode, second_factor: SecondFactor, *, key_rotation_days: int = 365
+    ) -> None:
         self._ctx = ctx
+        self._second_factor = second_factor
         self.mode = mode
         self.key_rotation_days = key_rotation_days
 
@@ -200,14 +203,15 @@ class AccountService:
             raise TokenIMError(ErrorCode.INVITE_INVALID, "That invite code has already been used.")
         return invite.grants_admin
 
-    async def do_create_invite(self, requester: Requester, ttl_seconds: int) -> InviteResponse:
-        """An admin creates a one-time invite."""
+    async def do_create_invite(self, requester: Requester, ttl_seconds: int, otp: str | None = None) -> InviteResponse:
+        """An admin creates a one-time invite (an admin action: with 2FA on, `otp` must be a current code)."""
         if not requester.is_admin:
             raise TokenIMError(ErrorCode.FORBIDDEN, "Only an admin can create invites.")
         now = self._ctx.clock.now_ms()
         code = new_invite_code()
         expires_at = now + ttl_seconds * 1000
         async with self._ctx.db.write() as tx:
+            await self._second_factor(tx, requester, otp, now)
             await self._ctx.auth.insert_invite(tx, secret_hash(code), requester.user_id, now, expires_at, grants_admin=False)
             await self._ctx.auditor.record(tx, "invite.created", requester.user_id, requester.device_id, expires_at=expires_at)
         return InviteResponse(code=code, expires_at=expires_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,11 @@ class Auditor:
 
     async def record(self, tx: Tx, event: str, user_id: str | None, device_id: str | None, **details: Any) -> None:
         await self.store.append(tx, AuditEvent(self._clock.now_ms(), event, user_id, device_id, details))
+
+
+# The step-up check (`TwoFactorService.require_second_factor`): inside the change's transaction, with the
+# requester (or, without a session, the user id), the code from the request's TokenIM-OTP header, and the time.
+SecondFactor = Callable[[Tx, Requester | str, str | None, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
