@@ -19,16 +19,8 @@ from tests.two_factor_kit import code, turn_on
 from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.server.config import ServerConfig
-from tokenim.server.services.accounts import RegistrationMode
 
 KEY_PASS = "tangerine lighthouse quarrel noodle"
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    (tmp_path / "data").mkdir()
-    return ServerConfig(registration=RegistrationMode.OPEN, server_name="tokenim.test", data_dir=tmp_path / "data")
 
 
 async def needs_a_code(

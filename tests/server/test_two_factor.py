@@ -19,17 +19,9 @@ from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.two_factor import OTP_HEADER
-from tokenim.server.config import ServerConfig
-from tokenim.server.services.accounts import RegistrationMode
 from tokenim.server.storage.database import Database
 from tokenim.server.storage.tables import audit_log, two_factor, two_factor_recovery_codes
 from tokenim.server.storage.two_factor import TwoFactorStore
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> ServerConfig:
-    (tmp_path / "data").mkdir()
-    return ServerConfig(registration=RegistrationMode.OPEN, server_name="tokenim.test", data_dir=tmp_path / "data")
 
 
 async def audit(database: Database, user_id: str) -> list[tuple[str, dict[str, object]]]:
