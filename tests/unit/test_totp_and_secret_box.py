@@ -98,8 +98,10 @@ def test_a_key_file_others_can_read_or_a_bad_key_is_refused(tmp_path: Path) -> N
     path.write_text("not hex")
     with pytest.raises(TokenIMError, match="64 hexadecimal digits"):
         load_server_key(path, {})
+    (tmp_path / "a-file").write_text("")
     with pytest.raises(TokenIMError, match="Cannot create"):
-        load_server_key(tmp_path / "missing-folder" / "secret.key", {})
+        load_server_key(tmp_path / "a-file" / "secret.key", {})
+    assert len(load_server_key(tmp_path / "new-folder" / "secret.key", {})) == 32  # its folder is made
 
 
 def test_the_environment_gives_the_key_and_wins(tmp_path: Path) -> None:

@@ -80,6 +80,10 @@ def _create_key_file(path: Path) -> bytes:
     """A new random key in a new file, mode 600 from its first byte (O_EXCL: never replaces one)."""
     key = secrets.token_bytes(KEY_BYTES)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot create the server key file {path}: {exc.strerror}.") from None
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return _read_key_file(path)
