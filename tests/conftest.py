@@ -123,8 +123,10 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def config() -> ServerConfig:
-    return ServerConfig(registration=RegistrationMode.OPEN, server_name="tokenim.test")
+def config(tmp_path: Path) -> ServerConfig:
+    """An open server whose data directory (blobs, the server key) is the test's own."""
+    (tmp_path / "server-data").mkdir()
+    return ServerConfig(registration=RegistrationMode.OPEN, server_name="tokenim.test", data_dir=tmp_path / "server-data")
 
 
 @pytest.fixture

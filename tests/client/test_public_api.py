@@ -37,7 +37,7 @@ EXPECTED = [
 FACADE = {
     "Client": {"account", "admin", "close", "device_id", "devices", "files", "full_user_id", "keys", "messages", "open"}
     | {"register", "rooms", "server_name", "user_id"}
-    | {"audit", "backup", "import_master_key", "key_files", "link", "linking", "security", "verification"},
+    | {"audit", "backup", "import_master_key", "key_files", "link", "linking", "security", "two_factor", "verification"},
     "account": {"access_token", "logged_in", "login", "logout", "refresh", "whoami"},
     "admin": {"audit", "create_invite", "verify_audit"},
     "audit": {"events", "record"},
@@ -70,6 +70,7 @@ FACADE = {
     | {"share_room_key", "sync"},
     "rooms": {"all", "create", "devices", "direct", "forget_devices", "get", "invite", "join", "leave", "members"}
     | {"recipients", "remove", "rename", "resolve"},
+    "two_factor": {"confirm", "disable", "enable", "status", "use_codes"},
     "verification": {"mark_verified", "safety_number", "sas", "status"},
 }
 

@@ -291,3 +291,21 @@ def test_setting_names_are_unique_across_sections_and_the_cli_variables_are_not_
     assert "smtp_starttls" in bad_config(env={"TOKENIM_SMTP_STARTTLS": "perhaps"})
     assert "sms_provider" in bad_config(env={"TOKENIM_SMS_PROVIDER": "pigeon"})
     assert "smtp_host" in bad_config(flags={"smtp_host": "evil\r\nRCPT TO:<x>"})  # no header injection via config
+
+
+def test_the_server_key_setting_and_variable(tmp_path: Path) -> None:
+    """`secret_key_file` is a setting like the others; TOKENIM_SECRET_KEY is the key itself, never a setting."""
+    assert Config().key_file == Path("tokenim-data") / "secret.key"
+    env = {"TOKENIM_SECRET_KEY_FILE": str(tmp_path / "k"), "TOKENIM_SECRET_KEY": "ab" * 32, "TOKENIM_OTP": "123456"}
+    cfg = load_config(config_file=None, env=env, flags={})
+    assert cfg.key_file == tmp_path / "k"
+    assert "ab" * 32 not in repr(cfg)
+
+
+def test_serve_with_a_key_file_others_can_read_exits_2_with_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "secret.key").write_text("ab" * 32)
+    (data / "secret.key").chmod(0o644)
+    assert_one_line_exit_2(serve(tmp_path, "--data", str(data)), "chmod 600")
+    assert not (data / "tokenim.db").exists()  # refused before the database was opened

@@ -684,6 +684,9 @@ async def _templates(alice: Client, bob: Client, clock: FakeClock) -> dict[tuple
     await insides(alice).transport.request("POST", f"{link}/claim", LinkClaimResponse)
     return {
         ("POST", "/v1/link"): {"user_id": alice.user_id},
+        ("POST", "/v1/2fa/enable"): {},
+        ("POST", "/v1/2fa/confirm"): {"code": "123456"},
+        ("POST", "/v1/2fa/disable"): {"recovery_code": "ABCD-EFGH-JKLM-NPQR"},
         ("POST", f"{link}/claim"): {},
         ("PUT", f"{link}/messages/1"): {"body": "AAAA"},
         ("POST", f"{link}/close"): {"outcome": "failed", "reason": "error"},

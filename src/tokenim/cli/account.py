@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from tokenim.cli.output import clean, duration, emit, when
+from tokenim.cli.prompt import otp_source
 from tokenim.client import Client
 from tokenim.core.clock import SystemClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -33,6 +34,7 @@ async def open_client(args: argparse.Namespace) -> Client:
     """Unlock the profile with the passphrase read before the event loop started. While the master key is due
     for rotation, say so on stderr (never on stdout: --json output stays one object)."""
     client = await Client.open(args.profile, args.passphrase, clock=SystemClock())
+    client.two_factor.use_codes(otp_source(args))
     if getattr(args, "keys_command", None) != "rotate":
         notice = rotation_notice(client)
         if notice is not None:

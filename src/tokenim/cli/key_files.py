@@ -14,7 +14,7 @@ from typing import Any
 
 from tokenim.cli.account import check_server_url, open_client
 from tokenim.cli.output import clean
-from tokenim.cli.prompt import ask, check_strength
+from tokenim.cli.prompt import ask, check_strength, otp_source
 from tokenim.client import Client
 from tokenim.client.key_files import check_new_file, read_key_file
 from tokenim.core.clock import SystemClock
@@ -90,6 +90,7 @@ async def cmd_import_master(args: argparse.Namespace) -> dict[str, Any]:
         server_url=args.server,
         username=args.username,
         clock=SystemClock(),
+        otp=otp_source(args),
     ) as client:
         info = client.keys.info()
         return {

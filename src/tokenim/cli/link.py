@@ -12,6 +12,7 @@ from typing import Any
 import segno
 
 from tokenim.cli.output import clean, emit, emit_json, when
+from tokenim.cli.prompt import otp_source
 from tokenim.client import Client, LinkInvitation
 from tokenim.core.clock import SystemClock
 from tokenim.core.errors import ErrorCode, TokenIMError
@@ -73,6 +74,7 @@ async def cmd_approve(args: argparse.Namespace) -> dict[str, Any]:
     if not args.device_id:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "Say which code: tokenim devices approve CODE (shown on the new device).")
     async with await Client.open(args.profile, args.passphrase, clock=SystemClock()) as client:
+        client.two_factor.use_codes(otp_source(args))  # the new device is added with POST /v1/devices
         approval = await client.linking.approve(args.device_id)
         return {"approved": approval.device_id, "master_key_sent": approval.master_key_sent, "room_keys": approval.room_keys}
 

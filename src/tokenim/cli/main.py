@@ -16,9 +16,9 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, audit, backup, key_files, keys, link, messages, rooms, verify
+from tokenim.cli import account, audit, backup, key_files, keys, link, messages, rooms, two_factor, verify
 from tokenim.cli.output import clean, emit, emit_json
-from tokenim.cli.prompt import PromptAborted, read_passphrase
+from tokenim.cli.prompt import PromptAborted, given_code, read_passphrase
 from tokenim.client import ProfileStore
 from tokenim.core.errors import ErrorCode, TokenIMError
 
@@ -85,6 +85,13 @@ def _common() -> argparse.ArgumentParser:
         type=_nonempty,
         default=argparse.SUPPRESS,
         help="read the profile passphrase from this file (default: $TOKENIM_PASSPHRASE, else a prompt)",
+    )
+    common.add_argument(
+        "--otp",
+        metavar="CODE",
+        default=argparse.SUPPRESS,
+        help="a current two-factor code, for what needs one while two-factor authentication is on "
+        "(default: $TOKENIM_OTP, else asked at a terminal when the server asks)",
     )
     return common
 
@@ -374,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_messages(sub, common)
     _add_backup(sub, common)
     _add_verify(sub, common)
+    two_factor.add_parser(sub, common, _sub)
     return parser
 
 
@@ -389,6 +397,7 @@ def _prepare(args: argparse.Namespace) -> None:
     """Profile and passphrase, before the event loop (so Ctrl-C at the prompt is seen at once)."""
     args.profile = getattr(args, "profile", None) or default_profile()
     check_wire_text(args)
+    given_code(args)  # a malformed --otp or TOKENIM_OTP is refused before any passphrase is asked
     if args.profile.exists() and not args.profile.is_dir():
         raise TokenIMError(ErrorCode.BAD_CONFIG, f"{args.profile} is a file: a profile is a folder, give --profile a folder.")
     linking = args.command == "devices" and args.action == "link"
@@ -421,6 +430,9 @@ _WIRE_TEXT = {
     "event": "The message id",
     "server": "The server URL",
     "device_id": "The device id",
+    "code": "The two-factor code",
+    "otp": "The two-factor code",
+    "recovery_code": "The recovery code",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import getpass
 import os
@@ -13,6 +14,8 @@ from pathlib import Path
 
 from zxcvbn import zxcvbn
 
+from tokenim.client.transport import CodeSource
+from tokenim.client.two_factor import clean_code
 from tokenim.core.errors import ErrorCode, TokenIMError
 
 # zxcvbn's scale: 3 is "safely unguessable: moderate protection from offline slow-hash scenario".
@@ -108,4 +111,32 @@ def _given(text: str) -> None:
         raise TokenIMError(ErrorCode.INVALID_REQUEST, "No passphrase was given: type the profile's passphrase.")
 
 
-__all__ = ["MIN_SCORE", "PromptAborted", "ask", "check_strength", "read_passphrase"]
+OTP_ENV = "TOKENIM_OTP"
+NO_TERMINAL = (
+    "This needs a current two-factor code, and there is no terminal to ask at: add --otp CODE or set TOKENIM_OTP "
+    "(the 6 digits your authenticator app shows now)."
+)
+
+
+def given_code(args: argparse.Namespace) -> str | None:
+    """The two-factor code from --otp, else TOKENIM_OTP, checked for its shape (6 digits); None if neither is set."""
+    text = getattr(args, "otp", None) or os.environ.get(OTP_ENV)
+    return clean_code(text) if text else None
+
+
+def otp_source(args: argparse.Namespace) -> str | CodeSource:
+    """Where a command's client finds a two-factor code when the server asks for one (`two_factor.use_codes`):
+    the code given, else a prompt at a terminal, else the sentence that says how to give one."""
+    code = given_code(args)
+    if code is not None:
+        return code
+
+    async def prompt() -> str:
+        if not sys.stdin.isatty():
+            raise TokenIMError(ErrorCode.OTP_REQUIRED, NO_TERMINAL)
+        return ask("Two-factor code (from your authenticator app): ")
+
+    return prompt
+
+
+__all__ = ["MIN_SCORE", "PromptAborted", "ask", "check_strength", "given_code", "otp_source", "read_passphrase"]

@@ -1,6 +1,6 @@
 """The TokenIM client SDK: one `Client` per device, with a noun per area (`client.rooms`, `.messages`,
 `.devices`, `.keys`, `.files`, `.backup`, `.admin`, `.account`, `.linking`, `.verification`,
-`.audit`, `.security`). A test pins these names."""
+`.audit`, `.security`, `.two_factor`). A test pins these names."""
 
 from tokenim.client.backup import BackupCreated, BackupRestored, BackupStatus
 from tokenim.client.contacts import ContactKeys, ExcludedDevice, KeyAcceptance, SendResult

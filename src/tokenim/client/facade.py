@@ -35,7 +35,8 @@ from tokenim.client.security import Security
 from tokenim.client.state import DeviceState
 from tokenim.client.store import KdfParams
 from tokenim.client.stores import Store
-from tokenim.client.transport import Transport
+from tokenim.client.transport import CodeSource, Transport
+from tokenim.client.two_factor import TwoFactor
 from tokenim.client.verification import Verification
 from tokenim.core.clock import Clock
 
@@ -56,6 +57,7 @@ class Client:
     messages: Messages
     rooms: Rooms
     security: Security
+    two_factor: TwoFactor
     verification: Verification
 
     def __init__(self, state: DeviceState, transport: Transport) -> None:
@@ -74,6 +76,7 @@ class Client:
         self.key_files = KeyFiles(state, self.audit, self.keys)
         self.linking = Linking(state, transport, self.keys)
         self.verification = Verification(state, transport, self.keys, self.messages, self.audit)
+        self.two_factor = TwoFactor(transport)
 
     @classmethod
     async def register(
@@ -126,11 +129,14 @@ class Client:
         clock: Clock,
         kdf: KdfParams | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        otp: str | CodeSource | None = None,
     ) -> Self:
         """A new device of an existing user, signed by the master key exported to `key_file` (PKCS#8 PEM).
 
         Checks the file, its passphrase and that the key is the user's current master key before anything
-        is made; if the server refuses the device, a new profile directory is removed again."""
+        is made; if the server refuses the device, a new profile directory is removed again. With two-factor
+        authentication on, the addition needs a code: `otp` (a code, or where to ask for one, as
+        `two_factor.use_codes` takes)."""
         state, conn = await register_by_master_key(
             profile,
             passphrase,
@@ -141,8 +147,10 @@ class Client:
             clock=clock,
             kdf=kdf,
             transport=transport,
+            otp=otp,
         )
         client = cls(state, conn)
+        client.two_factor.use_codes(otp)
         try:
             await client.keys.replenish()
         except BaseException:

@@ -8,6 +8,7 @@ Only then is the profile created; if the server refuses the device, the new prof
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import vodozemac
@@ -16,7 +17,8 @@ from tokenim.client.account import _check_empty, _close, _need, _refused, _remov
 from tokenim.client.state import DeviceState
 from tokenim.client.store import KdfParams, ProfileStore
 from tokenim.client.stores import Store
-from tokenim.client.transport import Transport, call
+from tokenim.client.transport import CodeSource, Transport, call
+from tokenim.client.two_factor import code_source
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import make_user_id, new_device_id
@@ -27,6 +29,9 @@ from tokenim.protocol.api import HealthResponse, TokenResponse
 from tokenim.protocol.identity import parse_rotation
 from tokenim.protocol.key_lifecycle import MasterChallengeResponse, add_device_payload
 from tokenim.protocol.keys import MasterKey, parse_master_key, verify_master_key
+
+CHALLENGE_PATH = "/v1/devices/by_master_key/challenge"
+ADD_PATH = "/v1/devices/by_master_key/add"
 
 
 def check_current(master: SigningKey, challenge: MasterChallengeResponse, user_id: str) -> MasterKey:
@@ -69,10 +74,14 @@ async def register_by_master_key(
     clock: Clock,
     kdf: KdfParams | None,
     transport: httpx.AsyncBaseTransport | None,
+    otp: str | CodeSource | None = None,
 ) -> tuple[DeviceState, Transport]:
     """Check the key file and that it holds `username`'s current master key, then make a profile with a new
-    device signed by that key, add it to the account and keep its first tokens."""
+    device signed by that key, add it to the account and keep its first tokens. With two-factor authentication
+    on, the server asks for a code: one is taken from `otp` and the addition signed again on a new challenge
+    (the first one was spent)."""
     _check_empty(profile)
+    source = code_source(otp)
     master = load_master_pem(key_file, key_passphrase)
     http = httpx.AsyncClient(base_url=server_url.rstrip("/"), transport=transport, timeout=30.0)
     try:
@@ -80,7 +89,7 @@ async def register_by_master_key(
         user_id = make_user_id(username, health.server_name)
         device_id = new_device_id()
         body = {"user_id": user_id, "device_id": device_id}
-        challenge = await call(http, "POST", "/v1/devices/by_master_key/challenge", MasterChallengeResponse, body=body)
+        challenge = await call(http, "POST", CHALLENGE_PATH, MasterChallengeResponse, body=body)
         if challenge.server_name != health.server_name:
             raise TokenIMError(ErrorCode.BAD_RESPONSE, f"The server calls itself {challenge.server_name}: refusing to sign.")
         current = check_current(master, challenge, user_id)
@@ -100,22 +109,33 @@ async def register_by_master_key(
         state.save_identity(master=True)
         upload = identity.keys_to_upload(0, need_fallback=True)
         state.save_identity()
-        payload = add_device_payload(
-            server_name=health.server_name,
-            user_id=user_id,
-            device_id=device_id,
-            device_ed25519=identity.ed25519,
-            nonce=challenge.nonce,
-        )
-        request = {
-            "user_id": user_id,
-            "nonce": challenge.nonce,
-            "signature": master.sign(payload),
-            "device_keys": identity.device_keys_object(now),
-            "one_time_keys": upload.one_time_keys,
-            "fallback_keys": upload.fallback_keys,
-        }
-        tokens = await conn.post("/v1/devices/by_master_key/add", request, TokenResponse, auth=False)
+
+        def request(nonce: str) -> dict[str, Any]:
+            payload = add_device_payload(
+                server_name=health.server_name,
+                user_id=user_id,
+                device_id=device_id,
+                device_ed25519=identity.ed25519,
+                nonce=nonce,
+            )
+            return {
+                "user_id": user_id,
+                "nonce": nonce,
+                "signature": master.sign(payload),
+                "device_keys": identity.device_keys_object(now),
+                "one_time_keys": upload.one_time_keys,
+                "fallback_keys": upload.fallback_keys,
+            }
+
+        try:
+            tokens = await conn.post(ADD_PATH, request(challenge.nonce), TokenResponse, auth=False)
+        except TokenIMError as err:
+            if err.code is not ErrorCode.OTP_REQUIRED or source is None:
+                raise
+            code = await source()
+            again = await call(http, "POST", CHALLENGE_PATH, MasterChallengeResponse, body=body)
+            check_current(master, again, user_id)
+            tokens = await conn.request("POST", ADD_PATH, TokenResponse, body=request(again.nonce), auth=False, otp=code)
         added = True
         conn.keep_tokens(tokens)
         identity.mark_keys_as_published()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -14,8 +15,11 @@ from pydantic import BaseModel, ValidationError
 from tokenim.client.stores import Store
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.api import ChallengeResponse, OkResponse, TokenResponse
+from tokenim.protocol.two_factor import OTP_HEADER
 
 M = TypeVar("M", bound=BaseModel)
+# Asked for a current two-factor code when the server answers `otp_required` (client.two_factor.use_codes).
+CodeSource = Callable[[], Awaitable[str]]
 NOT_LOGGED_IN = "You are not logged in: run `tokenim login`."
 REVOKED = (
     "This device ({device}) was revoked by another of your devices: the server refuses it for good, so this profile "
@@ -43,6 +47,7 @@ class Transport:
     def __init__(self, http: httpx.AsyncClient, store: Store) -> None:
         self.http = http
         self._store = store
+        self.code_source: CodeSource | None = None
 
     @staticmethod
     def connect(server_url: str, store: Store, transport: httpx.AsyncBaseTransport | None = None) -> Transport:
@@ -137,26 +142,45 @@ class Transport:
         return await self.request("GET", path, model)
 
     async def request(
-        self, method: str, path: str, model: type[M], *, body: dict[str, Any] | None = None, auth: bool = True
+        self,
+        method: str,
+        path: str,
+        model: type[M],
+        *,
+        body: dict[str, Any] | None = None,
+        auth: bool = True,
+        otp: str | None = None,
     ) -> M:
-        """One request; an expired access token is refreshed once and the request sent again."""
+        """One request; an expired access token is refreshed once and the request sent again. When the server
+        wants a two-factor code (`otp_required`: the request changed nothing) and none was given, the code
+        source is asked for one and the request sent again with it."""
+        try:
+            return await self._request(method, path, model, body, auth, otp)
+        except TokenIMError as err:
+            if err.code is not ErrorCode.OTP_REQUIRED or otp is not None or self.code_source is None:
+                raise
+        return await self._request(method, path, model, body, auth, await self.code_source())
+
+    async def _request(
+        self, method: str, path: str, model: type[M], body: dict[str, Any] | None, auth: bool, otp: str | None
+    ) -> M:
         if not auth:
             try:
-                return await call(self.http, method, path, model, body=body)
+                return await call(self.http, method, path, model, body=body, otp=otp)
             except TokenIMError as err:
                 gone = _gone(err, self._store.get_meta("device_id")) if path.startswith("/v1/login") else None
                 if gone is not None:
                     raise gone from None
                 raise
         try:
-            return await call(self.http, method, path, model, body=body, token=self.access_token())
+            return await call(self.http, method, path, model, body=body, token=self.access_token(), otp=otp)
         except TokenIMError as err:
             if err.code is ErrorCode.UNAUTHORIZED:
                 await self._refuse_if_revoked()
             if err.code is not ErrorCode.TOKEN_EXPIRED:
                 raise
         await self.refresh()
-        return await call(self.http, method, path, model, body=body, token=self.access_token())
+        return await call(self.http, method, path, model, body=body, token=self.access_token(), otp=otp)
 
 
 async def call(
@@ -167,9 +191,12 @@ async def call(
     *,
     body: dict[str, Any] | None = None,
     token: str | None = None,
+    otp: str | None = None,
 ) -> M:
     """One HTTP request: an error answer becomes its TokenIMError, an unexpected one BAD_RESPONSE."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if otp is not None:
+        headers[OTP_HEADER] = otp
     try:
         resp = await http.request(method, path, json=body, headers=headers)
     except httpx.TransportError as exc:
@@ -219,4 +246,4 @@ def transport_problem(exc: BaseException) -> str:
     return "the connection failed"
 
 
-__all__ = ["Transport", "call", "transport_problem"]
+__all__ = ["CodeSource", "Transport", "call", "transport_problem"]

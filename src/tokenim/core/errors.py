@@ -45,6 +45,10 @@ class ErrorCode(StrEnum):
     LINK_EXPIRED = "link_expired"
     LINK_USED = "link_used"
     LINK_FAILED = "link_failed"
+    OTP_REQUIRED = "otp_required"
+    OTP_INVALID = "otp_invalid"
+    TWO_FACTOR_ON = "two_factor_on"
+    TWO_FACTOR_OFF = "two_factor_off"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -105,6 +109,10 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.LINK_EXPIRED: 410,
     ErrorCode.LINK_USED: 409,
     ErrorCode.LINK_FAILED: 409,
+    ErrorCode.OTP_REQUIRED: 401,
+    ErrorCode.OTP_INVALID: 401,
+    ErrorCode.TWO_FACTOR_ON: 409,
+    ErrorCode.TWO_FACTOR_OFF: 409,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,

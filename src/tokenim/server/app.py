@@ -17,8 +17,10 @@ from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
 from tokenim.server.api.security import build_security_router
+from tokenim.server.api.two_factor import build_two_factor_router
 from tokenim.server.config import Config, ServerConfig, as_config
 from tokenim.server.realtime.hub import Hub
+from tokenim.server.secret_box import SecretBox
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.admin import AdminService
 from tokenim.server.services.audit import Auditor
@@ -36,6 +38,7 @@ from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.security import SecurityService
+from tokenim.server.services.two_factor import TwoFactorService
 from tokenim.server.services.writer import EventWriter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
@@ -48,9 +51,11 @@ from tokenim.server.storage.keys import OneTimeKeyStore
 from tokenim.server.storage.rooms import RoomStore
 
 
-def build_services(config: Config | ServerConfig, db: Database, clock: Clock) -> Services:
-    """Construct every service with exactly what it needs."""
-    server = as_config(config).server
+def build_services(config: Config | ServerConfig, db: Database, clock: Clock, secret_box: SecretBox | None = None) -> Services:
+    """Construct every service with exactly what it needs. `secret_box`: the server key's box (`tokenim serve`
+    loads it at start); by default the key file in the data directory, read or made on first use."""
+    whole = as_config(config)
+    server = whole.server
     ctx = Context(
         db=db,
         clock=clock,
@@ -61,7 +66,9 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
         auditor=Auditor(AuditStore(), clock),
         identity=IdentityStore(),
     )
-    accounts = AccountService(ctx, server.registration, key_rotation_days=server.key_rotation_days)
+    two_factor = TwoFactorService(ctx, secret_box or SecretBox.from_settings(whole.key_file, {}))
+    step_up = two_factor.require_second_factor
+    accounts = AccountService(ctx, server.registration, step_up, key_rotation_days=server.key_rotation_days)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
     members = MembershipCache(rooms)
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
@@ -70,20 +77,21 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
     return Services(
         accounts=accounts,
         auth=auth,
-        keys=KeyService(ctx, accounts, writer, room_service.announce_device, hub.notify_keys_low),
-        devices=DeviceService(ctx, writer, room_service.announce_device, on_removed=hub.close_device),
-        identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
+        keys=KeyService(ctx, accounts, writer, room_service.announce_device, step_up, hub.notify_keys_low),
+        devices=DeviceService(ctx, writer, room_service.announce_device, step_up, on_removed=hub.close_device),
+        identity=IdentityService(ctx, writer, room_service.announce_device, step_up, on_revoked=hub.close_device),
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
-        backup=BackupService(ctx, BackupStore()),
+        backup=BackupService(ctx, BackupStore(), step_up),
         files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes),
         hub=hub,
         writer=writer,
-        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
+        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device, step_up),
         audit=AuditService(ctx),
         link=LinkService(ctx, server.link_policy, auth.access_requester),
         admin=AdminService(ctx),
         security=SecurityService(ctx),
+        two_factor=two_factor,
     )
 
 
@@ -105,6 +113,7 @@ def build_app(config: Config | ServerConfig, db: Database, clock: Clock, service
         build_link_router(services.link, requester),
         build_admin_router(services.accounts, services.admin, requester),
         build_security_router(services.security, requester),
+        build_two_factor_router(services.two_factor, requester),
     ]
     for router in routers:
         app.include_router(router)

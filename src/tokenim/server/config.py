@@ -45,6 +45,9 @@ class ServerConfig:
     key_rotation_days: int = 365
     # What a device approving a new one hands it: the master private key, or only its signature (docs/protocol.md).
     link_policy: LinkPolicy = LinkPolicy.MASTER_KEY
+    # The file holding the server key that seals secrets the server must read again (server/secret_box.py);
+    # None: DATA/secret.key. TOKENIM_SECRET_KEY, if set, is the key itself and wins.
+    secret_key_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,11 @@ class Config:
         """The configured URL, or the embedded SQLite database inside the data directory."""
         return self.database.url or f"sqlite:///{(self.server.data_dir / 'tokenim.db').resolve()}"
 
+    @property
+    def key_file(self) -> Path:
+        """Where the server key is kept, unless TOKENIM_SECRET_KEY gives it."""
+        return self.server.secret_key_file or self.server.data_dir / "secret.key"
+
 
 def as_config(config: Config | ServerConfig) -> Config:
     """A bare `[server]` section is a whole configuration with every other section at its defaults."""
@@ -156,7 +164,7 @@ SETTINGS: dict[str, tuple[str, str]] = {
 }
 _ZERO_ALLOWED = {"max_connections", "max_connections_per_address", "debug_commit_delay_ms"}
 _SECRETS = {"smtp_password", "sms_token"}  # from the environment only: a config file holds a *_file path instead
-# The CLI's own variables: a shell that sets them can still start a server.
+# Not settings: the CLI's own variables (a shell that sets them can still start a server) and the server key.
 CLIENT_VARIABLES = frozenset(
     f"TOKENIM_{name}"
     for name in (
@@ -169,6 +177,7 @@ CLIENT_VARIABLES = frozenset(
         "EXPORT_PASSPHRASE",
         "RECOVERY_KEY",
         "RECOVERY_PASSPHRASE",
+        "SECRET_KEY",  # the server key itself: read by server/secret_box.py, never kept in the config
     )
 )
 _CHOICES = {
@@ -182,7 +191,9 @@ def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(_SECTIONS[section])}[attr]
     try:
         if kind in ("Path", "Path | None"):
-            return Path(str(value)) if str(value) else None if kind == "Path | None" else Path(".")
+            if not str(value).strip():  # an empty path is a mistake, not the current directory
+                raise ValueError
+            return Path(str(value))
         if kind == "bool":
             if isinstance(value, bool):
                 return value

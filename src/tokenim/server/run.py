@@ -28,6 +28,7 @@ from tokenim.core.limits import DEFAULT_INVITE_TTL_MS
 from tokenim.server.app import build_app, build_services
 from tokenim.server.config import Config, load_config
 from tokenim.server.connections import ConnectionGuard, ConnectionLimits, guarded_protocols, resolve_max_connections
+from tokenim.server.secret_box import SecretBox
 from tokenim.server.storage.database import Database
 
 LOCK_FILE = "tokenim.lock"
@@ -97,7 +98,7 @@ def connection_limits(config: Config) -> ConnectionLimits:
     )
 
 
-async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits) -> None:
+async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits, box: SecretBox) -> None:
     clock = SystemClock()
     db = Database(config.database_url, debug_commit_delay_ms=config.database.debug_commit_delay_ms)
     try:
@@ -108,7 +109,7 @@ async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits) 
                 ErrorCode.BAD_CONFIG,
                 f"Cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             ) from None
-        services = build_services(config, db, clock)
+        services = build_services(config, db, clock, box)
         invite = await services.accounts.do_bootstrap_invite(DEFAULT_INVITE_TTL_MS)
         if invite is not None:
             print(f"Bootstrap invite for the first (admin) account: {invite.code}", flush=True)
@@ -141,8 +142,9 @@ async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits) 
 
 def serve(*, config_file: str | None, flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> int:
     """Run the server until interrupted; a bad configuration fails at once with one clear line."""
+    env = os.environ if env is None else env
     try:
-        config = load_config(config_file=config_file, env=os.environ if env is None else env, flags=flags)
+        config = load_config(config_file=config_file, env=env, flags=flags)
         limits = connection_limits(config)
         prepare_data_dir(config)
     except TokenIMError as err:
@@ -160,12 +162,18 @@ def serve(*, config_file: str | None, flags: Mapping[str, Any], env: Mapping[str
         print(f"tokenim serve: cannot lock the data directory: {err.strerror}.", file=sys.stderr)
         return EXIT_BAD_CONFIG
     try:
-        return _run(config, limits)
+        box = SecretBox.from_settings(config.key_file, env)
+        try:
+            box.ready()  # the server key, read (or made, mode 600) now: a bad one stops the start, before any output
+        except TokenIMError as err:
+            print(f"tokenim serve: {err.message}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
+        return _run(config, limits, box)
     finally:
         os.close(lock)
 
 
-def _run(config: Config, limits: ConnectionLimits) -> int:
+def _run(config: Config, limits: ConnectionLimits, box: SecretBox) -> int:
     try:
         sock = bind_socket(config)
     except CannotStart as err:
@@ -175,7 +183,7 @@ def _run(config: Config, limits: ConnectionLimits) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         with contextlib.closing(sock):
-            asyncio.run(_serve(config, sock, limits))
+            asyncio.run(_serve(config, sock, limits, box))
     except TokenIMError as err:
         print(f"tokenim serve: {err.message}", file=sys.stderr)
         return EXIT_BAD_CONFIG

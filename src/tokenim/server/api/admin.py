@@ -10,7 +10,7 @@ from tokenim.core.ids import USER_ID_PATTERN
 from tokenim.core.limits import MAX_POSITION
 from tokenim.protocol.api import InviteCreateRequest, InviteResponse
 from tokenim.protocol.audit import AdminAuditResponse, AuditVerifyResponse
-from tokenim.server.api.contract import errors
+from tokenim.server.api.contract import STEP_UP, Otp, errors
 from tokenim.server.api.messaging import Digits, Limit
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.admin import AdminRequester, AdminService, access_admin
@@ -31,9 +31,9 @@ def build_admin_router(
 
     Admin = Annotated[AdminRequester, Depends(admin_requester)]
 
-    @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"], responses=errors(E.FORBIDDEN))
-    async def create_invite(me: Admin, body: InviteCreateRequest) -> InviteResponse:
-        return await accounts.do_create_invite(me, body.expires_in_seconds)
+    @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"], responses=errors(E.FORBIDDEN, *STEP_UP))
+    async def create_invite(me: Admin, body: InviteCreateRequest, otp: Otp = None) -> InviteResponse:
+        return await accounts.do_create_invite(me, body.expires_in_seconds, otp)
 
     @router.get(
         "/v1/admin/audit",

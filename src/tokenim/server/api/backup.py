@@ -16,7 +16,7 @@ from tokenim.protocol.backup import (
     BackupUploadRequest,
     BackupUploadResponse,
 )
-from tokenim.server.api.contract import errors
+from tokenim.server.api.contract import STEP_UP, Otp, errors
 from tokenim.server.api.messaging import Digits
 from tokenim.server.services.backup import BackupService
 from tokenim.server.services.common import Requester
@@ -29,9 +29,9 @@ def build_backup_router(backup: BackupService, requester: Callable[..., Awaitabl
     router = APIRouter()
     Me = Annotated[Requester, Depends(requester)]
 
-    @router.post("/v1/backup", response_model=BackupCreateResponse, tags=["backup"], responses=errors())
-    async def create(me: Me, body: BackupCreateRequest) -> BackupCreateResponse:
-        return await backup.do_create(me, body)
+    @router.post("/v1/backup", response_model=BackupCreateResponse, tags=["backup"], responses=errors(*STEP_UP))
+    async def create(me: Me, body: BackupCreateRequest, otp: Otp = None) -> BackupCreateResponse:
+        return await backup.do_create(me, body, otp)
 
     @router.get("/v1/backup", response_model=BackupInfoResponse, tags=["backup"], responses=errors(E.NO_BACKUP, body=False))
     async def current(me: Me) -> BackupInfoResponse:
@@ -50,19 +50,23 @@ def build_backup_router(backup: BackupService, requester: Callable[..., Awaitabl
         "/v1/backup/{version}/keys",
         response_model=BackupKeysResponse,
         tags=["backup"],
-        responses=errors(E.NO_BACKUP, E.BACKUP_OUTDATED, body=False),
+        description=(
+            "The version's entries. With two-factor authentication on, a device that neither created this version "
+            "nor read it before (a restore) needs a code."
+        ),
+        responses=errors(E.NO_BACKUP, E.BACKUP_OUTDATED, *STEP_UP, body=False),
     )
-    async def download(me: Me, version: Version) -> BackupKeysResponse:
-        return await backup.access_keys(me, version)
+    async def download(me: Me, version: Version, otp: Otp = None) -> BackupKeysResponse:
+        return await backup.access_keys(me, version, otp)
 
     @router.delete(
         "/v1/backup/{version}",
         response_model=OkResponse,
         tags=["backup"],
-        responses=errors(E.NO_BACKUP, E.BACKUP_OUTDATED, body=False),
+        responses=errors(E.NO_BACKUP, E.BACKUP_OUTDATED, *STEP_UP, body=False),
     )
-    async def delete(me: Me, version: Version) -> OkResponse:
-        await backup.do_delete(me, version)
+    async def delete(me: Me, version: Version, otp: Otp = None) -> OkResponse:
+        await backup.do_delete(me, version, otp)
         return OkResponse()
 
     return router

@@ -7,16 +7,29 @@ FastAPI 422 (validation failures are our 400 `invalid_request`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Header
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict
 
 from tokenim.core.errors import SERVER_CODES, ErrorCode, status_for
+from tokenim.protocol.two_factor import OTP_HEADER, OTP_PATTERN
 from tokenim.protocol.wire import websocket_frame_schemas
 
 E = ErrorCode
+
+# A route guarded by the step-up check takes the code in this header and can answer these codes besides its own.
+Otp = Annotated[
+    str | None,
+    Header(
+        alias=OTP_HEADER,
+        pattern=OTP_PATTERN,
+        description="With two-factor authentication on: the 6-digit code the user's authenticator app shows now "
+        '(docs/protocol.md, "Two-factor authentication").',
+    ),
+]
+STEP_UP = (E.OTP_REQUIRED, E.OTP_INVALID, E.RATE_LIMITED)
 
 
 class ErrorDetail(BaseModel):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 
 from tokenim.core.errors import ErrorCode as E
 from tokenim.protocol.api import OkResponse, RevokeRequest, RotateRequest, RotateResponse
-from tokenim.server.api.contract import errors
+from tokenim.server.api.contract import STEP_UP, Otp, errors
 from tokenim.server.services.common import Requester
 from tokenim.server.services.identity import IdentityService
 
@@ -22,11 +22,17 @@ def build_identity_router(identity: IdentityService, requester: Callable[..., Aw
         response_model=RotateResponse,
         tags=["keys"],
         responses=errors(
-            E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.DEVICES_NOT_RESIGNED, E.FORBIDDEN, E.UNKNOWN_DEVICE, E.KEY_CHAIN_INVALID
+            E.BAD_KEY_OBJECT,
+            E.BAD_SIGNATURE,
+            E.DEVICES_NOT_RESIGNED,
+            E.FORBIDDEN,
+            E.UNKNOWN_DEVICE,
+            E.KEY_CHAIN_INVALID,
+            *STEP_UP,
         ),
     )
-    async def rotate(me: Me, body: RotateRequest) -> RotateResponse:
-        return await identity.do_rotate(me, identity.check_rotate(me, body))
+    async def rotate(me: Me, body: RotateRequest, otp: Otp = None) -> RotateResponse:
+        return await identity.do_rotate(me, identity.check_rotate(me, body), otp)
 
     @router.post(
         "/v1/keys/revoke",
@@ -40,10 +46,11 @@ def build_identity_router(identity: IdentityService, requester: Callable[..., Aw
             E.DEVICE_REVOKED,
             E.UNKNOWN_DEVICE,
             E.KEY_CHAIN_INVALID,
+            *STEP_UP,
         ),
     )
-    async def revoke(me: Me, body: RevokeRequest) -> OkResponse:
-        await identity.do_revoke(me, identity.check_revoke(me, body))
+    async def revoke(me: Me, body: RevokeRequest, otp: Otp = None) -> OkResponse:
+        await identity.do_revoke(me, identity.check_revoke(me, body), otp)
         return OkResponse()
 
     return router

@@ -16,7 +16,7 @@ from tokenim.protocol.key_lifecycle import (
     MasterChallengeRequest,
     MasterChallengeResponse,
 )
-from tokenim.server.api.contract import errors
+from tokenim.server.api.contract import STEP_UP, Otp, errors
 from tokenim.server.api.messaging import Digits, Limit
 from tokenim.server.api.origin import RequestOrigin
 from tokenim.server.services.audit_events import AuditService
@@ -61,11 +61,12 @@ def build_key_lifecycle_router(
             E.UNKNOWN_USER,
             E.DEVICE_EXISTS,
             E.KEY_CONFLICT,
+            *STEP_UP,
             auth=False,
         ),
     )
-    async def add(origin: RequestOrigin, body: AddDeviceByMasterKeyRequest) -> TokenResponse:
-        return await master_devices.do_add(master_devices.check_add(body), origin)
+    async def add(origin: RequestOrigin, body: AddDeviceByMasterKeyRequest, otp: Otp = None) -> TokenResponse:
+        return await master_devices.do_add(master_devices.check_add(body), origin, otp)
 
     @router.post(
         "/v1/audit/events",

@@ -33,7 +33,7 @@ from tokenim.protocol.api import (
     WhoAmIResponse,
 )
 from tokenim.protocol.wire import DEVICE_ID_SCHEMA
-from tokenim.server.api.contract import errors
+from tokenim.server.api.contract import STEP_UP, Otp, errors
 from tokenim.server.api.encoding import content_response
 from tokenim.server.api.origin import RequestOrigin
 from tokenim.server.realtime.hub import Hub
@@ -52,6 +52,7 @@ from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.security import SecurityService
+from tokenim.server.services.two_factor import TwoFactorService
 from tokenim.server.services.writer import EventWriter
 
 DeviceIdPath = Annotated[str, Path(max_length=32, json_schema_extra=DEVICE_ID_SCHEMA)]
@@ -77,6 +78,7 @@ class Services:
     link: LinkService
     admin: AdminService
     security: SecurityService
+    two_factor: TwoFactorService
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,
@@ -179,17 +181,26 @@ def build_router(services: Services, server_name: str) -> APIRouter:
             "Add a device whose keys are signed by the account's current master key. An account has at most "
             f"{MAX_DEVICES_PER_USER} devices: one more is `too_many_keys` (400); remove one first."
         ),
-        responses=errors(E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_REVOKED, E.DEVICE_EXISTS, E.KEY_CONFLICT),
+        responses=errors(
+            E.BAD_KEY_OBJECT, E.BAD_SIGNATURE, E.TOO_MANY_KEYS, E.DEVICE_REVOKED, E.DEVICE_EXISTS, E.KEY_CONFLICT, *STEP_UP
+        ),
     )
-    async def add_device(me: Me, body: AddDeviceRequest) -> OkResponse:
-        await services.keys.do_add_device(me, body.device_keys, body.one_time_keys, body.fallback_keys)
+    async def add_device(me: Me, body: AddDeviceRequest, otp: Otp = None) -> OkResponse:
+        await services.keys.do_add_device(me, body.device_keys, body.one_time_keys, body.fallback_keys, otp)
         return OkResponse()
 
     @router.delete(
-        "/v1/devices/{device_id}", response_model=OkResponse, tags=["devices"], responses=errors(E.UNKNOWN_DEVICE, body=False)
+        "/v1/devices/{device_id}",
+        response_model=OkResponse,
+        tags=["devices"],
+        description=(
+            "Remove a device of one's own. With two-factor authentication on it needs a code, unless the device removes "
+            "itself or undoes an addition (a device added less than 10 minutes ago that never logged in)."
+        ),
+        responses=errors(E.UNKNOWN_DEVICE, *STEP_UP, body=False),
     )
-    async def remove_device(me: Me, device_id: DeviceIdPath) -> OkResponse:
-        await services.devices.do_remove(me, device_id)
+    async def remove_device(me: Me, device_id: DeviceIdPath, otp: Otp = None) -> OkResponse:
+        await services.devices.do_remove(me, device_id, otp)
         return OkResponse()
 
     @router.post(

@@ -25,7 +25,15 @@ from tokenim.protocol.keys import (
     verify_one_time_key,
 )
 from tokenim.server.services.admin import AdminRequester
-from tokenim.server.services.common import NO_ORIGIN, Context, Origin, Requester, refuse_revoked_keys, secret_hash
+from tokenim.server.services.common import (
+    NO_ORIGIN,
+    Context,
+    Origin,
+    Requester,
+    SecondFactor,
+    refuse_revoked_keys,
+    secret_hash,
+)
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
 
@@ -97,8 +105,11 @@ def _check_email(email: str | None) -> str | None:
 class AccountService:
     """Creates accounts from keys made on the client; the server only checks signatures."""
 
-    def __init__(self, ctx: Context, mode: RegistrationMode, *, key_rotation_days: int = 365) -> None:
+    def __init__(
+        self, ctx: Context, mode: RegistrationMode, second_factor: SecondFactor, *, key_rotation_days: int = 365
+    ) -> None:
         self._ctx = ctx
+        self._second_factor = second_factor
         self.mode = mode
         self.key_rotation_days = key_rotation_days
 
@@ -204,12 +215,13 @@ class AccountService:
             raise TokenIMError(ErrorCode.INVITE_INVALID, "That invite code has already been used.")
         return invite.grants_admin
 
-    async def do_create_invite(self, admin: AdminRequester, ttl_seconds: int) -> InviteResponse:
-        """An admin creates a one-time invite."""
+    async def do_create_invite(self, admin: AdminRequester, ttl_seconds: int, otp: str | None = None) -> InviteResponse:
+        """An admin creates a one-time invite (an admin action: with 2FA on, `otp` must be a current code)."""
         now = self._ctx.clock.now_ms()
         code = new_invite_code()
         expires_at = now + ttl_seconds * 1000
         async with self._ctx.db.write() as tx:
+            await self._second_factor(tx, admin.requester, otp, now)
             await self._ctx.auth.insert_invite(tx, secret_hash(code), admin.user_id, now, expires_at, grants_admin=False)
             await self._ctx.auditor.record(tx, "invite.created", admin.user_id, admin.device_id, expires_at=expires_at)
         return InviteResponse(code=code, expires_at=expires_at)

@@ -20,7 +20,7 @@ from tokenim.protocol.backup import (
     BackupUploadRequest,
     BackupUploadResponse,
 )
-from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.common import Context, Requester, SecondFactor
 from tokenim.server.storage.backup import BackupStore, BackupVersionRow
 from tokenim.server.storage.database import Tx
 
@@ -30,9 +30,10 @@ NO_BACKUP = "You have no key backup on this server: create one with `tokenim bac
 class BackupService:
     """One current backup version per user, with its entries."""
 
-    def __init__(self, ctx: Context, store: BackupStore) -> None:
+    def __init__(self, ctx: Context, store: BackupStore, second_factor: SecondFactor) -> None:
         self._ctx = ctx
         self._store = store
+        self._second_factor = second_factor
 
     async def _current(self, tx: Tx, user_id: str, version: int | None = None) -> BackupVersionRow:
         row = await self._store.current(tx, user_id)
@@ -46,12 +47,15 @@ class BackupService:
             )
         return row
 
-    async def do_create(self, requester: Requester, req: BackupCreateRequest) -> BackupCreateResponse:
-        """A new version with the next number; older versions and their entries are retired."""
+    async def do_create(self, requester: Requester, req: BackupCreateRequest, otp: str | None = None) -> BackupCreateResponse:
+        """A new version with the next number; older versions and their entries are retired. With 2FA on, `otp`
+        must be a current code. The creating device may read the version from then on."""
         async with self._ctx.db.write() as tx:
-            version = await self._store.highest_version(tx, requester.user_id) + 1
             now = self._ctx.clock.now_ms()
+            await self._second_factor(tx, requester, otp, now)
+            version = await self._store.highest_version(tx, requester.user_id) + 1
             await self._store.create(tx, requester.user_id, version, req.metadata.model_dump(mode="json"), now)
+            await self._store.add_reader(tx, requester.user_id, version, requester.device_id)
             await self._ctx.auditor.record(tx, "backup.created", requester.user_id, requester.device_id, version=version)
         return BackupCreateResponse(version=version)
 
@@ -111,10 +115,15 @@ class BackupService:
                 )
         return BackupUploadResponse(counter=req.manifest.counter, count=count)
 
-    async def access_keys(self, requester: Requester, version: int) -> BackupKeysResponse:
-        """Every entry and the manifest they belong to; the download is recorded in the audit log."""
+    async def access_keys(self, requester: Requester, version: int, otp: str | None = None) -> BackupKeysResponse:
+        """Every entry and the manifest they belong to; the download is recorded in the audit log. A device that
+        neither created this version nor read it before is restoring it: with 2FA on, `otp` must be a current
+        code (a device catching up with another's uploads needs none); it may read the version from then on."""
         async with self._ctx.db.write() as tx:
             row = await self._current(tx, requester.user_id, version)
+            if not await self._store.is_reader(tx, requester.user_id, version, requester.device_id):
+                await self._second_factor(tx, requester, otp, self._ctx.clock.now_ms())
+                await self._store.add_reader(tx, requester.user_id, version, requester.device_id)
             entries = await self._store.entries(tx, requester.user_id, version)
             await self._ctx.auditor.record(
                 tx, "backup.downloaded", requester.user_id, requester.device_id, version=version, count=len(entries)
@@ -125,9 +134,11 @@ class BackupService:
             entries=[BackupEntryJson(entry_id=k, ciphertext=v) for k, v in entries.items()],
         )
 
-    async def do_delete(self, requester: Requester, version: int) -> None:
-        """Delete the current version and its entries (its number is never used again)."""
+    async def do_delete(self, requester: Requester, version: int, otp: str | None = None) -> None:
+        """Delete the current version and its entries (its number is never used again). With 2FA on, `otp` must
+        be a current code: deleting loses what replacing it with `do_create` would."""
         async with self._ctx.db.write() as tx:
             await self._current(tx, requester.user_id, version)
+            await self._second_factor(tx, requester, otp, self._ctx.clock.now_ms())
             await self._store.retire_all(tx, requester.user_id, self._ctx.clock.now_ms())
             await self._ctx.auditor.record(tx, "backup.deleted", requester.user_id, requester.device_id, version=version)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import secrets
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,11 @@ class Origin:
 
 
 NO_ORIGIN = Origin()
+
+
+# The step-up check (`TwoFactorService.require_second_factor`): inside the change's transaction, with the
+# requester (or, without a session, the user id), the code from the request's TokenIM-OTP header, and the time.
+SecondFactor = Callable[[Tx, Requester | str, str | None, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id
 from tokenim.protocol.api import DeviceInfo, DevicesResponse
-from tokenim.server.services.common import Context, Requester
+from tokenim.protocol.link import LINK_TTL_MS
+from tokenim.server.services.common import Context, Requester, SecondFactor
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
+from tokenim.server.storage.accounts import DeviceRow
 
 
 class DeviceService:
@@ -19,9 +21,11 @@ class DeviceService:
         ctx: Context,
         writer: EventWriter,
         announce: AnnounceDevice,
+        second_factor: SecondFactor,
         on_removed: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._ctx = ctx
+        self._second_factor = second_factor
         self._writer = writer
         self._announce = announce
         self._on_removed = on_removed
@@ -35,11 +39,17 @@ class DeviceService:
             ]
         )
 
-    async def do_remove(self, requester: Requester, device_id: str) -> None:
-        """Delete the device, its tokens and keys, its audit record and its `device_list` event: one transaction."""
+    async def do_remove(self, requester: Requester, device_id: str, otp: str | None = None) -> None:
+        """Delete the device, its tokens and keys, its audit record and its `device_list` event: one transaction.
+        With 2FA on, `otp` must be a current code, unless the device removes itself or undoes a fresh addition."""
         did = check_device_id(device_id)
 
         async def job(b: Batch) -> None:
+            row = await self._ctx.accounts.get_device(b.tx, requester.user_id, did)
+            if row is None:
+                raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You have no device {did}.")
+            if not _removable_without_code(requester, row, b.now):
+                await self._second_factor(b.tx, requester, otp, b.now)
             await self._ctx.auth.delete_device_tokens(b.tx, requester.user_id, did)
             if not await self._ctx.accounts.delete_device(b.tx, requester.user_id, did):
                 raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"You have no device {did}.")
@@ -48,3 +58,12 @@ class DeviceService:
 
         await self._writer.submit(job)
         self._on_removed(requester.user_id, did)
+
+
+def _removable_without_code(requester: Requester, device: DeviceRow, now: int) -> bool:
+    """A device may remove itself (it gives up its own access, nothing more), and a device added less than a
+    link's lifetime ago that never logged in may be removed: undoing a link that failed half-way, after the
+    addition that needed the code (docs/protocol.md, "Two-factor authentication")."""
+    if device.device_id == requester.device_id:
+        return True
+    return device.last_seen_at is None and now - device.created_at < LINK_TTL_MS

@@ -31,7 +31,7 @@ from tokenim.protocol.keys import (
     verify_device_keys,
     verify_master_key,
 )
-from tokenim.server.services.common import Context, Requester
+from tokenim.server.services.common import Context, Requester, SecondFactor
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 
@@ -60,9 +60,11 @@ class IdentityService:
         ctx: Context,
         writer: EventWriter,
         announce: AnnounceDevice,
+        second_factor: SecondFactor,
         on_revoked: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._ctx = ctx
+        self._second_factor = second_factor
         self._writer = writer
         self._announce = announce
         self._on_revoked = on_revoked
@@ -95,11 +97,13 @@ class IdentityService:
             devices[device.device_id] = device
         return CheckedRotation(master, rotation, devices)
 
-    async def do_rotate(self, requester: Requester, checked: CheckedRotation) -> RotateResponse:
-        """Append version n + 1 to the chain and store every device re-signed by it, in one transaction."""
+    async def do_rotate(self, requester: Requester, checked: CheckedRotation, otp: str | None = None) -> RotateResponse:
+        """Append version n + 1 to the chain and store every device re-signed by it, in one transaction (with 2FA
+        on, `otp` must be a current code)."""
         uid, rot = requester.user_id, checked.rotation
 
         async def job(b: Batch) -> None:
+            await self._second_factor(b.tx, requester, otp, b.now)
             current = await self._current_master(b.tx, uid)
             if (rot.old_version, rot.old_key) != (current.version, current.public_key):
                 raise TokenIMError(
@@ -165,12 +169,14 @@ class IdentityService:
         if not {("ed25519", rev.ed25519), ("curve25519", rev.curve25519)} <= had:
             raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The revocation names other keys than device {rev.device_id} has.")
 
-    async def do_revoke(self, requester: Requester, rev: Revocation) -> None:
+    async def do_revoke(self, requester: Requester, rev: Revocation, otp: str | None = None) -> None:
         """Publish the revocation: the device, its tokens, keys and queued messages go, and its id and keys
-        are refused from then on. One transaction with the audit record and the `device_list` event."""
+        are refused from then on. One transaction with the audit record and the `device_list` event (with 2FA
+        on, `otp` must be a current code)."""
         uid, did = rev.user_id, rev.device_id
 
         async def job(b: Batch) -> None:
+            await self._second_factor(b.tx, requester, otp, b.now)
             verify_revocation_by_current(rev, await self._current_master(b.tx, uid))
             if await self._ctx.identity.is_revoked(b.tx, uid, did):
                 raise TokenIMError(ErrorCode.DEVICE_REVOKED, f"Device {did} is already revoked.")

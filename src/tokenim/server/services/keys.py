@@ -20,7 +20,7 @@ from tokenim.protocol.keys import (
     verify_one_time_key,
 )
 from tokenim.server.services.accounts import AccountService, check_new_device
-from tokenim.server.services.common import Context, Requester, refuse_revoked_keys
+from tokenim.server.services.common import Context, Requester, SecondFactor, refuse_revoked_keys
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 
@@ -34,9 +34,11 @@ class KeyService:
         accounts: AccountService,
         writer: EventWriter,
         announce: AnnounceDevice,
+        second_factor: SecondFactor,
         notify_keys_low: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._notify_keys_low = notify_keys_low
+        self._second_factor = second_factor
         self._ctx = ctx
         self._accounts = accounts
         self._writer = writer
@@ -128,12 +130,15 @@ class KeyService:
             self._notify_keys_low(uid, did)
         return KeysClaimResponse(one_time_keys=out)
 
-    async def do_add_device(self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object) -> None:
+    async def do_add_device(
+        self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object, otp: str | None = None
+    ) -> None:
         """Add another device to the requester's account: its keys must be signed by the current master key,
-        and neither its id nor its keys revoked. The device, its audit record and its `device_list` event
-        commit together."""
+        and neither its id nor its keys revoked; with 2FA on, `otp` must be a current code. The device, its
+        audit record and its `device_list` event commit together."""
 
         async def job(b: Batch) -> DeviceKeys:
+            await self._second_factor(b.tx, requester, otp, b.now)
             masters = await self._ctx.accounts.current_master_keys(b.tx, [requester.user_id])
             master = parse_master_key(masters[requester.user_id])
             device, otks = check_new_device(master, device_raw, otks_raw, fallback_raw)

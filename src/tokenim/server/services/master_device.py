@@ -33,7 +33,15 @@ from tokenim.protocol.key_lifecycle import (
 from tokenim.protocol.keys import DeviceKeys, parse_device_keys, parse_master_key
 from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.auth import AuthService
-from tokenim.server.services.common import NO_ORIGIN, Context, Origin, new_secret, refuse_revoked_keys, secret_hash
+from tokenim.server.services.common import (
+    NO_ORIGIN,
+    Context,
+    Origin,
+    SecondFactor,
+    new_secret,
+    refuse_revoked_keys,
+    secret_hash,
+)
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.master_challenges import MasterChallenge, MasterChallengeStore
@@ -58,9 +66,16 @@ class MasterDeviceService:
     """Challenges for, and additions of, devices proven by the master key."""
 
     def __init__(
-        self, ctx: Context, accounts: AccountService, auth: AuthService, writer: EventWriter, announce: AnnounceDevice
+        self,
+        ctx: Context,
+        accounts: AccountService,
+        auth: AuthService,
+        writer: EventWriter,
+        announce: AnnounceDevice,
+        second_factor: SecondFactor,
     ) -> None:
         self._ctx = ctx
+        self._second_factor = second_factor
         self._accounts = accounts
         self._auth = auth
         self._writer = writer
@@ -120,9 +135,11 @@ class MasterDeviceService:
             raise TokenIMError(ErrorCode.BAD_KEY_OBJECT, f"The device keys are for {device.user_id}, not {uid}.")
         return CheckedMasterAdd(uid, req.nonce, req.signature, device, req)
 
-    async def do_add(self, checked: CheckedMasterAdd, origin: Origin = NO_ORIGIN) -> TokenResponse:
+    async def do_add(self, checked: CheckedMasterAdd, origin: Origin = NO_ORIGIN, otp: str | None = None) -> TokenResponse:
         """Consume the challenge, check the master key's signature and the device keys against the user's
-        current master key, then add the device and open its first session, in one transaction."""
+        current master key and, with 2FA on, the code `otp` (only once the signature is good: nobody without
+        the master key can spend or lock the user's codes), then add the device and open its first session,
+        in one transaction."""
         uid, did = checked.user_id, checked.device.device_id
         now = self._ctx.clock.now_ms()
         async with self._ctx.db.write() as tx:
@@ -151,6 +168,7 @@ class MasterDeviceService:
                     ErrorCode.BAD_SIGNATURE,
                     f"The challenge is not signed by {uid}'s current master key (version {master.version}).",
                 )
+            await self._second_factor(b.tx, uid, otp, b.now)
             req = checked.request
             device, otks = check_new_device(master, req.device_keys, req.one_time_keys, req.fallback_keys)
             await refuse_revoked_keys(self._ctx, b.tx, device)

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from tokenim.core.clock import Clock
 from tokenim.core.errors import TokenIMError
 from tokenim.server.realtime.hub import Hub
-from tokenim.server.storage.database import Database, Tx
+from tokenim.server.storage.database import Database, Tx, take_record
 from tokenim.server.storage.events import EventRow, EventStore, ToDeviceRow
 from tokenim.server.storage.rooms import RoomStore
 
@@ -182,6 +182,9 @@ class EventWriter:
                     except TokenIMError as refused:  # a refusal: undo this job only
                         batch.restore(mark)
                         self._on_rollback()
+                        record = take_record(refused)  # what the refusal must leave behind (a counted failure)
+                        if record is not None:
+                            await record(tx)
                         done.append((item, None, refused))
                         continue
                     done.append((item, value, None))

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, insert, select, update
 
 from tokenim.server.storage.client_json import dump_client_json, load_client_json
 from tokenim.server.storage.database import Tx
-from tokenim.server.storage.tables import backup_entries, backup_versions
+from tokenim.server.storage.tables import backup_entries, backup_readers, backup_versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +112,14 @@ class BackupStore:
             .order_by(backup_entries.c.entry_id)
         )
         return {r.entry_id: r.ciphertext for r in await tx.execute(q)}
+
+    async def add_reader(self, tx: Tx, user_id: str, version: int, device_id: str) -> None:
+        """`device_id` may read backup `version` without a second factor from now on (harmless if it already may)."""
+        if not await self.is_reader(tx, user_id, version, device_id):
+            await tx.execute(insert(backup_readers).values(user_id=user_id, version=version, device_id=device_id))
+
+    async def is_reader(self, tx: Tx, user_id: str, version: int, device_id: str) -> bool:
+        """Whether `device_id` created or already read backup `version` (its rows go when the device goes)."""
+        c = backup_readers.c
+        q = select(c.device_id).where(c.user_id == user_id, c.version == version, c.device_id == device_id)
+        return (await tx.execute(q)).first() is not None

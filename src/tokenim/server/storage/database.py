@@ -79,6 +79,26 @@ class Tx:
         return await self._async.run_sync(fn)
 
 
+AfterRollback = Callable[["Tx"], Awaitable[None]]
+
+
+class RefusalWithRecord(Exception):
+    """Mixed into an error whose trace must outlive the transaction it ends (a wrong two-factor code: the
+    change is refused and rolled back, but the failure is counted and audited). `after_rollback` is written in
+    a transaction of its own once the refused one has rolled back (or, for a job of the event writer, in the
+    batch after the job's savepoint rolled back), once."""
+
+    after_rollback: AfterRollback | None = None
+
+
+def take_record(exc: BaseException) -> AfterRollback | None:
+    """The record an exception carries, taken off it so that it is written only once."""
+    if not isinstance(exc, RefusalWithRecord) or exc.after_rollback is None:
+        return None
+    record, exc.after_rollback = exc.after_rollback, None
+    return record
+
+
 def normalise_url(url: str) -> tuple[str, str]:
     """(backend, SQLAlchemy URL): `sqlite:///…` stays on pysqlite, `postgresql://…` goes to asyncpg."""
     try:
@@ -153,7 +173,20 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
-        """One read-write transaction, committed when the block ends without error."""
+        """One read-write transaction, committed when the block ends without error. An error that carries a
+        record (`RefusalWithRecord`) has it written in a transaction of its own after the rollback."""
+        try:
+            async with self._write() as tx:
+                yield tx
+        except RefusalWithRecord as exc:
+            record = take_record(exc)
+            if record is not None:
+                async with self._write() as tx:
+                    await record(tx)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[Tx]:
         if self.sync_engine is not None:
             assert self._write_lock is not None
             async with self._write_lock:

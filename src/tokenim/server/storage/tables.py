@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -361,4 +362,45 @@ backup_entries = Table(
     Column("ciphertext", Text, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     ForeignKeyConstraint(["user_id", "version"], ["backup_versions.user_id", "backup_versions.version"], ondelete="CASCADE"),
+)
+
+# Which devices may read a backup version's entries without a second factor: the one that created it and
+# those that downloaded it (docs/protocol.md, "Two-factor authentication"). Rows go with their device.
+backup_readers = Table(
+    "backup_readers",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("device_id", String(32), primary_key=True),
+    ForeignKeyConstraint(["user_id", "version"], ["backup_versions.user_id", "backup_versions.version"], ondelete="CASCADE"),
+    ForeignKeyConstraint(["user_id", "device_id"], ["devices.user_id", "devices.device_id"], ondelete="CASCADE"),
+)
+
+# ---- two-factor authentication (TOTP, RFC 6238) ------------------------------------------------------
+
+# One row per user who started or finished setting up 2FA. The TOTP secret is sealed by the server key
+# (server/secret_box.py), never stored in clear. `last_step` is the last time step whose code was accepted
+# (a code is good once); `failures` counts wrong codes since the last good one, and `locked_until` ends a lock.
+two_factor = Table(
+    "two_factor",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("secret_sealed", LargeBinary, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("enabled_at", BigInteger, nullable=True),
+    Column("last_step", BigInteger, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("locked_until", BigInteger, nullable=False, server_default="0"),
+    ForeignKeyConstraint(["user_id"], ["users.user_id"], ondelete="CASCADE"),
+)
+
+# The ten one-time recovery codes of a user's 2FA, as SHA-256 hashes only; a used one keeps its row.
+two_factor_recovery_codes = Table(
+    "two_factor_recovery_codes",
+    metadata,
+    Column("user_id", String(320), primary_key=True),
+    Column("code_hash", String(64), primary_key=True),
+    Column("used_at", BigInteger, nullable=True),
+    ForeignKeyConstraint(["user_id"], ["two_factor.user_id"], ondelete="CASCADE"),
 )
