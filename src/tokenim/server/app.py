@@ -26,6 +26,7 @@ from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.limits import Limiter
 from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
@@ -45,7 +46,8 @@ from tokenim.server.storage.rooms import RoomStore
 
 def build_services(config: Config | ServerConfig, db: Database, clock: Clock) -> Services:
     """Construct every service with exactly what it needs."""
-    server = as_config(config).server
+    full = as_config(config)
+    server = full.server
     ctx = Context(
         db=db,
         clock=clock,
@@ -55,6 +57,7 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
         auth=AuthStore(),
         auditor=Auditor(AuditStore(), clock),
         identity=IdentityStore(),
+        limiter=Limiter(db, clock, full.limits.policies()),
     )
     accounts = AccountService(ctx, server.registration, key_rotation_days=server.key_rotation_days)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
@@ -71,7 +74,7 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
         backup=BackupService(ctx, BackupStore()),
-        files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes),
+        files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes, full.limits.blob_quota_bytes),
         hub=hub,
         writer=writer,
         master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),

@@ -18,6 +18,7 @@ from tokenim.protocol.key_lifecycle import (
 )
 from tokenim.server.api.contract import errors
 from tokenim.server.api.messaging import Digits, Limit
+from tokenim.server.api.routes import client_address
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.common import Requester
 from tokenim.server.services.master_device import MasterDeviceService
@@ -40,8 +41,7 @@ def build_key_lifecycle_router(
         responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.DEVICE_EXISTS, E.RATE_LIMITED, auth=False),
     )
     async def challenge(request: Request, body: MasterChallengeRequest) -> MasterChallengeResponse:
-        address = request.client.host if request.client else ""
-        return await master_devices.do_challenge(body.user_id, body.device_id, address)
+        return await master_devices.do_challenge(body.user_id, body.device_id, client_address(request))
 
     @router.post(
         "/v1/devices/by_master_key/add",

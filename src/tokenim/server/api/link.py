@@ -20,7 +20,7 @@ from tokenim.protocol.link import (
 )
 from tokenim.server.api.contract import errors
 from tokenim.server.api.messaging import Digits
-from tokenim.server.api.routes import BEARER
+from tokenim.server.api.routes import BEARER, client_address
 from tokenim.server.services.common import Requester
 from tokenim.server.services.link import LinkService
 
@@ -46,8 +46,7 @@ def build_link_router(link: LinkService, requester: Callable[..., Awaitable[Requ
         responses=errors(E.UNKNOWN_USER, E.RATE_LIMITED, auth=False),
     )
     async def open_link(request: Request, body: LinkOpenRequest) -> LinkOpenResponse:
-        address = request.client.host if request.client else ""
-        return await link.do_open(body.user_id, address)
+        return await link.do_open(body.user_id, client_address(request))
 
     @router.post(
         "/v1/link/{link_id}/claim",

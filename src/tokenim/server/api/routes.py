@@ -81,6 +81,11 @@ class Services:
 BEARER = HTTPBearer(auto_error=False, description="An access token from POST /v1/login or /v1/token/refresh.")
 
 
+def client_address(request: Request) -> str:
+    """The client's IP address as the connection shows it ("" when unknown); behind a proxy, the proxy's."""
+    return request.client.host if request.client else ""
+
+
 def requester_dependency(auth: AuthService) -> Callable[..., Awaitable[Requester]]:
     async def requester(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]) -> Requester:
         return await auth.access_requester(request.headers.get("authorization"))
@@ -110,37 +115,42 @@ def build_router(services: Services, server_name: str) -> APIRouter:
             E.DEVICE_REVOKED,
             E.USERNAME_TAKEN,
             E.KEY_CONFLICT,
+            E.RATE_LIMITED,
             auth=False,
         ),
     )
-    async def register(body: RegisterRequest) -> RegisterResponse:
-        return await services.accounts.do_register(services.accounts.check_register(body))
+    async def register(request: Request, body: RegisterRequest) -> RegisterResponse:
+        return await services.accounts.do_register(services.accounts.check_register(body), client_address(request))
 
     @router.post(
         "/v1/login/challenge",
         response_model=ChallengeResponse,
         tags=["auth"],
-        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.UNKNOWN_DEVICE, auth=False),
+        description=(
+            "A login challenge for `device_id` of `user_id`, issued alike whether or not the user exists; only a "
+            "device id the user once had is refused (`device_revoked`, `unknown_device`)."
+        ),
+        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_DEVICE, E.RATE_LIMITED, auth=False),
     )
-    async def challenge(body: ChallengeRequest) -> ChallengeResponse:
-        return await services.auth.do_challenge(body.user_id, body.device_id)
+    async def challenge(request: Request, body: ChallengeRequest) -> ChallengeResponse:
+        return await services.auth.do_challenge(body.user_id, body.device_id, client_address(request))
 
     @router.post(
         "/v1/login",
         response_model=TokenResponse,
         tags=["auth"],
         responses=errors(
-            E.UNKNOWN_USER,
             E.UNKNOWN_DEVICE,
             E.CHALLENGE_INVALID,
             E.CHALLENGE_EXPIRED,
             E.BAD_SIGNATURE,
             E.DEVICE_REVOKED,
+            E.RATE_LIMITED,
             auth=False,
         ),
     )
-    async def login(body: LoginRequest) -> TokenResponse:
-        return await services.auth.do_login(body)
+    async def login(request: Request, body: LoginRequest) -> TokenResponse:
+        return await services.auth.do_login(body, client_address(request))
 
     @router.post(
         "/v1/token/refresh",
@@ -206,9 +216,9 @@ def build_router(services: Services, server_name: str) -> APIRouter:
     async def query_keys(me: Me, body: KeysQueryRequest) -> Response:
         return content_response(await services.keys.access_query(body.user_ids))
 
-    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"], responses=errors())
+    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"], responses=errors(E.RATE_LIMITED))
     async def claim_keys(me: Me, body: KeysClaimRequest) -> Response:
-        return content_response(await services.keys.do_claim(body.devices))
+        return content_response(await services.keys.do_claim(body.devices, me))
 
     @router.post("/v1/admin/invites", response_model=InviteResponse, tags=["admin"], responses=errors(E.FORBIDDEN))
     async def create_invite(me: Me, body: InviteCreateRequest) -> InviteResponse:

@@ -25,6 +25,7 @@ from tokenim.protocol.keys import (
     verify_one_time_key,
 )
 from tokenim.server.services.common import Context, Requester, refuse_revoked_keys, secret_hash
+from tokenim.server.services.limits import Kind
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
 
@@ -114,11 +115,24 @@ class AccountService:
         device, otks = check_new_device(master, req.device_keys, req.one_time_keys, req.fallback_keys)
         return CheckedRegistration(username, user_id, _check_email(req.email), req.invite, master, device, otks)
 
-    async def do_register(self, reg: CheckedRegistration) -> RegisterResponse:
-        """Create the user, their master key, first device and published keys in one transaction."""
+    async def do_register(self, reg: CheckedRegistration, address: str = "") -> RegisterResponse:
+        """Create the user, their master key, first device and published keys in one transaction.
+
+        An invalid invite code counts toward the address's invite limit (in a transaction of its own: the
+        registration's rolled back)."""
+        try:
+            return await self._register(reg, address)
+        except TokenIMError as err:
+            if err.code is ErrorCode.INVITE_INVALID:
+                await self._ctx.limiter.record_failure(Kind.INVITE, address=address)
+            raise
+
+    async def _register(self, reg: CheckedRegistration, address: str) -> RegisterResponse:
         now = self._ctx.clock.now_ms()
         try:
             async with self._ctx.db.write() as tx:
+                if reg.invite is not None:
+                    await self._ctx.limiter.check(tx, Kind.INVITE, address=address)
                 grants_admin = await self._take_invite(tx, reg, now)
                 if await self._ctx.accounts.username_exists(tx, reg.username):
                     raise TokenIMError(ErrorCode.USERNAME_TAKEN, f"The username '{reg.username}' is taken.")

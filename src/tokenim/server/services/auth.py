@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.core.ids import check_device_id, check_user_id
 from tokenim.core.limits import ACCESS_TOKEN_TTL_MS, CHALLENGE_TTL_MS, REFRESH_TOKEN_TTL_MS
-from tokenim.core.signing import verify_ed25519
+from tokenim.core.signing import SigningKey, verify_ed25519
 from tokenim.protocol.api import ChallengeResponse, LoginRequest, TokenResponse
 from tokenim.protocol.auth import login_challenge_payload
 from tokenim.server.services.common import Context, Requester, new_secret, secret_hash
+from tokenim.server.services.limits import Kind
 from tokenim.server.storage.auth import ChallengeRow, TokenRow
 from tokenim.server.storage.database import Tx
 
 ACCESS = "access"
 REFRESH = "refresh"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStanding:
+    """Whether the user exists, the device's key if it is live, and whether the user revoked or ever had it."""
+
+    user_exists: bool
+    ed25519: str | None
+    revoked: bool
+    once_had: bool
 
 
 class AuthService:
@@ -24,63 +36,107 @@ class AuthService:
     def __init__(self, ctx: Context, on_session_end: Callable[[str], None] = lambda _session: None) -> None:
         self._ctx = ctx
         self._on_session_end = on_session_end
+        # A login for a device that does not exist is checked against this key, so it costs what a wrong
+        # signature costs; nobody holds its private half.
+        self._stand_in_key = SigningKey.generate().public_key
 
-    async def do_challenge(self, user_id: str, device_id: str) -> ChallengeResponse:
-        """A fresh nonce bound to this server, user and device, valid for 60 seconds, usable once."""
+    async def do_challenge(self, user_id: str, device_id: str, address: str = "") -> ChallengeResponse:
+        """A fresh nonce bound to this server, user and device, valid for 60 seconds, usable once.
+
+        Issued alike whether or not the user exists (docs/threat-model.md, "Accounts stay private"): only a
+        device id the user once had is told apart (`device_revoked`, or `unknown_device` once removed), and
+        such ids are known only to those who already know the account."""
         uid, did = check_user_id(user_id), check_device_id(device_id)
         now = self._ctx.clock.now_ms()
         nonce = new_secret(32)
         async with self._ctx.db.write() as tx:
-            await self._require_device(tx, uid, did)
+            await self._ctx.limiter.check(tx, Kind.LOGIN, user_id=uid, address=address)
+            await self._ctx.limiter.hit(tx, Kind.LOGIN_CHALLENGE, address=address)
+            gone = self._gone(await self._standing(tx, uid, did), uid, did)
+            if gone is not None:
+                raise gone
             await self._ctx.auth.purge_challenges(tx, now)
             await self._ctx.auth.insert_challenge(tx, secret_hash(nonce), ChallengeRow(uid, did, now + CHALLENGE_TTL_MS))
         return ChallengeResponse(nonce=nonce, server_name=self._ctx.server_name, expires_at=now + CHALLENGE_TTL_MS)
 
-    async def _require_device(self, tx: Tx, user_id: str, device_id: str) -> str:
+    async def _standing(self, tx: Tx, user_id: str, device_id: str) -> DeviceStanding:
+        """Everything the login needs to know about a device, read with the same queries whatever the answer,
+        so that the time taken does not tell a missing account from a present one."""
         user = await self._ctx.accounts.get_user(tx, user_id)
-        if user is None:
-            raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
         device = await self._ctx.accounts.get_device(tx, user_id, device_id)
-        if device is None:
-            if await self._ctx.identity.is_revoked(tx, user_id, device_id):
-                raise TokenIMError(
-                    ErrorCode.DEVICE_REVOKED, f"Device {device_id} of {user_id} was revoked: it can never log in again."
-                )
-            raise TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"{user_id} has no device {device_id}.")
-        return device.ed25519
+        revoked = await self._ctx.identity.is_revoked(tx, user_id, device_id)
+        once_had = bool(await self._ctx.identity.keys_device_had(tx, user_id, device_id))
+        return DeviceStanding(user is not None, device.ed25519 if device is not None else None, revoked, once_had)
 
-    async def do_login(self, req: LoginRequest) -> TokenResponse:
+    @staticmethod
+    def _gone(standing: DeviceStanding, user_id: str, device_id: str) -> TokenIMError | None:
+        """Why a device id the user once had can't log in; None for a live device or an id never seen."""
+        if standing.ed25519 is not None or not (standing.once_had or standing.revoked):
+            return None
+        if standing.revoked:
+            return TokenIMError(
+                ErrorCode.DEVICE_REVOKED, f"Device {device_id} of {user_id} was revoked: it can never log in again."
+            )
+        return TokenIMError(ErrorCode.UNKNOWN_DEVICE, f"{user_id} has no device {device_id}: it was removed.")
+
+    async def do_login(self, req: LoginRequest, address: str = "") -> TokenResponse:
         """Check the signed challenge and issue an access/refresh token pair.
 
-        The challenge is consumed whatever the outcome, so a failed answer can't be retried.
+        The challenge is consumed whatever the outcome, so a failed answer can't be retried. A user or
+        device that never existed fails exactly as a wrong signature does (same error, same work: the
+        signature is checked against a stand-in key). Each failure counts toward the login limits of the
+        address and (but for an unknown or spent challenge) the account.
         """
         now = self._ctx.clock.now_ms()
+        uid = req.user_id
         async with self._ctx.db.write() as tx:
+            await self._ctx.limiter.check(tx, Kind.LOGIN, user_id=uid, address=address)
             challenge = await self._ctx.auth.take_challenge(tx, secret_hash(req.nonce))
+            refusal, tokens = self._judge_challenge(challenge, req, now), None
+            if refusal is None:
+                refusal, tokens = await self._answer(tx, req, now)
+            if refusal is not None and refusal.code is not ErrorCode.CHALLENGE_EXPIRED:  # a slow client is no guess
+                # A made-up or spent nonce is bound to no account: it counts against the address only, or
+                # anyone could lock an account out without even asking for its challenges.
+                account = None if refusal.code is ErrorCode.CHALLENGE_INVALID else uid
+                await self._ctx.limiter.failed(tx, Kind.LOGIN, user_id=account, address=address)
+        if refusal is not None:
+            raise refusal
+        assert tokens is not None
+        return tokens
+
+    @staticmethod
+    def _judge_challenge(challenge: ChallengeRow | None, req: LoginRequest, now: int) -> TokenIMError | None:
         if challenge is None or (challenge.user_id, challenge.device_id) != (req.user_id, req.device_id):
-            raise TokenIMError(
+            return TokenIMError(
                 ErrorCode.CHALLENGE_INVALID, "That login challenge is unknown or was already used: ask for a new one."
             )
         if challenge.expires_at <= now:
-            raise TokenIMError(ErrorCode.CHALLENGE_EXPIRED, "That login challenge has expired: ask for a new one.")
-        payload = login_challenge_payload(
-            server_name=self._ctx.server_name, user_id=req.user_id, device_id=req.device_id, nonce=req.nonce
+            return TokenIMError(ErrorCode.CHALLENGE_EXPIRED, "That login challenge has expired: ask for a new one.")
+        return None
+
+    async def _answer(self, tx: Tx, req: LoginRequest, now: int) -> tuple[TokenIMError | None, TokenResponse | None]:
+        """Check the signature on a live challenge: tokens, or the refusal (recorded in the audit log)."""
+        uid, did = req.user_id, req.device_id
+        standing = await self._standing(tx, uid, did)
+        payload = login_challenge_payload(server_name=self._ctx.server_name, user_id=uid, device_id=did, nonce=req.nonce)
+        valid = verify_ed25519(standing.ed25519 or self._stand_in_key, payload, req.signature) and standing.ed25519 is not None
+        refusal = self._gone(standing, uid, did)
+        if refusal is None and valid:
+            tokens = await self._issue(tx, uid, did, new_secret(16), now)
+            await self._ctx.accounts.touch_device(tx, uid, did, now)
+            await self._ctx.limiter.succeeded(tx, Kind.LOGIN, user_id=uid)
+            await self._ctx.auditor.record(tx, "login", uid, did)
+            return None, tokens
+        refusal = refusal or TokenIMError(
+            ErrorCode.BAD_SIGNATURE, "The signature on the login challenge does not verify with this device's key."
         )
-        async with self._ctx.db.write() as tx:
-            ed25519 = await self._require_device(tx, req.user_id, req.device_id)
-            if not verify_ed25519(ed25519, payload, req.signature):
-                await self._ctx.auditor.record(tx, "login.failed", req.user_id, req.device_id, reason="bad_signature")
-                bad = True
-            else:
-                bad = False
-                tokens = await self._issue(tx, req.user_id, req.device_id, new_secret(16), now)
-                await self._ctx.accounts.touch_device(tx, req.user_id, req.device_id, now)
-                await self._ctx.auditor.record(tx, "login", req.user_id, req.device_id)
-        if bad:
-            raise TokenIMError(
-                ErrorCode.BAD_SIGNATURE, "The signature on the login challenge does not verify with this device's key."
-            )
-        return tokens
+        reason = refusal.code.value
+        if standing.user_exists:
+            await self._ctx.auditor.record(tx, "login.failed", uid, did, reason=reason)
+        else:  # not in a user's log: someone registering that name later would find it there
+            await self._ctx.auditor.record(tx, "login.failed", None, None, reason=reason, claimed_user_id=uid)
+        return refusal, None
 
     async def issue_session(self, tx: Tx, user_id: str, device_id: str, now: int) -> TokenResponse:
         """A new session's token pair, inside the caller's transaction (a device that has just been added)."""

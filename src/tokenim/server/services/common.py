@@ -1,4 +1,4 @@
-"""What every service shares: the stores, the clock, the server's name and the audit recorder."""
+"""What every service shares: the stores, the clock, the server's name, the audit recorder and the limiter."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.keys import DeviceKeys
+from tokenim.server.services.limits import Limiter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditEvent, AuditStore
 from tokenim.server.storage.auth import AuthStore
@@ -62,6 +63,7 @@ class Context:
     auth: AuthStore
     auditor: Auditor
     identity: IdentityStore
+    limiter: Limiter
 
 
 async def refuse_revoked_keys(ctx: Context, tx: Tx, device: DeviceKeys) -> None:

@@ -41,6 +41,13 @@ class Tx:
         self._sync = sync
         self._async = async_
 
+    @property
+    def dialect_name(self) -> str:
+        """`sqlite` or `postgresql`: for the few statements the two spell differently (an upsert)."""
+        conn = self._sync if self._sync is not None else self._async
+        assert conn is not None
+        return str(conn.dialect.name)
+
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         if self._sync is not None:
             return self._sync.execute(statement, parameters)
