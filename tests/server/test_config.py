@@ -24,6 +24,7 @@ from tokenim.server.config import (
     load_config,
 )
 from tokenim.server.services.accounts import RegistrationMode
+from tokenim.server.services.limits import Kind, Policy
 
 TOKENIM = Path(sys.executable).with_name("tokenim")
 
@@ -309,3 +310,16 @@ def test_serve_with_a_key_file_others_can_read_exits_2_with_one_line(tmp_path: P
     (data / "secret.key").chmod(0o644)
     assert_one_line_exit_2(serve(tmp_path, "--data", str(data)), "chmod 600")
     assert not (data / "tokenim.db").exists()  # refused before the database was opened
+
+
+def test_limits_section(tmp_path: Path) -> None:
+    text = "[limits]\nlogin_failures_per_account = 4\nblob_quota_bytes = 0\nlockout_seconds = 60\n"
+    cfg = load_config(config_file=toml(tmp_path, text), env={"TOKENIM_CODE_FAILURES_PER_ACCOUNT": "7"}, flags={})
+    assert (cfg.limits.login_failures_per_account, cfg.limits.blob_quota_bytes, cfg.limits.lockout_seconds) == (4, 0, 60)
+    policies = cfg.limits.policies()
+    assert policies[Kind.LOGIN] == Policy(4, 50, 900_000, 60_000)
+    # 2FA codes, recovery codes, security answers and emailed or texted codes share the code limits.
+    assert {policies[k].per_account for k in (Kind.TOTP, Kind.RECOVERY_CODE, Kind.SECURITY_ANSWER, Kind.EMAIL_CODE)} == {7}
+    assert SETTINGS["to_device_per_minute"] == ("limits", "to_device_per_minute")
+    assert "'lockout_seconds'" in bad_config(env={"TOKENIM_LOCKOUT_SECONDS": "0"})  # 0 is "no limit" only for counts
+    assert "'to_device_per_minute'" in bad_config(flags={"to_device_per_minute": -1})

@@ -136,7 +136,9 @@ async def test_nobody_else_can_block_a_users_linking(
         refused = await attacker.post("/v1/link", json={"user_id": alice.user_id})
         assert (refused.status_code, code(refused)) == (429, "rate_limited")
         message = refused.json()["error"]["message"]
-        assert "from this address" in message and "approve" not in message
+        assert "from this address" in message and "approve" not in message and "in 10 minutes" in message
+        assert refused.json()["error"]["details"] == {"retry_after_ms": 10 * 60 * 1000}
+        assert refused.headers["Retry-After"] == "600"
     opened = await open_link(http, alice.user_id)  # alice's own new device, elsewhere, still gets a slot
     claim = await http.post(f"/v1/link/{opened['link_id']}/claim", headers=alice.auth())
     assert claim.status_code == 200, claim.text

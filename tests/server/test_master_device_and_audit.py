@@ -207,7 +207,8 @@ async def test_add_device_challenges_are_capped_per_address(http: httpx.AsyncCli
     assert (await challenge(http, users[3].user_id, new_device_id())).status_code == 200  # the address's 10th
     resp = await challenge(http, users[3].user_id, new_device_id())
     assert (resp.status_code, code(resp)) == (429, "rate_limited")
-    assert "this address" in resp.json()["error"]["message"]
+    assert "this address" in resp.json()["error"]["message"] and "in 1 minute" in resp.json()["error"]["message"]
+    assert resp.json()["error"]["details"] == {"retry_after_ms": 60_000} and resp.headers["Retry-After"] == "60"
 
 
 async def test_the_audit_log_pages_back_to_the_oldest_record(http: httpx.AsyncClient, alice: Account) -> None:

@@ -76,7 +76,8 @@ async def test_routes_name_the_codes_they_answer(doc: dict[str, Any]) -> None:
         responses = doc["paths"][path][method]["responses"]
         return {c for r in responses.values() for c in r.get("x-error-codes", [])}
 
-    assert {"unknown_user", "unknown_device"} <= codes("post", "/v1/login/challenge")
+    assert {"unknown_device", "device_revoked", "rate_limited"} <= codes("post", "/v1/login/challenge")
+    assert "unknown_user" not in codes("post", "/v1/login/challenge") | codes("post", "/v1/login")
     assert {"username_taken", "invite_required", "invite_invalid", "bad_key_object", "bad_signature"} <= codes(
         "post", "/v1/register"
     )

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     SENDER_MISMATCH = "sender_mismatch"
     TOO_MANY_KEYS = "too_many_keys"
     RATE_LIMITED = "rate_limited"
+    QUOTA_EXCEEDED = "quota_exceeded"
     PROFILE_FORKED = "profile_forked"
     KEY_CHAIN_INVALID = "key_chain_invalid"
     DEVICES_NOT_RESIGNED = "devices_not_resigned"
@@ -96,6 +97,7 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.SENDER_MISMATCH: 400,
     ErrorCode.TOO_MANY_KEYS: 400,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.QUOTA_EXCEEDED: 413,
     ErrorCode.PROFILE_FORKED: 409,
     ErrorCode.KEY_CHAIN_INVALID: 409,
     ErrorCode.DEVICES_NOT_RESIGNED: 400,

@@ -32,6 +32,7 @@ from tokenim.server.services.devices import DeviceService
 from tokenim.server.services.files import FileService
 from tokenim.server.services.identity import IdentityService
 from tokenim.server.services.keys import KeyService
+from tokenim.server.services.limits import Limiter
 from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
@@ -65,6 +66,7 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, se
         auth=AuthStore(),
         auditor=Auditor(AuditStore(), clock),
         identity=IdentityStore(),
+        limiter=Limiter(db, clock, whole.limits.policies()),
     )
     two_factor = TwoFactorService(ctx, secret_box or SecretBox.from_settings(whole.key_file, {}))
     step_up = two_factor.require_second_factor
@@ -83,7 +85,7 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, se
         rooms=room_service,
         messages=MessageService(ctx, rooms, events, writer, members),
         backup=BackupService(ctx, BackupStore(), step_up),
-        files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes),
+        files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes, whole.limits.blob_quota_bytes),
         hub=hub,
         writer=writer,
         master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device, step_up),

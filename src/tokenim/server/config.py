@@ -1,4 +1,4 @@
-"""Server configuration in sections (`[server]`, `[database]`, `[email]`, `[sms]`), one frozen dataclass
+"""Server configuration in sections (`[server]`, `[database]`, `[email]`, `[sms]`, `[limits]`), one frozen dataclass
 each, parsed here and nowhere else: defaults, then a TOML file, then `TOKENIM_*` variables, then flags.
 
 Every setting has one name, unique across sections, so that `TOKENIM_SMTP_HOST`, `--port` and a bare
@@ -19,6 +19,7 @@ from tokenim.core.ids import check_server_name
 from tokenim.core.limits import MAX_BODY_BYTES
 from tokenim.protocol.link import LinkPolicy
 from tokenim.server.services.accounts import RegistrationMode
+from tokenim.server.services.limits import Kind, Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,44 @@ class SmsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """`[limits]`: guessing (failures count, then a lockout) and flooding (quotas per user). 0: no limit.
+
+    The defaults are far above what a person, the test suite or `make bench` does; see docs/admin.md."""
+
+    failure_window_seconds: int = 900  # failures older than this are forgotten
+    lockout_seconds: int = 900  # how long an account or address stays locked out
+    login_failures_per_account: int = 10
+    login_failures_per_address: int = 50
+    login_challenges_per_address: int = 600  # per minute
+    code_failures_per_account: int = 5  # each of: 2FA codes, recovery codes, security answers, email/phone codes
+    code_failures_per_address: int = 20
+    invite_failures_per_address: int = 10
+    lookup_failures_per_address: int = 30  # unauthenticated routes naming an account that does not exist
+    to_device_per_minute: int = 20_000  # to-device messages a user may send
+    key_claims_per_minute: int = 10_000  # one-time keys a user may claim
+    blob_quota_bytes: int = 10 * 1024**3  # all of a user's files together
+
+    def policies(self) -> dict[Kind, Policy]:
+        """The limiter's policy for each kind of attempt."""
+        window, lockout, minute = self.failure_window_seconds * 1000, self.lockout_seconds * 1000, 60_000
+        code = Policy(self.code_failures_per_account, self.code_failures_per_address, window, lockout)
+        return {
+            Kind.LOGIN: Policy(self.login_failures_per_account, self.login_failures_per_address, window, lockout),
+            Kind.LOGIN_CHALLENGE: Policy(0, self.login_challenges_per_address, minute, 0),
+            Kind.TOTP: code,
+            Kind.RECOVERY_CODE: code,
+            Kind.SECURITY_ANSWER: code,
+            Kind.EMAIL_CODE: code,
+            Kind.PHONE_CODE: code,
+            Kind.INVITE: Policy(0, self.invite_failures_per_address, window, lockout),
+            Kind.LOOKUP: Policy(0, self.lookup_failures_per_address, window, lockout),
+            Kind.TO_DEVICE: Policy(self.to_device_per_minute, 0, minute, 0),
+            Kind.KEY_CLAIM: Policy(self.key_claims_per_minute, 0, minute, 0),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration, one field per section."""
 
@@ -134,6 +173,7 @@ class Config:
     database: DatabaseConfig = DatabaseConfig()
     email: EmailConfig = EmailConfig()
     sms: SmsConfig = SmsConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def database_url(self) -> str:
@@ -156,13 +196,16 @@ _SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseConfig,
     "email": EmailConfig,
     "sms": SmsConfig,
+    "limits": LimitsConfig,
 }
 # A setting's name → (section, field). Names are unique across sections (a test keeps them so).
 _ALIASES = {("database", "url"): "database"}
 SETTINGS: dict[str, tuple[str, str]] = {
     _ALIASES.get((section, f.name), f.name): (section, f.name) for section, kind in _SECTIONS.items() for f in fields(kind)
 }
-_ZERO_ALLOWED = {"max_connections", "max_connections_per_address", "debug_commit_delay_ms"}
+_ZERO_ALLOWED = {"max_connections", "max_connections_per_address", "debug_commit_delay_ms"} | {
+    f.name for f in fields(LimitsConfig) if f.name not in ("failure_window_seconds", "lockout_seconds")
+}
 _SECRETS = {"smtp_password", "sms_token"}  # from the environment only: a config file holds a *_file path instead
 # Not settings: the CLI's own variables (a shell that sets them can still start a server) and the server key.
 CLIENT_VARIABLES = frozenset(

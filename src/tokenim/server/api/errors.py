@@ -20,7 +20,13 @@ TOO_LARGE_FLAG = "tokenim.body_too_large"
 
 
 def error_response(err: TokenIMError) -> JSONResponse:
-    return JSONResponse(err.to_json(), status_code=err.status)
+    """The error body; an error saying when to come back (`details.retry_after_ms`) also gets `Retry-After`
+    in whole seconds, rounded up."""
+    response = JSONResponse(err.to_json(), status_code=err.status)
+    wait = err.details.get("retry_after_ms")
+    if isinstance(wait, int) and not isinstance(wait, bool) and wait > 0:
+        response.headers["Retry-After"] = str(-(-wait // 1000))
+    return response
 
 
 # FastAPI's words when reading the body fails for another reason than bad syntax (JSON nested past the

@@ -193,7 +193,10 @@ def build_messaging_router(
         return content_response(await messages.access_sync(me, since, limit, to_device_after))
 
     @router.post(
-        "/v1/to_device", response_model=OkResponse, tags=["messages"], responses=errors(E.SENDER_MISMATCH, E.PROFILE_FORKED)
+        "/v1/to_device",
+        response_model=OkResponse,
+        tags=["messages"],
+        responses=errors(E.SENDER_MISMATCH, E.PROFILE_FORKED, E.RATE_LIMITED),
     )
     async def send_to_device(me: Me, body: ToDeviceRequest) -> OkResponse:
         await messages.do_send_to_device(me, body.type, body.messages, body.device_seq)
@@ -208,7 +211,9 @@ def build_messaging_router(
         "/v1/blobs",
         response_model=BlobResponse,
         tags=["files"],
-        responses=errors(body=False),
+        description="Upload a file's ciphertext. A user's files together may take at most `blob_quota_bytes` "
+        "(`quota_exceeded`, 413, naming the quota and what is used).",
+        responses=errors(E.QUOTA_EXCEEDED, body=False),
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -115,6 +115,7 @@ def build_router(services: Services, server_name: str) -> APIRouter:
             E.DEVICE_REVOKED,
             E.USERNAME_TAKEN,
             E.KEY_CONFLICT,
+            E.RATE_LIMITED,
             auth=False,
         ),
     )
@@ -125,7 +126,11 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         "/v1/login/challenge",
         response_model=ChallengeResponse,
         tags=["auth"],
-        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_USER, E.UNKNOWN_DEVICE, auth=False),
+        description=(
+            "A login challenge for `device_id` of `user_id`, issued alike whether or not the user exists; only a "
+            "device id the user once had is refused (`device_revoked`, `unknown_device`)."
+        ),
+        responses=errors(E.DEVICE_REVOKED, E.UNKNOWN_DEVICE, E.RATE_LIMITED, auth=False),
     )
     async def challenge(origin: RequestOrigin, body: ChallengeRequest) -> ChallengeResponse:
         return await services.auth.do_challenge(body.user_id, body.device_id, origin)
@@ -135,12 +140,12 @@ def build_router(services: Services, server_name: str) -> APIRouter:
         response_model=TokenResponse,
         tags=["auth"],
         responses=errors(
-            E.UNKNOWN_USER,
             E.UNKNOWN_DEVICE,
             E.CHALLENGE_INVALID,
             E.CHALLENGE_EXPIRED,
             E.BAD_SIGNATURE,
             E.DEVICE_REVOKED,
+            E.RATE_LIMITED,
             auth=False,
         ),
     )
@@ -220,8 +225,8 @@ def build_router(services: Services, server_name: str) -> APIRouter:
     async def query_keys(me: Me, body: KeysQueryRequest) -> Response:
         return content_response(await services.keys.access_query(body.user_ids))
 
-    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"], responses=errors())
+    @router.post("/v1/keys/claim", response_model=KeysClaimResponse, tags=["keys"], responses=errors(E.RATE_LIMITED))
     async def claim_keys(me: Me, body: KeysClaimRequest) -> Response:
-        return content_response(await services.keys.do_claim(body.devices))
+        return content_response(await services.keys.do_claim(body.devices, me))
 
     return router

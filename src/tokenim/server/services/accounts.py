@@ -34,6 +34,7 @@ from tokenim.server.services.common import (
     refuse_revoked_keys,
     secret_hash,
 )
+from tokenim.server.services.limits import Kind
 from tokenim.server.storage.accounts import DeviceRow, UserRow
 from tokenim.server.storage.database import Tx
 
@@ -128,10 +129,23 @@ class AccountService:
 
     async def do_register(self, reg: CheckedRegistration, origin: Origin = NO_ORIGIN) -> RegisterResponse:
         """Create the user, their master key, first device and published keys in one transaction; the audit
-        record names where the request came from (the account's first known address)."""
+        record names where the request came from (the account's first known address).
+
+        An invalid invite code counts toward the address's invite limit (in a transaction of its own: the
+        registration's rolled back)."""
+        try:
+            return await self._register(reg, origin)
+        except TokenIMError as err:
+            if err.code is ErrorCode.INVITE_INVALID:
+                await self._ctx.limiter.record_failure(Kind.INVITE, address=origin.ip or "")
+            raise
+
+    async def _register(self, reg: CheckedRegistration, origin: Origin) -> RegisterResponse:
         now = self._ctx.clock.now_ms()
         try:
             async with self._ctx.db.write() as tx:
+                if reg.invite is not None:
+                    await self._ctx.limiter.check(tx, Kind.INVITE, address=origin.ip or "")
                 grants_admin = await self._take_invite(tx, reg, now)
                 if await self._ctx.accounts.username_exists(tx, reg.username):
                     raise TokenIMError(ErrorCode.USERNAME_TAKEN, f"The username '{reg.username}' is taken.")

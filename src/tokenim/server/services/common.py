@@ -1,4 +1,4 @@
-"""What every service shares: the stores, the clock, the server's name, the audit recorder, a request's origin."""
+"""What every service shares: the stores, the clock, the server's name, the audit recorder, the limiter, a request's origin."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.keys import DeviceKeys
+from tokenim.server.services.limits import Limiter
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.auth import AuthStore
 from tokenim.server.storage.database import Database, Tx
@@ -94,6 +95,7 @@ class Context:
     auth: AuthStore
     auditor: Auditor
     identity: IdentityStore
+    limiter: Limiter
 
 
 async def refuse_revoked_keys(ctx: Context, tx: Tx, device: DeviceKeys) -> None:

@@ -21,6 +21,7 @@ from tokenim.protocol.keys import (
 )
 from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.common import Context, Requester, SecondFactor, refuse_revoked_keys
+from tokenim.server.services.limits import Kind
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 
@@ -109,15 +110,18 @@ class KeyService:
             users[d.user_id].devices[d.device_id] = d.keys
         return KeysQueryResponse(users=users, unknown=[u for u in wanted if u not in masters])
 
-    async def do_claim(self, devices: dict[str, list[str]]) -> KeysClaimResponse:
-        """Claim one one-time key per requested device; each key is handed out at most once."""
-        wanted = [(check_user_id(u), check_device_id(d)) for u, ds in devices.items() for d in ds]
-        if len(wanted) > 1000:
+    async def do_claim(self, devices: dict[str, list[str]], requester: Requester) -> KeysClaimResponse:
+        """Claim one one-time key per requested device; each key is handed out at most once. Each device asked
+        for counts toward the requester's `key_claims_per_minute` (a refused claim takes nothing)."""
+        asked = [(check_user_id(u), check_device_id(d)) for u, ds in devices.items() for d in ds]
+        if len(asked) > 1000:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, "Claim keys for at most 1,000 devices at once.")
+        wanted = list(dict.fromkeys(asked))
         out: dict[str, dict[str, ClaimedKey]] = {}
         running_low = []
         async with self._ctx.db.write() as tx:
-            for uid, did in dict.fromkeys(wanted):
+            await self._ctx.limiter.hit(tx, Kind.KEY_CLAIM, user_id=requester.user_id, amount=len(wanted))
+            for uid, did in wanted:
                 claimed = await self._ctx.keys.claim(tx, uid, did)
                 if claimed is not None:
                     # The id in the form it was uploaded in: the map key `signed_curve25519:<id>`.

@@ -31,6 +31,7 @@ from tokenim.protocol.link import (
     LinkSide,
 )
 from tokenim.server.services.common import Context, Requester, new_secret, secret_hash
+from tokenim.server.services.limits import Kind, describe_wait, rate_limited
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.link import APPROVED, CLAIMED, FAILED, OPEN, LinkSlot, LinkStore
 
@@ -58,24 +59,37 @@ class LinkService:
         self._address_key = secrets.token_bytes(32)
 
     async def do_open(self, user_id: str, address: str) -> LinkOpenResponse:
-        """Open a slot for `user_id`, unless this address, or the whole server, already has too many waiting."""
+        """Open a slot for `user_id`, unless this address, or the whole server, already has too many waiting.
+        An unknown user counts toward the address's lookup limit."""
+        try:
+            return await self._open(user_id, address)
+        except TokenIMError as err:
+            if err.code is ErrorCode.UNKNOWN_USER:
+                await self._ctx.limiter.record_failure(Kind.LOOKUP, address=address)
+            raise
+
+    async def _open(self, user_id: str, address: str) -> LinkOpenResponse:
         now = self._ctx.clock.now_ms()
         token = TOKEN_PREFIX + new_secret()
         address_hash = hmac.new(self._address_key, address.encode(), "sha256").hexdigest()
         async with self._ctx.db.write() as tx:
+            await self._ctx.limiter.check(tx, Kind.LOOKUP, address=address)
             if await self._ctx.accounts.get_user(tx, user_id) is None:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {user_id} on this server.")
             await self._store.delete_stale(tx, now - KEEP_ENDED_MS)
-            if await self._store.count_recent(tx, now, address_hash=address_hash) >= MAX_OPEN_LINKS_PER_ADDRESS:
-                raise TokenIMError(
-                    ErrorCode.RATE_LIMITED,
+            recent, earliest = await self._store.count_recent(tx, now, address_hash=address_hash)
+            if recent >= MAX_OPEN_LINKS_PER_ADDRESS:
+                raise rate_limited(
                     f"{MAX_OPEN_LINKS_PER_ADDRESS} links were started from this address in the last 10 minutes: "
-                    "wait until the oldest is 10 minutes old, then start again.",
+                    f"start again in {describe_wait(earliest - now)}, when the oldest is 10 minutes old.",
+                    earliest - now,
                 )
-            if await self._store.count_recent(tx, now) >= MAX_OPEN_LINKS:
-                raise TokenIMError(
-                    ErrorCode.RATE_LIMITED,
-                    "Too many links were started on this server in the last 10 minutes: try again in a few minutes.",
+            recent, earliest = await self._store.count_recent(tx, now)
+            if recent >= MAX_OPEN_LINKS:
+                raise rate_limited(
+                    "Too many links were started on this server in the last 10 minutes: "
+                    f"try again in {describe_wait(earliest - now)}.",
+                    earliest - now,
                 )
             link_id = await self._new_link_id(tx)
             slot = LinkSlot(secret_hash(link_id), user_id, secret_hash(token), OPEN, None, None, now + LINK_TTL_MS)

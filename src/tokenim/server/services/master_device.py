@@ -42,6 +42,7 @@ from tokenim.server.services.common import (
     refuse_revoked_keys,
     secret_hash,
 )
+from tokenim.server.services.limits import Kind, describe_wait, rate_limited
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.master_challenges import MasterChallenge, MasterChallengeStore
@@ -87,12 +88,21 @@ class MasterDeviceService:
     async def do_challenge(self, user_id: str, device_id: str, origin: Origin = NO_ORIGIN) -> MasterChallengeResponse:
         """A fresh nonce for adding device `device_id` to `user_id` (valid 60 seconds, usable once), with the
         user's current master key and its chain, public as in a key query, so the client can tell a superseded
-        or foreign key before it signs anything."""
+        or foreign key before it signs anything. An unknown user counts toward the address's lookup limit."""
+        try:
+            return await self._challenge(user_id, device_id, origin)
+        except TokenIMError as err:
+            if err.code is ErrorCode.UNKNOWN_USER:
+                await self._ctx.limiter.record_failure(Kind.LOOKUP, address=origin.ip or "")
+            raise
+
+    async def _challenge(self, user_id: str, device_id: str, origin: Origin) -> MasterChallengeResponse:
         uid, did = check_user_id(user_id), check_device_id(device_id)
         now = self._ctx.clock.now_ms()
         nonce = new_secret(32)
         address_hash = hmac.new(self._address_key, (origin.ip or "").encode(), "sha256").hexdigest()
         async with self._ctx.db.write() as tx:
+            await self._ctx.limiter.check(tx, Kind.LOOKUP, address=origin.ip or "")
             masters = await self._ctx.accounts.current_master_keys(tx, [uid])
             if uid not in masters:
                 raise TokenIMError(ErrorCode.UNKNOWN_USER, f"There is no user {uid} on this server.")
@@ -111,14 +121,18 @@ class MasterDeviceService:
         )
 
     async def _refuse_too_many(self, tx: Tx, now: int, user_id: str, address_hash: str) -> None:
-        if await self._store.count_live(tx, now, address_hash=address_hash) >= MAX_ADD_CHALLENGES_PER_ADDRESS:
-            raise TokenIMError(
-                ErrorCode.RATE_LIMITED, "Too many add-device challenges were asked for from this address: wait a minute."
+        live, earliest = await self._store.count_live(tx, now, address_hash=address_hash)
+        if live >= MAX_ADD_CHALLENGES_PER_ADDRESS:
+            raise rate_limited(
+                f"Too many add-device challenges were asked for from this address: try again in {describe_wait(earliest - now)}.",
+                earliest - now,
             )
-        if await self._store.count_live(tx, now, user_id=user_id) >= MAX_ADD_CHALLENGES_PER_USER:
-            raise TokenIMError(
-                ErrorCode.RATE_LIMITED,
-                f"Too many add-device challenges were asked for {user_id} in the last minute: wait a minute.",
+        live, earliest = await self._store.count_live(tx, now, user_id=user_id)
+        if live >= MAX_ADD_CHALLENGES_PER_USER:
+            raise rate_limited(
+                f"Too many add-device challenges were asked for {user_id} in the last minute: "
+                f"try again in {describe_wait(earliest - now)}.",
+                earliest - now,
             )
 
     async def _refuse_taken_id(self, tx: Tx, user_id: str, device_id: str) -> None:

@@ -19,6 +19,7 @@ from tokenim.protocol.events import (
 )
 from tokenim.server.services.common import Context, Requester
 from tokenim.server.services.forks import forked, take_device_seq
+from tokenim.server.services.limits import Kind
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.writer import Batch, EventWriter
 from tokenim.server.storage.events import EventStore, ToDeviceRow
@@ -149,7 +150,8 @@ class MessageService:
     ) -> int:
         """Queue Olm-encrypted messages for specific devices; they stay until each device acknowledges them.
 
-        Each must come from the sending device's key and be addressed to its recipient device's key.
+        Each must come from the sending device's key and be addressed to its recipient device's key, and
+        each counts toward the sender's `to_device_per_minute`.
         """
         check_event_type(event_type)
         flat: list[tuple[str, str, str, str, str, dict[str, object]]] = []
@@ -163,6 +165,8 @@ class MessageService:
             raise TokenIMError(ErrorCode.INVALID_REQUEST, f"Send to at most {MAX_TO_DEVICE_BATCH} devices at once.")
 
         async def job(b: Batch) -> int:
+            # Counted in the job's savepoint: a refused send rolls back, using up none of the quota.
+            await self._ctx.limiter.hit(b.tx, Kind.TO_DEVICE, user_id=requester.user_id, amount=len(flat))
             sender_key = await self._sender_curve25519(b, requester)
             last = await take_device_seq(b.tx, self._ctx.accounts, requester, device_seq)
             if last is not None:

@@ -55,6 +55,13 @@ class Tx:
         for hook in list(self._before_commit.values()):
             await hook(self)
 
+    @property
+    def dialect_name(self) -> str:
+        """`sqlite` or `postgresql`: for the few statements the two spell differently (an upsert)."""
+        conn = self._sync if self._sync is not None else self._async
+        assert conn is not None
+        return str(conn.dialect.name)
+
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
         if self._sync is not None:
             return self._sync.execute(statement, parameters)

@@ -52,14 +52,21 @@ class LinkStore:
             )
         )
 
-    async def count_recent(self, tx: Tx, now: int, *, address_hash: str | None = None) -> int:
+    async def count_recent(self, tx: Tx, now: int, *, address_hash: str | None = None) -> tuple[int, int]:
         """Slots opened in the last 10 minutes (not yet past `expires_at`) whatever became of them, from one
-        address or (none given) the whole server: ending a slot early does not free its place."""
+        address or (none given) the whole server: ending a slot early does not free its place. With the
+        earliest of their `expires_at` (when a place frees up; 0 when there are none)."""
         c = link_slots.c
         cond = c.expires_at > now
         if address_hash is not None:
             cond = and_(cond, c.address_hash == address_hash)
-        return int((await tx.execute(select(func.count()).select_from(link_slots).where(cond))).scalar_one())
+        q = (
+            select(func.count().label("n"), func.coalesce(func.min(c.expires_at), 0).label("earliest"))
+            .select_from(link_slots)
+            .where(cond)
+        )
+        row = (await tx.execute(q)).one()
+        return int(row.n), int(row.earliest)
 
     async def delete_stale(self, tx: Tx, before: int) -> None:
         """Forget slots that expired before `before` (their mailboxes go with them)."""

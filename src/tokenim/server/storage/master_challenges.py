@@ -49,9 +49,17 @@ class MasterChallengeStore:
     async def purge(self, tx: Tx, now: int) -> None:
         await tx.execute(delete(master_challenges).where(master_challenges.c.expires_at <= now))
 
-    async def count_live(self, tx: Tx, now: int, *, user_id: str | None = None, address_hash: str | None = None) -> int:
-        """Challenges issued and not yet expired (used or not), for one user or one address."""
+    async def count_live(
+        self, tx: Tx, now: int, *, user_id: str | None = None, address_hash: str | None = None
+    ) -> tuple[int, int]:
+        """Challenges issued and not yet expired (used or not), for one user or one address, with the earliest
+        of their `expires_at` (when a place frees up; 0 when there are none)."""
         c = master_challenges.c
         who = c.user_id == user_id if user_id is not None else c.address_hash == address_hash
-        q = select(func.count()).select_from(master_challenges).where(and_(who, c.expires_at > now))
-        return int((await tx.execute(q)).scalar_one())
+        q = (
+            select(func.count().label("n"), func.coalesce(func.min(c.expires_at), 0).label("earliest"))
+            .select_from(master_challenges)
+            .where(and_(who, c.expires_at > now))
+        )
+        row = (await tx.execute(q)).one()
+        return int(row.n), int(row.earliest)

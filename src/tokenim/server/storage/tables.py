@@ -70,6 +70,8 @@ device_identity_keys = Table(
     Column("user_id", String(320), nullable=False),
     Column("device_id", String(32), nullable=False),
 )
+# The login challenge asks whether a user ever had a device id (docs/threat-model.md, "Accounts stay private").
+Index("ix_device_identity_keys_device", device_identity_keys.c.user_id, device_identity_keys.c.device_id)
 
 # Each rotation of a user's master key, as signed (`rotation_json` is the truth; the other columns are
 # read from it). The primary key allows one rotation out of each version: a chain cannot fork here.
@@ -206,6 +208,20 @@ master_challenges = Table(
 Index("ix_master_challenges_user", master_challenges.c.user_id)
 Index("ix_master_challenges_address", master_challenges.c.address_hash)
 
+# Rate-limit counters (src/tokenim/server/services/limits.py): per kind of attempt and subject (a user id, or
+# `addr:` and a SHA-256 of the client's address or IPv6 /64). Expired rows are purged as the limiter runs.
+rate_limits = Table(
+    "rate_limits",
+    metadata,
+    Column("kind", String(32), primary_key=True),
+    Column("subject", String(340), primary_key=True),
+    Column("attempts", BigInteger, nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("blocked_until", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+Index("ix_rate_limits_expires", rate_limits.c.expires_at)
+
 # ---- linking a new device (rendezvous slots; the server only relays) ----------------------------
 
 # The slot's id (the code's first part), the new device's mailbox token and the client's address are kept
@@ -335,6 +351,7 @@ blobs = Table(
     Column("sha256", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+Index("ix_blobs_uploader", blobs.c.uploader)  # a user's storage quota sums their blobs
 
 # Key backup (docs/protocol.md, "Key backup"): one row per version a user created; only the newest is current,
 # older ones keep their number (versions only grow) but lose their entries. Everything stored is opaque
