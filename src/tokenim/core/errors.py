@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     LINK_EXPIRED = "link_expired"
     LINK_USED = "link_used"
     LINK_FAILED = "link_failed"
+    EMAIL_UNAVAILABLE = "email_unavailable"
+    SMS_UNAVAILABLE = "sms_unavailable"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -105,6 +107,8 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.LINK_EXPIRED: 410,
     ErrorCode.LINK_USED: 409,
     ErrorCode.LINK_FAILED: 409,
+    ErrorCode.EMAIL_UNAVAILABLE: 503,
+    ErrorCode.SMS_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,

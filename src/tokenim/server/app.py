@@ -16,7 +16,12 @@ from tokenim.server.api.messaging import build_messaging_router
 from tokenim.server.api.realtime import build_realtime_route
 from tokenim.server.api.routes import Services, build_router, requester_dependency
 from tokenim.server.config import Config, ServerConfig, as_config
+from tokenim.server.jobs import Scheduler
+from tokenim.server.mail import build_mailer
+from tokenim.server.outbox import POLL_MS as OUTBOX_POLL_MS
+from tokenim.server.outbox import Outbox
 from tokenim.server.realtime.hub import Hub
+from tokenim.server.secret_box import SecretBox
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
@@ -32,6 +37,7 @@ from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
+from tokenim.server.sms import build_sms_sender
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
 from tokenim.server.storage.auth import AuthStore
@@ -43,9 +49,11 @@ from tokenim.server.storage.keys import OneTimeKeyStore
 from tokenim.server.storage.rooms import RoomStore
 
 
-def build_services(config: Config | ServerConfig, db: Database, clock: Clock) -> Services:
-    """Construct every service with exactly what it needs."""
-    server = as_config(config).server
+def build_services(config: Config | ServerConfig, db: Database, clock: Clock, *, secret_box: SecretBox | None = None) -> Services:
+    """Construct every service with exactly what it needs. `tokenim serve` passes the box under the data
+    directory's key; without one, a key in memory (tests: what it seals does not outlive the process)."""
+    whole = as_config(config)
+    server = whole.server
     ctx = Context(
         db=db,
         clock=clock,
@@ -62,6 +70,17 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
     room_service = RoomService(ctx, rooms, writer, members)
     auth = AuthService(ctx, on_session_end=hub.close_session)
+    outbox = Outbox(
+        db,
+        clock,
+        secret_box or SecretBox.generate(),
+        ctx.auditor,
+        mail=build_mailer(whole.email, server.server_name),
+        sms=build_sms_sender(whole.sms),
+        lease_ms=outbox_lease_ms(whole),
+    )
+    scheduler = Scheduler(clock)
+    scheduler.every(Outbox.JOB, OUTBOX_POLL_MS, outbox.deliver_due)
     return Services(
         accounts=accounts,
         auth=auth,
@@ -77,7 +96,15 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock) ->
         master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
         audit=AuditService(ctx),
         link=LinkService(ctx, server.link_policy, auth.access_requester),
+        scheduler=scheduler,
+        outbox=outbox,
     )
+
+
+def outbox_lease_ms(config: Config) -> int:
+    """How long a message being sent is kept from other senders: well beyond the slowest attempt."""
+    slowest = max(config.email.smtp_timeout_seconds, config.sms.sms_timeout_seconds)
+    return max(5 * 60 * 1000, int(slowest * 3 * 1000))
 
 
 def build_app(config: Config | ServerConfig, db: Database, clock: Clock, services: Services | None = None) -> FastAPI:

@@ -37,6 +37,8 @@ from tokenim.protocol.api import (
 from tokenim.protocol.wire import DEVICE_ID_SCHEMA
 from tokenim.server.api.contract import errors
 from tokenim.server.api.encoding import content_response
+from tokenim.server.jobs import Scheduler
+from tokenim.server.outbox import Outbox
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
@@ -74,6 +76,8 @@ class Services:
     master_devices: MasterDeviceService
     audit: AuditService
     link: LinkService
+    scheduler: Scheduler
+    outbox: Outbox
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,
