@@ -35,6 +35,7 @@ from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
+from tokenim.server.services.notices import SecurityNotifier
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
 from tokenim.server.sms import build_sms_sender
@@ -79,12 +80,13 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, *,
         sms=build_sms_sender(whole.sms),
         lease_ms=outbox_lease_ms(whole),
     )
+    notices = SecurityNotifier(ctx, outbox)
     scheduler = Scheduler(clock)
     scheduler.every(Outbox.JOB, OUTBOX_POLL_MS, outbox.deliver_due)
     return Services(
         accounts=accounts,
         auth=auth,
-        keys=KeyService(ctx, accounts, writer, room_service.announce_device, hub.notify_keys_low),
+        keys=KeyService(ctx, accounts, writer, room_service.announce_device, notices, hub.notify_keys_low),
         devices=DeviceService(ctx, writer, room_service.announce_device, on_removed=hub.close_device),
         identity=IdentityService(ctx, writer, room_service.announce_device, on_revoked=hub.close_device),
         rooms=room_service,
@@ -93,11 +95,12 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, *,
         files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes),
         hub=hub,
         writer=writer,
-        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device),
+        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device, notices),
         audit=AuditService(ctx),
         link=LinkService(ctx, server.link_policy, auth.access_requester),
         scheduler=scheduler,
         outbox=outbox,
+        notices=notices,
     )
 
 

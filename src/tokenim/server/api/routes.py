@@ -52,6 +52,7 @@ from tokenim.server.services.keys import KeyService
 from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.messages import MessageService
+from tokenim.server.services.notices import SecurityNotifier
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.writer import EventWriter
 
@@ -78,6 +79,7 @@ class Services:
     link: LinkService
     scheduler: Scheduler
     outbox: Outbox
+    notices: SecurityNotifier
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,

@@ -21,6 +21,7 @@ from tokenim.protocol.keys import (
 )
 from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.common import Context, Requester, refuse_revoked_keys
+from tokenim.server.services.notices import NoticeKind, SecurityNotifier
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 
@@ -34,9 +35,11 @@ class KeyService:
         accounts: AccountService,
         writer: EventWriter,
         announce: AnnounceDevice,
+        notices: SecurityNotifier,
         notify_keys_low: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._notify_keys_low = notify_keys_low
+        self._notices = notices
         self._ctx = ctx
         self._accounts = accounts
         self._writer = writer
@@ -131,7 +134,7 @@ class KeyService:
     async def do_add_device(self, requester: Requester, device_raw: object, otks_raw: object, fallback_raw: object) -> None:
         """Add another device to the requester's account: its keys must be signed by the current master key,
         and neither its id nor its keys revoked. The device, its audit record and its `device_list` event
-        commit together."""
+        commit together, with the mail telling the user of the new device (queued, sent after commit)."""
 
         async def job(b: Batch) -> DeviceKeys:
             masters = await self._ctx.accounts.current_master_keys(b.tx, [requester.user_id])
@@ -147,6 +150,8 @@ class KeyService:
                 b.tx, "device.added", requester.user_id, device.device_id, by_device=requester.device_id
             )
             await self._announce(b, requester.user_id, device.device_id, "added")
+            details = {"device_id": device.device_id, "by_device": requester.device_id, "method": "device"}
+            await self._notices.notify(b.tx, requester.user_id, NoticeKind.NEW_DEVICE, details)
             return device
 
         try:
