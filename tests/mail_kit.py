@@ -53,7 +53,7 @@ class Mailbox:
 
     delivered: list[Delivered] = field(default_factory=list)
     refuse: str | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _arrived: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]) -> str:
         if self.refuse is not None:
@@ -65,19 +65,28 @@ class Mailbox:
         message = message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else None
-        with self._lock:
+        with self._arrived:
             self.delivered.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos), message, session.ssl is not None, login))
+            self._arrived.notify_all()
         return "250 Message accepted for delivery"
 
     def clear(self) -> None:
-        with self._lock:
+        with self._arrived:
             self.delivered.clear()
         self.refuse = None
 
     def to(self, address: str) -> list[Delivered]:
         """The mails delivered to `address`, oldest first."""
-        with self._lock:
+        with self._arrived:
             return [d for d in self.delivered if address in d.rcpt_tos]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 30) -> list[Delivered]:
+        """The mails to `address` once there are at least `count` (a server in another process sends them
+        when its scheduler runs); fails after `timeout` seconds."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.to(address)) >= count, timeout):
+                raise AssertionError(f"fewer than {count} mails reached {address} within {timeout} s")
+            return self.to(address)
 
     def latest_code(self, address: str, pattern: str = r"\b(\d{6})\b") -> str:
         """The one-time code in the newest mail to `address` (the first group of `pattern` in its body)."""
