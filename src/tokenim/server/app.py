@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from fastapi import FastAPI
 
 from tokenim import __version__
@@ -21,7 +23,7 @@ from tokenim.server.mail import build_mailer
 from tokenim.server.outbox import POLL_MS as OUTBOX_POLL_MS
 from tokenim.server.outbox import Outbox
 from tokenim.server.realtime.hub import Hub
-from tokenim.server.secret_box import SecretBox
+from tokenim.server.secret_box import KEY_BYTES, SecretBox
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.audit_events import AuditService
 from tokenim.server.services.auth import AuthService
@@ -74,7 +76,7 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, *,
     outbox = Outbox(
         db,
         clock,
-        secret_box or SecretBox.generate(),
+        secret_box or SecretBox.from_key(secrets.token_bytes(KEY_BYTES)),
         ctx.auditor,
         mail=build_mailer(whole.email, server.server_name),
         sms=build_sms_sender(whole.sms),

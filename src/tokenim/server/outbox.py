@@ -28,7 +28,7 @@ from typing import Protocol
 
 from tokenim.core.clock import Clock
 from tokenim.core.errors import ErrorCode, TokenIMError
-from tokenim.server.secret_box import SecretBox, SecretBoxError
+from tokenim.server.secret_box import SecretBox
 from tokenim.server.services.common import Auditor
 from tokenim.server.storage.database import Database, Tx
 from tokenim.server.storage.outbox import OutboxRow, OutboxStore, PendingMessage
@@ -94,8 +94,8 @@ def retry_delay_ms(attempts: int) -> int:
     return int(min(RETRY_BASE_MS * 2 ** min(attempts - 1, 20), RETRY_MAX_MS))
 
 
-def _purpose(channel: str, kind: str, user_id: str | None) -> bytes:
-    return f"tokenim.outbox:{channel}:{kind}:{user_id or ''}".encode()
+def _purpose(channel: str, kind: str, user_id: str | None) -> str:
+    return f"outbox:{channel}:{kind}:{user_id or ''}"
 
 
 def _one_line(*texts: str) -> None:
@@ -192,10 +192,8 @@ class Outbox:
     async def _deliver(self, row: OutboxRow, now: int) -> str:
         try:
             content = json.loads(self._box.decrypt(row.sealed, _purpose(row.channel, row.kind, row.user_id)))
-        except (SecretBoxError, ValueError):
-            log.error(
-                "outbox message %d (%s) does not open under the server key (was secret.key replaced?): dropped", row.id, row.kind
-            )
+        except (TokenIMError, ValueError):  # the box logged why (another key, changed bytes), never what it held
+            log.error("outbox message %d (%s) cannot be read: dropped", row.id, row.kind)
             return await self._give_up(row, "unreadable")
         try:
             await self._send(row.channel, content, now)

@@ -28,7 +28,7 @@ from tokenim.core.limits import DEFAULT_INVITE_TTL_MS
 from tokenim.server.app import build_app, build_services
 from tokenim.server.config import Config, load_config
 from tokenim.server.connections import ConnectionGuard, ConnectionLimits, guarded_protocols, resolve_max_connections
-from tokenim.server.secret_box import SecretBox
+from tokenim.server.secret_box import KEY_FILE_NAME, SecretBox
 from tokenim.server.storage.database import Database
 
 LOCK_FILE = "tokenim.lock"
@@ -109,7 +109,9 @@ async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits) 
                 ErrorCode.BAD_CONFIG,
                 f"Cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             ) from None
-        services = build_services(config, db, clock, secret_box=SecretBox.from_data_dir(config.server.data_dir))
+        secret_box = SecretBox.from_settings(config.server.data_dir / KEY_FILE_NAME, os.environ)
+        secret_box.ready()  # a key file that cannot be read or made stops the server here, not at the first mail
+        services = build_services(config, db, clock, secret_box=secret_box)
         invite = await services.accounts.do_bootstrap_invite(DEFAULT_INVITE_TTL_MS)
         if invite is not None:
             print(f"Bootstrap invite for the first (admin) account: {invite.code}", flush=True)
