@@ -7,7 +7,7 @@ import asyncio
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -16,10 +16,11 @@ from hypothesis import settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from tests.mail_kit import Mailbox, SmsGateway, SmtpServer
 from tokenim.client import Client, KdfParams
 from tokenim.core.clock import FakeClock
 from tokenim.server.app import build_app, build_services
-from tokenim.server.config import ServerConfig
+from tokenim.server.config import EmailConfig, ServerConfig
 from tokenim.server.services.accounts import RegistrationMode
 from tokenim.server.storage.database import Database
 
@@ -185,3 +186,41 @@ async def bob(make_user: MakeUser) -> Client:
 @pytest.fixture
 async def carol(make_user: MakeUser) -> Client:
     return await make_user("carol")
+
+
+# ---- outside servers: SMTP and an SMS gateway (tests/mail_kit.py) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1, one per session; tests take `mailbox`."""
+    server = SmtpServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: SmtpServer) -> Mailbox:
+    """The session's SMTP server's mailbox, emptied for this test."""
+    smtp_server.mailbox.clear()
+    return smtp_server.mailbox
+
+
+@pytest.fixture
+def email_config(smtp_server: SmtpServer) -> EmailConfig:
+    """An `[email]` section sending to the session's SMTP server, in clear (it is on loopback)."""
+    return EmailConfig(smtp_host="127.0.0.1", smtp_port=smtp_server.port, smtp_from="TokenIM <tokenim@tokenim.test>")
+
+
+@pytest.fixture(scope="session")
+def sms_gateway_server() -> Iterator[SmsGateway]:
+    gateway = SmsGateway()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def sms_gateway(sms_gateway_server: SmsGateway) -> SmsGateway:
+    """A local HTTP server standing in for the SMS provider, its record emptied for this test."""
+    sms_gateway_server.clear()
+    return sms_gateway_server

@@ -165,8 +165,8 @@ class Account:
         return resp
 
 
-async def register(http: httpx.AsyncClient, username: str) -> Account:
-    """Register over HTTP with fresh keys and log the first device in."""
+async def register(http: httpx.AsyncClient, username: str, email: str | None = None) -> Account:
+    """Register over HTTP with fresh keys (and `email`, when given) and log the first device in."""
     user_id = f"@{username}:tokenim.test"
     master = SigningKey.generate()
     device = Device(user_id, new_device_id())
@@ -177,6 +177,8 @@ async def register(http: httpx.AsyncClient, username: str) -> Account:
         "device_keys": obj,
         "one_time_keys": device.one_time_keys(2),
     }
+    if email is not None:
+        body["email"] = email
     resp = await http.post("/v1/register", json=body)
     assert resp.status_code == 200, resp.text
     account = Account(http, user_id, [master], {device.device_id: device}, {device.device_id: obj}, {})

@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     OTP_INVALID = "otp_invalid"
     TWO_FACTOR_ON = "two_factor_on"
     TWO_FACTOR_OFF = "two_factor_off"
+    EMAIL_UNAVAILABLE = "email_unavailable"
+    SMS_UNAVAILABLE = "sms_unavailable"
     INTERNAL = "internal_error"
     # Local (client-side) errors: never sent by a server, but shaped the same way for the CLI.
     WRONG_PASSPHRASE = "wrong_passphrase"
@@ -115,6 +117,8 @@ _STATUS: dict[ErrorCode, int] = {
     ErrorCode.OTP_INVALID: 401,
     ErrorCode.TWO_FACTOR_ON: 409,
     ErrorCode.TWO_FACTOR_OFF: 409,
+    ErrorCode.EMAIL_UNAVAILABLE: 503,
+    ErrorCode.SMS_UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
     ErrorCode.WRONG_PASSPHRASE: 400,
     ErrorCode.PROFILE_MISSING: 400,

@@ -160,3 +160,12 @@ def check_room_name(text: str) -> str:
             f"A room name can't start with '{first}' or a look-alike of it: that is how room and user ids begin.",
         )
     return name
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """`text` as one line safe to show in a mail or a log: every control, separator, invisible format,
+    private-use or unassigned character escaped (`\\u202e`), and at most `limit` characters (then `…`)."""
+    s = str(text)
+    if len(s) > limit:
+        s = s[:limit] + "…"
+    return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _REFUSED_CATEGORIES else c for c in s)

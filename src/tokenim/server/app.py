@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from fastapi import FastAPI
 
 from tokenim import __version__
@@ -19,8 +21,12 @@ from tokenim.server.api.routes import Services, build_router, requester_dependen
 from tokenim.server.api.security import build_security_router
 from tokenim.server.api.two_factor import build_two_factor_router
 from tokenim.server.config import Config, ServerConfig, as_config
+from tokenim.server.jobs import Scheduler
+from tokenim.server.mail import build_mailer
+from tokenim.server.outbox import POLL_MS as OUTBOX_POLL_MS
+from tokenim.server.outbox import Outbox
 from tokenim.server.realtime.hub import Hub
-from tokenim.server.secret_box import SecretBox
+from tokenim.server.secret_box import KEY_BYTES, SecretBox
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.admin import AdminService
 from tokenim.server.services.audit import Auditor
@@ -37,10 +43,12 @@ from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.membership import MembershipCache
 from tokenim.server.services.messages import MessageService
+from tokenim.server.services.notices import SecurityNotifier
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.security import SecurityService
 from tokenim.server.services.two_factor import TwoFactorService
 from tokenim.server.services.writer import EventWriter
+from tokenim.server.sms import build_sms_sender
 from tokenim.server.storage.accounts import AccountStore
 from tokenim.server.storage.audit import AuditStore
 from tokenim.server.storage.auth import AuthStore
@@ -53,8 +61,9 @@ from tokenim.server.storage.rooms import RoomStore
 
 
 def build_services(config: Config | ServerConfig, db: Database, clock: Clock, secret_box: SecretBox | None = None) -> Services:
-    """Construct every service with exactly what it needs. `secret_box`: the server key's box (`tokenim serve`
-    loads it at start); by default the key file in the data directory, read or made on first use."""
+    """Construct every service with exactly what it needs. `tokenim serve` passes the box under the server
+    key (DATA/secret.key or `secret_key_file`); without one, a key in memory (tests: what it seals does not
+    outlive the process)."""
     whole = as_config(config)
     server = whole.server
     ctx = Context(
@@ -68,7 +77,8 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, se
         identity=IdentityStore(),
         limiter=Limiter(db, clock, whole.limits.policies()),
     )
-    two_factor = TwoFactorService(ctx, secret_box or SecretBox.from_settings(whole.key_file, {}))
+    box = secret_box or SecretBox.from_key(secrets.token_bytes(KEY_BYTES))
+    two_factor = TwoFactorService(ctx, box)
     step_up = two_factor.require_second_factor
     accounts = AccountService(ctx, server.registration, step_up, key_rotation_days=server.key_rotation_days)
     hub, events, rooms = Hub(clock), EventStore(), RoomStore()
@@ -76,10 +86,22 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, se
     writer = EventWriter(db, events, rooms, hub, clock, on_rollback=members.clear)
     room_service = RoomService(ctx, rooms, writer, members)
     auth = AuthService(ctx, on_session_end=hub.close_session)
+    outbox = Outbox(
+        db,
+        clock,
+        box,
+        ctx.auditor,
+        mail=build_mailer(whole.email, server.server_name),
+        sms=build_sms_sender(whole.sms),
+        lease_ms=outbox_lease_ms(whole),
+    )
+    notices = SecurityNotifier(ctx, outbox)
+    scheduler = Scheduler(clock)
+    scheduler.every(Outbox.JOB, OUTBOX_POLL_MS, outbox.deliver_due)
     return Services(
         accounts=accounts,
         auth=auth,
-        keys=KeyService(ctx, accounts, writer, room_service.announce_device, step_up, hub.notify_keys_low),
+        keys=KeyService(ctx, accounts, writer, room_service.announce_device, step_up, notices, hub.notify_keys_low),
         devices=DeviceService(ctx, writer, room_service.announce_device, step_up, on_removed=hub.close_device),
         identity=IdentityService(ctx, writer, room_service.announce_device, step_up, on_revoked=hub.close_device),
         rooms=room_service,
@@ -88,13 +110,22 @@ def build_services(config: Config | ServerConfig, db: Database, clock: Clock, se
         files=FileService(ctx, server.data_dir / "blobs", server.max_upload_bytes, whole.limits.blob_quota_bytes),
         hub=hub,
         writer=writer,
-        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device, step_up),
+        master_devices=MasterDeviceService(ctx, accounts, auth, writer, room_service.announce_device, step_up, notices),
         audit=AuditService(ctx),
         link=LinkService(ctx, server.link_policy, auth.access_requester),
         admin=AdminService(ctx),
         security=SecurityService(ctx),
         two_factor=two_factor,
+        scheduler=scheduler,
+        outbox=outbox,
+        notices=notices,
     )
+
+
+def outbox_lease_ms(config: Config) -> int:
+    """How long a message being sent is kept from other senders: well beyond the slowest attempt."""
+    slowest = max(config.email.smtp_timeout_seconds, config.sms.sms_timeout_seconds)
+    return max(5 * 60 * 1000, int(slowest * 3 * 1000))
 
 
 def build_app(config: Config | ServerConfig, db: Database, clock: Clock, services: Services | None = None) -> FastAPI:

@@ -82,6 +82,8 @@ class EmailConfig:
     smtp_password_file: Path | None = None
     smtp_password: str = field(default="", repr=False)  # only from TOKENIM_SMTP_PASSWORD, never from the file
     smtp_timeout_seconds: float = 10.0
+    # The CA certificates (PEM) that sign the SMTP server's certificate, for a private CA; default: the system's.
+    smtp_ca_file: Path | None = None
 
     @property
     def enabled(self) -> bool:
@@ -125,6 +127,15 @@ class SmsConfig:
     sms_token_file: Path | None = None  # sent as `Authorization: Bearer <token>` when set
     sms_token: str = field(default="", repr=False)  # only from TOKENIM_SMS_TOKEN
     sms_timeout_seconds: float = 10.0
+
+    def token(self) -> str:
+        """The provider's bearer token, read from `sms_token_file` when set (empty: no Authorization header)."""
+        if self.sms_token_file is None:
+            return self.sms_token
+        try:
+            return self.sms_token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TokenIMError(ErrorCode.BAD_CONFIG, f"Cannot read sms_token_file {self.sms_token_file}: {exc}.") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,7 +109,7 @@ async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits, 
                 ErrorCode.BAD_CONFIG,
                 f"Cannot open the database: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             ) from None
-        services = build_services(config, db, clock, box)
+        services = build_services(config, db, clock, secret_box=box)
         invite = await services.accounts.do_bootstrap_invite(DEFAULT_INVITE_TTL_MS)
         if invite is not None:
             print(f"Bootstrap invite for the first (admin) account: {invite.code}", flush=True)
@@ -135,7 +135,13 @@ async def _serve(config: Config, sock: socket.socket, limits: ConnectionLimits, 
             f"TokenIM {__version__} serving {config.server.server_name} on http://{config.server.host}:{config.server.port}",
             flush=True,
         )
-        await server.serve(sockets=[sock])
+        jobs = asyncio.get_running_loop().create_task(services.scheduler.run_forever(), name="tokenim-scheduler")
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            jobs.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await jobs
     finally:
         await db.close()
 

@@ -36,6 +36,8 @@ from tokenim.protocol.wire import DEVICE_ID_SCHEMA
 from tokenim.server.api.contract import STEP_UP, Otp, errors
 from tokenim.server.api.encoding import content_response
 from tokenim.server.api.origin import RequestOrigin
+from tokenim.server.jobs import Scheduler
+from tokenim.server.outbox import Outbox
 from tokenim.server.realtime.hub import Hub
 from tokenim.server.services.accounts import AccountService
 from tokenim.server.services.admin import AdminService
@@ -50,6 +52,7 @@ from tokenim.server.services.keys import KeyService
 from tokenim.server.services.link import LinkService
 from tokenim.server.services.master_device import MasterDeviceService
 from tokenim.server.services.messages import MessageService
+from tokenim.server.services.notices import SecurityNotifier
 from tokenim.server.services.rooms import RoomService
 from tokenim.server.services.security import SecurityService
 from tokenim.server.services.two_factor import TwoFactorService
@@ -79,6 +82,9 @@ class Services:
     admin: AdminService
     security: SecurityService
     two_factor: TwoFactorService
+    scheduler: Scheduler
+    outbox: Outbox
+    notices: SecurityNotifier
 
 
 # Declares the bearer scheme in /openapi.json; the header itself is checked by AuthService (auto_error off,

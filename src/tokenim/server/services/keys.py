@@ -22,6 +22,7 @@ from tokenim.protocol.keys import (
 from tokenim.server.services.accounts import AccountService, check_new_device
 from tokenim.server.services.common import Context, Requester, SecondFactor, refuse_revoked_keys
 from tokenim.server.services.limits import Kind
+from tokenim.server.services.notices import NoticeKind, SecurityNotifier
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 
@@ -36,10 +37,12 @@ class KeyService:
         writer: EventWriter,
         announce: AnnounceDevice,
         second_factor: SecondFactor,
+        notices: SecurityNotifier,
         notify_keys_low: Callable[[str, str], None] = lambda _user, _device: None,
     ) -> None:
         self._notify_keys_low = notify_keys_low
         self._second_factor = second_factor
+        self._notices = notices
         self._ctx = ctx
         self._accounts = accounts
         self._writer = writer
@@ -139,7 +142,8 @@ class KeyService:
     ) -> None:
         """Add another device to the requester's account: its keys must be signed by the current master key,
         and neither its id nor its keys revoked; with 2FA on, `otp` must be a current code. The device, its
-        audit record and its `device_list` event commit together."""
+        audit record and its `device_list` event commit together, with the mail telling the user of the new
+        device (queued, sent after commit)."""
 
         async def job(b: Batch) -> DeviceKeys:
             await self._second_factor(b.tx, requester, otp, b.now)
@@ -156,6 +160,8 @@ class KeyService:
                 b.tx, "device.added", requester.user_id, device.device_id, by_device=requester.device_id
             )
             await self._announce(b, requester.user_id, device.device_id, "added")
+            details = {"device_id": device.device_id, "by_device": requester.device_id, "method": "device"}
+            await self._notices.notify(b.tx, requester.user_id, NoticeKind.NEW_DEVICE, details)
             return device
 
         try:

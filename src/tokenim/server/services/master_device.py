@@ -5,8 +5,8 @@ The challenge is stored hashed (60 s, used up whatever the outcome) under a hash
 its own table, so a login nonce can never answer here and this nonce can never log in. No token is needed to
 ask for one, so at most MAX_ADD_CHALLENGES_PER_USER are issued per user and MAX_ADD_CHALLENGES_PER_ADDRESS per
 client address in any 60 s (used ones count until they expire): that bounds the `device.add_refused` records
-anyone can make in a user's audit log. The device, its audit record, its `device_list` events and its first
-session commit in one transaction.
+anyone can make in a user's audit log. The device, its audit record, its `device_list` events, its first
+session and the mail telling the user of it (server/services/notices.py) commit in one transaction.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from tokenim.server.services.common import (
     secret_hash,
 )
 from tokenim.server.services.limits import Kind, describe_wait, rate_limited
+from tokenim.server.services.notices import NoticeKind, SecurityNotifier
 from tokenim.server.services.writer import AnnounceDevice, Batch, EventWriter
 from tokenim.server.storage.database import Tx
 from tokenim.server.storage.master_challenges import MasterChallenge, MasterChallengeStore
@@ -74,9 +75,11 @@ class MasterDeviceService:
         writer: EventWriter,
         announce: AnnounceDevice,
         second_factor: SecondFactor,
+        notices: SecurityNotifier,
     ) -> None:
         self._ctx = ctx
         self._second_factor = second_factor
+        self._notices = notices
         self._accounts = accounts
         self._auth = auth
         self._writer = writer
@@ -194,6 +197,7 @@ class MasterDeviceService:
                 b.tx, "device.added", uid, did, origin=origin, by="master_key", master_key_version=master.version
             )
             await self._announce(b, uid, did, "added")
+            await self._notices.notify(b.tx, uid, NoticeKind.NEW_DEVICE, {"device_id": did, "method": "master_key"})
             tokens = await self._auth.issue_session(b.tx, uid, did, b.now)
             await self._ctx.accounts.touch_device(b.tx, uid, did, b.now)
             return tokens

@@ -221,6 +221,25 @@ rate_limits = Table(
     Column("expires_at", BigInteger, nullable=False),
 )
 Index("ix_rate_limits_expires", rate_limits.c.expires_at)
+# ---- the outbox: mail and text messages waiting to go out (server/outbox.py) ------------------
+
+# Enqueued inside the transaction of the change that causes it, delivered by the scheduler after commit.
+# The recipient, subject and text are sealed under the server key (server/secret_box.py): a message may
+# carry a one-time code. A row is deleted once sent, or given up after a day.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("channel", String(8), nullable=False),  # "email" or "sms"
+    Column("kind", String(64), nullable=False),  # what it is, for the logs: "security.new_device", …
+    Column("user_id", String(320), nullable=True),
+    Column("sealed", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(120), nullable=True),  # the failure's kind (class, status), never its text
+)
+Index("ix_outbox_next_attempt_at", outbox.c.next_attempt_at)
 
 # ---- linking a new device (rendezvous slots; the server only relays) ----------------------------
 
