@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from tokenim.client.messages import Message
 from tokenim.client.rooms import Rooms
+from tokenim.core.errors import TokenIMError
 from tokenim.core.ids import parse_user_id
 from tokenim.crypto.megolm import KEY_NOT_ARRIVED
 
@@ -65,9 +66,14 @@ class RoomKinds:
         self._kinds[room_id] = kind
 
     async def kind(self, room_id: str) -> str | None:
-        """`direct`, `group`, or None when the server does not list the room for this user."""
+        """`direct`, `group`, or None when the server does not list the room for this user (or can't be asked
+        now: a message is never held up by this)."""
         if room_id not in self._kinds:
-            for room in (await self._rooms.all()).rooms:
+            try:
+                rooms = (await self._rooms.all()).rooms
+            except TokenIMError:
+                return None
+            for room in rooms:
                 self._kinds[room.room_id] = room.kind
         return self._kinds.get(room_id)
 

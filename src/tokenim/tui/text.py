@@ -159,8 +159,8 @@ def message_text(shown: Shown, tz: tzinfo | None) -> Text:
 
 
 def room_label(title: str, room: RoomSummary, unread: int, mentions: int, attention: bool) -> Text:
-    """A line of the room list: `# plans  3 @1`, `@ bob`, `✉ plans (invited)`."""
-    mark = "✉ " if room.membership == "invite" else ("@ " if room.kind == "direct" else "# ")
+    """A line of the room list: `# plans  3 @1`, `  @bob`, `✉ plans  invited`."""
+    mark = "✉ " if room.membership == "invite" else ("  " if room.kind == "direct" else "# ")
     out = Text(mark, style="dim")
     out.append(title, style="bold" if unread else "")
     if room.membership == "invite":
