@@ -139,6 +139,13 @@ async def wait_screen(pilot: Pilot[None], text: str, timeout: float = 15) -> str
         await asyncio.sleep(0.02)
 
 
+async def told(app: ChatApp, text: str, timeout: float = 15) -> str:
+    """Wait until the app has said (in a notification) something containing `text`; returns it."""
+    found: list[str] = []
+    await until(lambda: found.extend(s for s in app.said if text in s) or found, f"the app to say {text!r}", timeout)
+    return found[0]
+
+
 def screen_text(app: object) -> str:
     """What the screen shows, as plain text (what a person reads; also the snapshots' format)."""
     import io

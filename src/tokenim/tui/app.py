@@ -5,6 +5,7 @@ and `/command`), and the mouse works on rooms, messages and buttons."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import tzinfo
 from pathlib import Path
@@ -13,6 +14,7 @@ from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, ListView, Static
 
@@ -110,6 +112,20 @@ class ChatApp(App[None]):
         self.missed: list[str] = []  # mentions and direct messages that came while catching up at start
         self._verify_again: dict[str, bool] = {}
         self.crash: BaseException | None = None
+        self.said: deque[str] = deque(maxlen=50)  # the last things told in a notification (tests read them)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A notification (a toast); never Rich markup, since most of them quote someone else's words."""
+        self.said.append(message)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def _handle_exception(self, error: Exception) -> None:
         """Something unexpected: exit without Textual's traceback, which prints local variables (this app's
@@ -236,8 +252,10 @@ class ChatApp(App[None]):
         self.notifier.alert(f"{sender} · {where}", body)
 
     async def rooms_changed(self, rooms: list[RoomSummary]) -> None:
-        self.model.set_rooms(rooms)
+        changed = self.model.set_rooms(rooms)
         await self.draw_rooms()
+        if self.model.current is None and (changed or not self.synced_once):
+            await self.draw_timeline()  # the room shown is gone (left, declined), or there is none yet
         if self.model.current is None and self.model.rooms:
             joined = [r for r in self.model.ordered() if not r.invited]
             await self.open_room((joined or self.model.ordered())[0].room_id)
