@@ -14,8 +14,8 @@ from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.notifications import SeverityLevel
 from textual.containers import Horizontal, Vertical
+from textual.notifications import SeverityLevel
 from textual.widgets import Footer, ListView, Static
 
 from tokenim.client import Client, Message

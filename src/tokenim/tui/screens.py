@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -26,19 +27,24 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
-        text = Text("Keys and commands\n\n", style="bold")
-        for keys, what in help_lines():
-            text.append(f"  {keys:34}", style="bold")
-            text.append(f" {what}\n")
-        text.append("\nBadges beside a sender's name\n\n", style="bold")
+        keys = Table(box=None, show_header=False, padding=(0, 1))
+        keys.add_column(style="bold", no_wrap=True, min_width=32)
+        keys.add_column()
+        for key, what in help_lines():
+            keys.add_row(Text(key), Text(what))  # Text, never markup: `[@user …]` is no tag
+        badges = Table(box=None, show_header=False, padding=(0, 1))
+        badges.add_column(no_wrap=True)
+        badges.add_column()
         for trust in Trust:
             badge = BADGES[trust]
             if badge.mark:
-                text.append(f"  {badge.mark} ", style=badge.style)
-                text.append(f" {badge.meaning}\n")
-        text.append("\nA message starting with / is a command; type // to send one that starts with /.", style="dim")
+                badges.add_row(Text(badge.mark, style=badge.style), Text(badge.meaning))
         with VerticalScroll(classes="dialog wide"):
-            yield Static(text, markup=False)
+            yield Static(Text("Keys and commands", style="bold"), markup=False)
+            yield Static(keys, markup=False)
+            yield Static(Text("\nBadges beside a sender's name", style="bold"), markup=False)
+            yield Static(badges, markup=False)
+            yield Static(Text("\nA message starting with / is a command; // sends one that starts with /.", style="dim"))
             yield Button("Close", id="close", variant="primary")
 
     def on_button_pressed(self, _event: Button.Pressed) -> None:
