@@ -136,7 +136,7 @@ async def wait_screen(pilot: Pilot[None], text: str, timeout: float = 15) -> str
             return shown
         if time.monotonic() > deadline:
             raise AssertionError(f"{text!r} did not appear on the screen:\n{shown}")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)  # drawing the whole screen as text costs: not too often
 
 
 async def told(app: ChatApp, text: str, timeout: float = 15) -> str:

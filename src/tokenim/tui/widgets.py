@@ -84,6 +84,7 @@ class Timeline(ListView):
         self.tz = tz
         self._items: dict[str, MessageItem] = {}
         self._last_day: str | None = None
+        self._notice: ListItem | None = None
 
     async def show_room(self, messages: list[Shown], notice: Text | None = None) -> None:
         """Draw a room from scratch (`notice` instead of messages: an invitation, an empty room)."""
@@ -91,8 +92,10 @@ class Timeline(ListView):
         self._items.clear()
         self._last_day = None
         items: list[ListItem] = []
+        self._notice = None
         if notice is not None:
-            items.append(ListItem(Static(notice, markup=False), disabled=True))
+            self._notice = ListItem(Static(notice, markup=False), disabled=True)
+            items.append(self._notice)
         for shown in messages:
             items.extend(self._items_for(shown))
         await self.extend(items)
@@ -114,6 +117,9 @@ class Timeline(ListView):
         if shown.message.id in self._items:
             self.update(shown)
             return
+        if self._notice is not None:  # "No messages yet." goes with the first message
+            await self._notice.remove()
+            self._notice = None
         at_end = self.index is None or self.index >= len(self) - 1
         await self.extend(self._items_for(shown))
         if at_end:
@@ -141,8 +147,8 @@ class Composer(TextArea):
     """Where messages are written: Enter sends, Ctrl+J (or Alt+Enter, Shift+Enter) starts a new line; Up on the
     first line and Down on the last go through what was sent before."""
 
+    NEWLINE_KEYS = frozenset({"ctrl+j", "alt+enter", "shift+enter"})
     BINDINGS = [
-        Binding("ctrl+j,alt+enter,shift+enter", "newline", "New line", show=False),
         Binding("ctrl+p", "history(-1)", "Previous", show=False),
         Binding("ctrl+n", "history(1)", "Next", show=False),
     ]
@@ -168,6 +174,11 @@ class Composer(TextArea):
             if text.strip():
                 self.remember(text)
                 self.post_message(self.Submitted(text))
+            return
+        if event.key in self.NEWLINE_KEYS:  # here, not as a binding: bindings run after keys typed just after
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
             return
         await super()._on_key(event)
 
