@@ -180,3 +180,22 @@ def test_the_command_each_page_runs_is_quoted() -> None:
     line = command_line(Path("/tmp/my profile; rm -rf ~"), "bell")
     argv = shlex.split(line)
     assert argv[-6:] == ["--profile", "/tmp/my profile; rm -rf ~", "chat", "--in-browser", "--notify", "bell"]
+
+
+async def test_an_unexpected_failure_is_said_in_a_sentence() -> None:
+    from tokenim.tui import ChatApp
+    from tokenim.tui.widgets import Banner
+
+    async def broken() -> None:
+        raise RuntimeError("secret detail")
+
+    app = ChatApp()  # no profile opened: nothing connects
+    async with app.run_test() as pilot:
+        app.run_worker(broken(), group="actions", exit_on_error=False)
+        app.run_worker(broken(), group="live", exit_on_error=False)
+        for _ in range(100):
+            await pilot.pause()
+            if app.query_one("#offline", Banner).display and app.said:
+                break
+        assert list(app.said) == ["Something unexpected went wrong; nothing more was done."]
+        assert app.query_one("#offline", Banner).display

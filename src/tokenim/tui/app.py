@@ -5,6 +5,7 @@ and `/command`), and the mouse works on rooms, messages and buttons."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import tzinfo
@@ -17,6 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
 from textual.widgets import Footer, ListView, Static
+from textual.worker import Worker, WorkerState
 
 from tokenim.client import Client, Message
 from tokenim.client.attention import Attention, awaiting_key, mentions
@@ -356,6 +358,18 @@ class ChatApp(App[None]):
         if self.model.merge_history(room_id, messages, mentioned) is not None and room_id == self.model.current:
             await self.draw_timeline()
         self.draw_keys_banner()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A task that failed unexpectedly is said in a sentence (never a traceback); a live one in the banner,
+        since messages no longer arrive. TOKENIM_DEBUG=1 logs the details to Textual's log."""
+        if event.state is not WorkerState.ERROR:
+            return
+        if os.environ.get("TOKENIM_DEBUG"):
+            self.log.error(repr(event.worker.error))
+        if event.worker.group == "live":
+            self.query_one("#offline", Banner).say("The live connection stopped unexpectedly: restart tokenim chat.")
+        else:
+            self.notify("Something unexpected went wrong; nothing more was done.", severity="error")
 
     # ---- the person -------------------------------------------------------------------------------
 
