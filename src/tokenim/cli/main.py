@@ -281,7 +281,11 @@ def _add_messages(sub: Any, common: argparse.ArgumentParser) -> None:
         help="on a mention or a direct message: the bell and a desktop notification (notify-send, when installed), "
         "the bell only, or nothing (default: desktop)",
     )
-    ch.add_argument("--in-browser", action="store_true", help=argparse.SUPPRESS)  # the process --serve starts per page
+    ch.add_argument(
+        "--in-browser",
+        action="store_true",
+        help="what --serve runs for each page: ask for the passphrase in the app, not at a prompt (default: off)",
+    )
 
 
 def _add_backup(sub: Any, common: argparse.ArgumentParser) -> None:
