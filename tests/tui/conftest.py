@@ -25,7 +25,6 @@ from tokenim.client import Client
 from tokenim.core.clock import FakeClock
 from tokenim.server.app import build_app, build_services
 from tokenim.server.config import ServerConfig
-from tokenim.server.services.accounts import RegistrationMode
 from tokenim.server.storage.database import Database
 from tokenim.tui import ChatApp, NotifyMode
 
@@ -66,11 +65,10 @@ class LiveServer:
 
 
 @pytest.fixture
-async def live_server(tmp_path: Path, sqlite_template: Path, clock: FakeClock) -> AsyncIterator[LiveServer]:
-    """The server, on SQLite, listening on 127.0.0.1 in this event loop."""
+async def live_server(tmp_path: Path, sqlite_template: Path, clock: FakeClock, config: ServerConfig) -> AsyncIterator[LiveServer]:
+    """The server (the suite's `config`), on SQLite, listening on 127.0.0.1 in this event loop."""
     shutil.copyfile(sqlite_template, tmp_path / "server.db")
     db = Database(f"sqlite:///{tmp_path / 'server.db'}")
-    config = ServerConfig(registration=RegistrationMode.OPEN, server_name="tokenim.test")
     live = LiveServer(build_app(config, db, clock, build_services(config, db, clock)))
     await live.start()
     yield live

@@ -85,5 +85,13 @@ async def test_messages_unread_mentions_bell_and_badges(live_user: LiveUser, clo
         await bob.messages.send_text(direct.room_id, "psst")  # a direct message while plans is open
         await until(lambda: app.notifier.bells == 2, "the bell for a direct message")
         assert app.model.rooms[direct.room_id].attention and app.model.rooms[direct.room_id].unread == 1
-        assert "psst" in record.read_text()
+        await until(lambda: "psst" in record.read_text(), "the desktop notification of the direct message")
         assert "psst" not in screen_text(app)
+
+        await pilot.press("f1")  # a dialog over the main screen: messages and the room list still come in
+        await bob.messages.send_text(plans.room_id, "while you read the help")
+        await bob.rooms.rename(plans.room_id, "plans two")
+        await until(lambda: app.model.rooms[plans.room_id].summary.name == "plans two", "the rename, with the help open")
+        await pilot.press("escape")
+        shown = await wait_screen(pilot, "while you read the help")
+        assert "# plans two" in shown and not any("unexpected" in said for said in app.said)

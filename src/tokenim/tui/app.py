@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import tzinfo
 from pathlib import Path
+from typing import TypeVar
 
 from rich.text import Text
 from textual import events
@@ -17,6 +18,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.notifications import SeverityLevel
+from textual.widget import Widget
 from textual.widgets import Footer, ListView, Static
 from textual.worker import Worker, WorkerState
 
@@ -33,6 +35,7 @@ from tokenim.tui.screens import AskScreen, HelpScreen, PassphraseScreen
 from tokenim.tui.text import Shown, person, plain, room_title, trust_of
 from tokenim.tui.widgets import Banner, Composer, RoomList, Timeline, UploadBar
 
+W = TypeVar("W", bound=Widget)
 HISTORY_LIMIT = 100
 SHOWN_IN_FOOTER = {"n", "d", "i", "f", "s", "v"}
 Opener = Callable[[str], Awaitable[Client]]
@@ -179,9 +182,9 @@ class ChatApp(App[None]):
         """The profile is open: show who this is, then connect."""
         assert self.client is not None
         me = self.client.user_id
-        self.query_one("#top", Static).update(plain(f"TokenIM · {me} · device {self.client.device_id}"))
-        self.query_one("#offline", Banner).say("Connecting to the server…", "bold")
-        self.query_one(Composer).focus()
+        self.main("#top", Static).update(plain(f"TokenIM · {me} · device {self.client.device_id}"))
+        self.main("#offline", Banner).say("Connecting to the server…", "bold")
+        self.main(Composer).focus()
         if self.notice:
             self.notify(self.notice, severity="warning", markup=False, timeout=15)
         self.live = Live(self.client, self, room_poll_s=self.room_poll_s)
@@ -201,12 +204,12 @@ class ChatApp(App[None]):
 
     def offline(self, reason: str, delay: float) -> None:
         self.offline_since = reason
-        self.query_one("#offline", Banner).say(f"Offline: {reason}. Reconnecting in {max(1, round(delay))} s…", "bold")
+        self.main("#offline", Banner).say(f"Offline: {reason}. Reconnecting in {max(1, round(delay))} s…", "bold")
 
     def online(self) -> None:
         was_offline = self.offline_since is not None
         self.offline_since = None
-        self.query_one("#offline", Banner).say(None)
+        self.main("#offline", Banner).say(None)
         if was_offline:
             self.notify("Reconnected.", markup=False, timeout=3)
         if not self.synced_once:
@@ -217,7 +220,7 @@ class ChatApp(App[None]):
             self.run_worker(self.load_history(self.model.current), group="history", exit_on_error=False)
 
     def ended(self, error: TokenIMError) -> None:
-        self.query_one("#offline", Banner).say(f"Disconnected: {error.message}", "bold")
+        self.main("#offline", Banner).say(f"Disconnected: {error.message}", "bold")
 
     def knows(self, room_id: str) -> bool:
         return room_id in self.model.rooms
@@ -231,7 +234,7 @@ class ChatApp(App[None]):
         if state is None:
             return
         if message.room == self.model.current:
-            await self.query_one(Timeline).add(self.shown(message))
+            await self.main(Timeline).add(self.shown(message))
         if message.event == "key_rotated":
             self._verify_again.pop(message.sender, None)
         if attention.wanted and not seen:
@@ -268,7 +271,7 @@ class ChatApp(App[None]):
         state = self.model.rooms.get(room_id)
         if state is None:
             return
-        timeline = self.query_one(Timeline)
+        timeline = self.main(Timeline)
         for m in messages:
             state.messages[m.id] = m
             if room_id == self.model.current:
@@ -294,7 +297,7 @@ class ChatApp(App[None]):
     async def draw_rooms(self) -> None:
         me = self.model.me
         rooms = [(r, RoomList.label(r, room_title(r.summary, me))) for r in self.model.ordered()]
-        await self.query_one(RoomList).show_rooms(rooms, self.model.current)
+        await self.main(RoomList).show_rooms(rooms, self.model.current)
 
     def draw_title(self) -> None:
         state = self.current_room()
@@ -305,11 +308,11 @@ class ChatApp(App[None]):
             text.append(kind, style="dim")
             text.append(room_title(s, self.model.me))
             text.append(f"  · {len(s.members)} member{'s' if len(s.members) != 1 else ''}", style="dim")
-        self.query_one("#room-title", Static).update(text)
+        self.main("#room-title", Static).update(text)
 
     def draw_keys_banner(self) -> None:
         waiting = sum(len(ids) for ids in self.model.awaiting().values())
-        self.query_one("#keys", Banner).say(
+        self.main("#keys", Banner).say(
             f"{waiting} message{'s' if waiting != 1 else ''} wait for their keys; they fill in when the keys arrive."
             if waiting
             else None
@@ -317,7 +320,7 @@ class ChatApp(App[None]):
 
     async def draw_timeline(self) -> None:
         state = self.current_room()
-        timeline = self.query_one(Timeline)
+        timeline = self.main(Timeline)
         if state is None:
             await timeline.show_room([], plain("No room yet: n creates one, d starts a direct chat.", "italic"))
             return
@@ -362,12 +365,12 @@ class ChatApp(App[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A task that failed unexpectedly is said in a sentence (never a traceback); a live one in the banner,
         since messages no longer arrive. TOKENIM_DEBUG=1 logs the details to Textual's log."""
-        if event.state is not WorkerState.ERROR:
-            return
+        if event.state is not WorkerState.ERROR or not self.is_running:
+            return  # while the app closes, a task still running finds its widgets gone: nothing to say
         if os.environ.get("TOKENIM_DEBUG"):
             self.log.error(repr(event.worker.error))
         if event.worker.group == "live":
-            self.query_one("#offline", Banner).say("The live connection stopped unexpectedly: restart tokenim chat.")
+            self.main("#offline", Banner).say("The live connection stopped unexpectedly: restart tokenim chat.")
         else:
             self.notify("Something unexpected went wrong; nothing more was done.", severity="error")
 
@@ -387,15 +390,15 @@ class ChatApp(App[None]):
             room_id = getattr(event.item, "room_id", None)
             if room_id is not None and room_id != self.model.current:
                 await self.open_room(room_id)
-            self.query_one(Composer).focus()
+            self.main(Composer).focus()
         elif isinstance(event.list_view, Timeline):
-            selected = self.query_one(Timeline).selected()
+            selected = self.main(Timeline).selected()
             if selected is not None and selected.file is not None:
                 await self.action_command("save")
 
     async def on_composer_submitted(self, event: Composer.Submitted) -> None:
         typed = read_line(event.text)
-        composer = self.query_one(Composer)
+        composer = self.main(Composer)
         if typed.unknown:
             self.notify(f"There is no command /{typed.unknown}: ? lists them (// sends a /).", severity="error", markup=False)
             return
@@ -433,21 +436,28 @@ class ChatApp(App[None]):
         at = ordered.index(self.model.current) if self.model.current in ordered else -1
         await self.open_room(ordered[(at + step) % len(ordered)])
 
+    def main(self, selector: type[W] | str, kind: type[W] | None = None) -> W:
+        """A widget of the main screen, whatever dialog is open over it (`query_one` would search the dialog)."""
+        screen = self.screen_stack[0] if self.screen_stack else self.screen
+        if kind is not None:
+            return screen.query_one(selector, kind)  # type: ignore[arg-type]
+        return screen.query_one(selector)  # type: ignore[return-value]
+
     def restore_draft(self, text: str) -> None:
         """A message that could not be sent goes back into the composer (unless something new was typed)."""
-        composer = self.query_one(Composer)
+        composer = self.main(Composer)
         if not composer.text.strip():
             composer.load_text(text)
 
     def upload_bar(self) -> UploadBar:
-        return self.query_one(UploadBar)
+        return self.main(UploadBar)
 
     def selected_message(self) -> Message | None:
-        return self.query_one(Timeline).selected()
+        return self.main(Timeline).selected()
 
     def action_leave_composer(self) -> None:
         if isinstance(self.focused, Composer):
-            self.query_one(Timeline).focus()
+            self.main(Timeline).focus()
 
 
 __all__ = ["ChatApp"]
