@@ -59,6 +59,10 @@ def test_chat_from_the_command_line(open_server: RunningServer, tmp_path: Path) 
         alice.json("send", "plans", "kick-off on Monday")
         live = json.loads(lines.line(timeout=60))
         assert live["body"] == "kick-off on Monday" and live["sender"] == "@alice:localhost" and live["verified"] is True
+        assert live["mention"] is False and live["direct"] is False  # what `tokenim chat` rings the bell for
+        alice.json("send", "@bob", "psst @bob")
+        live = json.loads(lines.line(timeout=60))
+        assert (live["body"], live["mention"], live["direct"]) == ("psst @bob", True, True)
     finally:
         listener.terminate()
         listener.communicate(timeout=10)

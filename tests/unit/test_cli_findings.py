@@ -25,7 +25,7 @@ from tokenim.client import Message, ProfileStore
 from tokenim.client.files import check_destination, download_file, safe_file_name, upload_file
 from tokenim.client.messages import Messages
 from tokenim.core.errors import LOCAL_CODES, ErrorCode, TokenIMError
-from tokenim.protocol.api import RoomSummary
+from tokenim.protocol.api import RoomsResponse, RoomSummary
 
 STRONG = "correct horse battery staple"
 
@@ -153,9 +153,18 @@ class _Listening:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
+    user_id = "@me:x"
+
     @property
     def messages(self) -> _Listening:
         return self
+
+    @property
+    def rooms(self) -> _Listening:
+        return self
+
+    async def all(self) -> RoomsResponse:
+        return RoomsResponse(rooms=[])
 
     async def listen(self, **_kwargs: object) -> AsyncIterator[Message]:
         try:

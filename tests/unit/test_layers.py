@@ -1,6 +1,7 @@
 """The layering rules, checked on the source: arrows point inward and the server never imports crypto.
 
-cli -> client -> crypto -> protocol -> core; server -> protocol -> core. Every `import` statement is
+cli -> tui -> client -> crypto -> protocol -> core; server -> protocol -> core. The terminal app (tui) sits on the
+SDK like the CLI, which starts it: it never imports the CLI or the server. Every `import` statement is
 checked, including ones inside functions and under `if TYPE_CHECKING:`.
 """
 
@@ -78,7 +79,12 @@ RULES = [
         "server must not import crypto, client, cli or vodozemac",
         forbidden=("tokenim.crypto", "tokenim.client", "tokenim.cli", "vodozemac"),
     ),
-    Rule("tokenim.client", "client must not import server or cli", forbidden=("tokenim.server", "tokenim.cli")),
+    Rule(
+        "tokenim.client", "client must not import server, cli or tui", forbidden=("tokenim.server", "tokenim.cli", "tokenim.tui")
+    ),
+    Rule("tokenim.tui", "tui must not import server or cli", forbidden=("tokenim.server", "tokenim.cli")),
+    Rule("tokenim.crypto", "crypto must not import tui", forbidden=("tokenim.tui",)),
+    Rule("tokenim.server", "server must not import tui", forbidden=("tokenim.tui",)),
 ]
 
 
@@ -131,7 +137,15 @@ def source_modules() -> list[Path]:
 
 def test_every_layer_is_scanned() -> None:
     names = {module_name(p) for p in source_modules()}
-    for layer in ("tokenim.core", "tokenim.protocol", "tokenim.crypto", "tokenim.server", "tokenim.client", "tokenim.cli"):
+    for layer in (
+        "tokenim.core",
+        "tokenim.protocol",
+        "tokenim.crypto",
+        "tokenim.server",
+        "tokenim.client",
+        "tokenim.cli",
+        "tokenim.tui",
+    ):
         assert any(n == layer or n.startswith(layer + ".") for n in names), f"no modules found for {layer}"
     assert "tokenim.core.signing" in names
     assert "tokenim.server.app" in names
@@ -183,6 +197,11 @@ def test_migrations_do_not_import_crypto_or_client() -> None:
         ),
         ("tokenim.client.sdk", "from tokenim.server.config import ServerConfig\n", "tokenim.server.config"),
         ("tokenim.client.sdk", "import tokenim.cli\n", "tokenim.cli"),
+        ("tokenim.client.sdk", "from tokenim.tui.app import ChatApp\n", "tokenim.tui.app"),
+        ("tokenim.tui.app", "from tokenim.cli.output import clean\n", "tokenim.cli.output"),
+        ("tokenim.tui.app", "from tokenim.server.app import build_app\n", "tokenim.server.app"),
+        ("tokenim.server.app", "import tokenim.tui\n", "tokenim.tui"),
+        ("tokenim.crypto.device", "from tokenim.tui import ChatApp\n", "tokenim.tui"),
     ],
 )
 def test_checker_reports_the_module_and_the_import(module: str, source: str, offender: str) -> None:
@@ -201,6 +220,11 @@ def test_checker_reports_the_module_and_the_import(module: str, source: str, off
         ("tokenim.server.app", "import sqlalchemy\nfrom tokenim import __version__\nfrom tokenim.protocol import keys\n"),
         ("tokenim.client.sdk", "import httpx\nfrom tokenim.crypto.device import DeviceIdentity\n"),
         ("tokenim.cli.main", "from tokenim.client import Client\n"),
+        ("tokenim.cli.chat", "from tokenim.tui import ChatApp\n"),
+        (
+            "tokenim.tui.app",
+            "from textual.app import App\nfrom tokenim.client import Client\nfrom tokenim.core.display import clean\n",
+        ),
     ],
 )
 def test_checker_allows_inward_imports(module: str, source: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import httpx
 
 from tokenim import __version__
-from tokenim.cli import account, audit, backup, key_files, keys, link, messages, rooms, two_factor, verify
+from tokenim.cli import account, audit, backup, chat, key_files, keys, link, messages, rooms, two_factor, verify
 from tokenim.cli.output import clean, emit, emit_json
 from tokenim.cli.prompt import PromptAborted, given_code, read_passphrase
 from tokenim.client import ProfileStore
@@ -303,6 +303,26 @@ def _add_messages(sub: Any, common: argparse.ArgumentParser) -> None:
     rd.add_argument("target", help="@user (an existing direct chat), a room name or a room id")
     rd.add_argument("--limit", type=int, default=20, help="how many messages, 1 to 1000 (default: 20)")
     _sub(sub, "listen", "stream incoming messages until interrupted (reconnects by itself)", common, messages.cmd_listen, None)
+    ch = _sub(sub, "chat", "the terminal app: rooms, messages and files, live (keys: ? inside)", common, chat.cmd_chat, None)
+    ch.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the app to a browser on this computer, at http://127.0.0.1:PORT; each page asks for the passphrase "
+        "(default: run in this terminal)",
+    )
+    ch.add_argument("--port", type=int, default=8471, help="with --serve: the port on 127.0.0.1 (default: 8471)")
+    ch.add_argument(
+        "--notify",
+        choices=["desktop", "bell", "off"],
+        default="desktop",
+        help="on a mention or a direct message: the bell and a desktop notification (notify-send, when installed), "
+        "the bell only, or nothing (default: desktop)",
+    )
+    ch.add_argument(
+        "--in-browser",
+        action="store_true",
+        help="what --serve runs for each page: ask for the passphrase in the app, not at a prompt (default: off)",
+    )
 
 
 def _add_backup(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -411,6 +431,9 @@ def _prepare(args: argparse.Namespace) -> None:
     if new and args.command == "keys":
         key_files.check_readable(Path(args.file))  # before the passphrase prompts
     user_inputs = [args.username, "tokenim"] if new else []
+    if args.command == "chat" and (args.serve or args.in_browser):
+        args.passphrase = None  # asked in the browser's page, by the app (tui/serve.py says why)
+        return
     args.passphrase = read_passphrase(getattr(args, "passphrase_file", None), new=new, user_inputs=user_inputs)
 
 
@@ -476,6 +499,8 @@ def _cancelled(aborted: PromptAborted, as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "chat" and args.serve:
+        return chat.serve_chat(args)  # textual-serve runs its own event loop
     result = asyncio.run(args.handler(args))
     if result is None:
         return 0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tokenim.cli.account import open_client
 from tokenim.cli.output import clean, emit, emit_json, message_text, public_message, size
+from tokenim.client.attention import RoomKinds, attention_of
 from tokenim.client.files import safe_file_name
 from tokenim.core.errors import ErrorCode, TokenIMError
 from tokenim.protocol.events import MAX_CONTENT_BYTES
@@ -188,13 +189,16 @@ class _Reconnects(asyncio.Event):
 
 async def cmd_listen(args: argparse.Namespace) -> None:
     async with await open_client(args) as client:
+        kinds = RoomKinds(client.rooms)  # --json says whether each message came in a direct chat
         ready = _Reconnects(announce=not args.json)
         # aclosing: a closed stdout (`listen | head -1`) ends the stream here, not in a half-closed generator.
         stream = cast("AsyncGenerator[Message, None]", client.messages.listen(ready=ready, on_retry=ready.retry))
         async with contextlib.aclosing(stream):
             async for message in stream:
                 if args.json:
-                    emit_json(public_message(message.to_json()))
+                    attention = await attention_of(message, client.user_id, kinds)
+                    flags = {"mention": attention.mention, "direct": attention.direct}  # what `tokenim chat` rings for
+                    emit_json(public_message(message.to_json()) | flags)
                 else:
                     emit(message_text(message.to_json()))
 

@@ -1,10 +1,9 @@
 """Everything the CLI prints passes through here: other people's text is escaped, times and sizes are human.
 
 Message bodies, room names, file names, user ids and error sentences that quote input all come from
-someone else. `clean` turns every character that could steer a terminal (C0 and C1 controls, DEL, ESC,
-BEL, CR, line and paragraph separators, bidirectional overrides and isolates, lone surrogates) into a
-visible escape such as `\\x1b` or `\\u202e`, so a message can neither fake a line of its own nor set a
-window title or colours. A multi-line message keeps its lines, each continuation marked as part of it.
+someone else: `clean` (core/display.py, shared with the terminal app) shows every character that could
+steer a terminal as a visible escape such as `\\x1b` or `\\u202e`. A multi-line message keeps its lines,
+each continuation marked as part of it.
 """
 
 from __future__ import annotations
@@ -12,37 +11,13 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import unicodedata
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from tokenim.client.messages import KEY_FILE_WHY
+from tokenim.core.display import clean, clean_lines
 
-# Bidirectional embeddings, overrides, isolates and marks: they reorder what follows them on the line.
-_BIDI = frozenset([0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
-# Categories escaped whole: controls (C0, DEL, C1), line/paragraph separators, surrogates.
-_ESCAPED_CATEGORIES = frozenset(["Cc", "Zl", "Zp", "Cs"])
 CONTINUATION = "  | "
-
-
-def _escape_char(ch: str) -> str:
-    code = ord(ch)
-    if code in _BIDI or unicodedata.category(ch) in _ESCAPED_CATEGORIES:
-        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-    return ch
-
-
-def clean(text: object) -> str:
-    """One line of text that is safe to print: every control, separator and bidi character is shown escaped."""
-    s = str(text)
-    if s.isprintable() and not any(ord(c) in _BIDI for c in s):
-        return s
-    return "".join(_escape_char(c) for c in s)
-
-
-def clean_lines(text: str) -> list[str]:
-    """A multi-line text as lines that are each safe; `\\r\\n` and `\\n` end a line, anything else is escaped."""
-    return [clean(line) for line in text.replace("\r\n", "\n").split("\n")]
 
 
 def block(first: str, text: str) -> str:

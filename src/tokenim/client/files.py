@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ from tokenim.protocol.api import BlobResponse
 from tokenim.protocol.wire import BLOB_ID_PATTERN
 
 CHUNK = 1 << 20
+# Told (bytes read so far, the file's size) as a file is read for upload: an app draws its progress bar with it.
+Progress = Callable[[int, int], None]
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -37,16 +39,27 @@ def _chunks(path: Path) -> Iterator[bytes]:
         yield from iter(lambda: fh.read(CHUNK), b"")
 
 
-async def upload_file(transport: Transport, path: Path) -> dict[str, Any]:
-    """Encrypt and upload a file; returns the `m.file` message content that carries its key."""
+def _counted(chunks: Iterator[bytes], total: int, on_progress: Progress) -> Iterator[bytes]:
+    done = 0
+    for chunk in chunks:
+        done += len(chunk)
+        on_progress(done, total)
+        yield chunk
+
+
+async def upload_file(transport: Transport, path: Path, *, on_progress: Progress | None = None) -> dict[str, Any]:
+    """Encrypt and upload a file; returns the `m.file` message content that carries its key. `on_progress`
+    is told how much of the file was read, chunk by chunk."""
     if not path.exists():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} does not exist.")
     if not path.is_file():
         raise TokenIMError(ErrorCode.INVALID_REQUEST, f"{path} is not a file.")
     key = FileKey.generate()
+    total = path.stat().st_size
 
     async def body() -> AsyncIterator[bytes]:
-        for chunk in encrypt_chunks(key, _chunks(path)):
+        plain = _chunks(path) if on_progress is None else _counted(_chunks(path), total, on_progress)
+        for chunk in encrypt_chunks(key, plain):
             yield chunk
 
     headers = {"Authorization": f"Bearer {transport.access_token()}", "Content-Type": "application/octet-stream"}
@@ -181,10 +194,11 @@ class Files:
         self._transport = transport
         self._messages = messages
 
-    async def send(self, room_id: str, path: Path) -> SendResult:
-        """Encrypt the file in chunks while uploading it; the key travels in the encrypted message."""
+    async def send(self, room_id: str, path: Path, *, on_progress: Progress | None = None) -> SendResult:
+        """Encrypt the file in chunks while uploading it; the key travels in the encrypted message.
+        `on_progress(done, total)` is told the bytes read so far (the terminal app's progress bar)."""
         self._state.next_send_seq()  # a stale copy of the profile uploads nothing
-        return await self._messages.send_content(room_id, await upload_file(self._transport, path))
+        return await self._messages.send_content(room_id, await upload_file(self._transport, path, on_progress=on_progress))
 
     async def download(self, event_id: str, out: Path, *, overwrite: bool = False) -> dict[str, Any]:
         """Fetch a file sent in a message, check its hash and decrypt it to `out`, which must not exist
@@ -212,4 +226,4 @@ class Files:
         return None if raw is None else dict(json.loads(raw))
 
 
-__all__ = ["Files", "check_destination", "download_file", "safe_file_name", "upload_file"]
+__all__ = ["Files", "Progress", "check_destination", "download_file", "safe_file_name", "upload_file"]

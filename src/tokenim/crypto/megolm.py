@@ -19,6 +19,8 @@ from tokenim.crypto.padding import pad, unpad
 from tokenim.protocol.keys import MEGOLM_ALGORITHM, DeviceKeys
 
 ROTATE_AFTER_MESSAGES = 100
+# What a message whose room key this device does not hold (yet) shows instead; an app fills it in when the key comes.
+KEY_NOT_ARRIVED = "The key for this message has not arrived (or was never shared with this device)."
 ROTATE_AFTER_MS = 7 * 24 * 60 * 60 * 1000
 
 DeviceRef = tuple[str, str]  # (user id, device id)
@@ -211,7 +213,7 @@ class RoomSessions:
         ok = isinstance(session_id, str) and isinstance(sender_key, str)
         inbound = self.inbound.get((room_id, session_id, sender_key)) if ok else None  # type: ignore[arg-type]
         if inbound is None:
-            raise CryptoError("missing_key", "The key for this message has not arrived (or was never shared with this device).")
+            raise CryptoError("missing_key", KEY_NOT_ARRIVED)
         try:
             message = vodozemac.MegolmMessage.from_base64(str(content.get("ciphertext")))
             decrypted = inbound.session.decrypt(message)
