@@ -80,11 +80,16 @@ async def test_each_login_attempt_is_recorded_with_its_origin_outcome_and_reason
     clock.advance(seconds=61)
     resp = await far.post("/v1/login", json={**ident, "nonce": c["nonce"], "signature": good})
     assert resp.json()["error"]["code"] == "challenge_expired"
-    # A device the account does not have, and an account that does not exist.
+    # A device the account does not have, and an account that does not exist: each gets a challenge like
+    # anyone (nobody learns who has an account), and the login fails as a wrong signature does.
     stranger = new_device_id()
-    assert (await far.post("/v1/login/challenge", json={**ident, "device_id": stranger})).status_code == 404
-    resp = await far.post("/v1/login/challenge", json={"user_id": "@nobody:tokenim.test", "device_id": stranger})
-    assert resp.json()["error"]["code"] == "unknown_user"
+    for who in ({**ident, "device_id": stranger}, {"user_id": "@nobody:tokenim.test", "device_id": stranger}):
+        c = (await far.post("/v1/login/challenge", json=who)).json()
+        payload = login_challenge_payload(
+            server_name=c["server_name"], user_id=who["user_id"], device_id=stranger, nonce=c["nonce"]
+        )
+        resp = await far.post("/v1/login", json={**who, "nonce": c["nonce"], "signature": device.signing.sign(payload)})
+        assert resp.json()["error"]["code"] == "bad_signature"
 
     rows = [summary(r) for r in await records(database, "login", "login.failed") if r.ip == FAR[0]]
     assert rows == [
@@ -93,19 +98,19 @@ async def test_each_login_attempt_is_recorded_with_its_origin_outcome_and_reason
         ("login", alice.user_id, alice.first, *ua, {}),
         ("login.failed", alice.user_id, alice.first, *ua, {"reason": "challenge_invalid", "stage": "login"}),
         ("login.failed", alice.user_id, alice.first, *ua, {"reason": "challenge_expired", "stage": "login"}),
-        ("login.failed", alice.user_id, stranger, *ua, {"reason": "unknown_device", "stage": "challenge"}),
+        ("login.failed", alice.user_id, stranger, *ua, {"reason": "bad_signature", "stage": "login"}),
         (
             "login.failed",
             None,
             None,
             *ua,
-            {"reason": "unknown_user", "stage": "challenge", "user": "@nobody:tokenim.test", "device": stranger},
+            {"reason": "bad_signature", "stage": "login", "user": "@nobody:tokenim.test", "device": stranger},
         ),
     ]
     # The user sees their own attempts, with where they came from, in their security review.
     review = (await far.get("/v1/security/review", headers=me.auth())).json()
     assert [(x["outcome"], x["reason"], x["ip"], x["user_agent"]) for x in review["logins"]][:3] == [
-        ("failed", "unknown_device", *ua),
+        ("failed", "bad_signature", *ua),
         ("failed", "challenge_expired", *ua),
         ("failed", "challenge_invalid", *ua),
     ]
