@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from tokenim.client.messages import KEY_FILE_WHY
-from tokenim.core.display import clean, clean_lines
+from tokenim.core.display import clean, clean_lines, human_size
 
 CONTINUATION = "  | "
 
@@ -54,14 +54,7 @@ def duration(seconds: int) -> str:
 
 def size(n: int) -> str:
     """Bytes as a person reads them: `812 bytes`, `4.2 KB`, `1.5 MB`."""
-    if n < 1000:
-        return f"{n} byte{'s' if n != 1 else ''}"
-    value = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    return f"{value:.1f} {unit}"
+    return human_size(n)
 
 
 def message_text(m: dict[str, Any]) -> str:

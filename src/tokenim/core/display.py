@@ -37,4 +37,16 @@ def clean_lines(text: str) -> list[str]:
     return [clean(line) for line in text.replace("\r\n", "\n").split("\n")]
 
 
-__all__ = ["clean", "clean_lines"]
+__all__ = ["clean", "clean_lines", "human_size"]
+
+
+def human_size(n: int) -> str:
+    """Bytes as a person reads them: `812 bytes`, `4.2 KB`, `1.5 MB`."""
+    if n < 1000:
+        return f"{n} byte{'s' if n != 1 else ''}"
+    value = float(n)
+    for unit in ("KB", "MB", "GB", "TB"):
+        value /= 1000
+        if value < 1000 or unit == "TB":
+            break
+    return f"{value:.1f} {unit}"

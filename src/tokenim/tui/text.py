@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tokenim.client import Message
 from tokenim.client.messages import KEY_FILE_WHY
-from tokenim.core.display import clean, clean_lines
+from tokenim.core.display import clean, clean_lines, human_size
 from tokenim.protocol.api import RoomSummary
 
 INDENT = "        "  # continuation lines sit under the first line's text, after the time
@@ -96,17 +96,6 @@ def day_label(ms: int, tz: tzinfo | None) -> str:
 
 def day_of(ms: int, tz: tzinfo | None) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=tz).strftime("%Y-%m-%d")
-
-
-def human_size(n: int) -> str:
-    if n < 1000:
-        return f"{n} byte{'s' if n != 1 else ''}"
-    value = float(n)
-    for unit in ("KB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 1000 or unit == "TB":
-            break
-    return f"{value:.1f} {unit}"
 
 
 @dataclass(frozen=True, slots=True)
