@@ -4,6 +4,7 @@ turned into a TokenIMError a person can read."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,7 @@ class Transport:
         self.http = http
         self._store = store
         self.code_source: CodeSource | None = None
+        self._refreshing = asyncio.Lock()
 
     @staticmethod
     def connect(server_url: str, store: Store, transport: httpx.AsyncBaseTransport | None = None) -> Transport:
@@ -85,18 +87,27 @@ class Transport:
         )
 
     async def refresh(self) -> None:
-        """Swap the refresh token for a new pair; a refresh token the server no longer honours is forgotten."""
-        refresh = self._store.get_secret("refresh_token")
-        if refresh is None:
-            raise TokenIMError(ErrorCode.NOT_LOGGED_IN, NOT_LOGGED_IN)
-        try:
-            tokens = await self.post("/v1/token/refresh", {"refresh_token": refresh.decode()}, TokenResponse, auth=False)
-        except TokenIMError as err:
-            if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
-                self.keep_tokens(None)
-                await self._refuse_if_revoked()
-            raise
-        self.keep_tokens(tokens)
+        """Swap the refresh token for a new pair; a refresh token the server no longer honours is forgotten.
+
+        One refresh at a time: requests that found the access token expired together (the live connection
+        and a send) would otherwise spend the same refresh token twice, and the loser would forget the
+        pair the winner just stored. A request that waited behind another's refresh uses its result."""
+        stale = self._store.get_secret("refresh_token")
+        async with self._refreshing:
+            refresh = self._store.get_secret("refresh_token")
+            if refresh is None:
+                raise TokenIMError(ErrorCode.NOT_LOGGED_IN, NOT_LOGGED_IN)
+            if refresh != stale:
+                return
+            try:
+                body = {"refresh_token": refresh.decode()}
+                tokens = await self.post("/v1/token/refresh", body, TokenResponse, auth=False)
+            except TokenIMError as err:
+                if err.code in (ErrorCode.UNAUTHORIZED, ErrorCode.TOKEN_EXPIRED):
+                    self.keep_tokens(None)
+                    await self._refuse_if_revoked()
+                raise
+            self.keep_tokens(tokens)
 
     async def _refuse_if_revoked(self) -> None:
         """The server no longer knows this session: if that is because the device was revoked or removed, say
